@@ -1,0 +1,141 @@
+"""Experiment configs: YAML validated by workflow/schemas/config.schema.yaml, defaults filled, then semantic checks.
+
+The same `validate_config` runs in the Snakefile (before any job) and in the CLI, so a bad config fails the
+same way everywhere, with a message naming the key and the expected value.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from .io import BadInputError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "<top level>"
+
+
+def _fill_defaults(validator_cls):
+    """A jsonschema validator that also writes each property's `default` into the instance (recursively)."""
+    from jsonschema import validators
+
+    validate_props = validator_cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = _copy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return validators.extend(validator_cls, {"properties": set_defaults})
+
+
+def _copy(v):
+    import copy
+
+    return copy.deepcopy(v)
+
+
+def load_schema(path=SCHEMA_PATH) -> dict:
+    with open(path) as f:
+        return yaml.safe_load(f)
+
+
+def schema_errors(cfg: dict, schema: dict | None = None) -> list[str]:
+    """Fill defaults into `cfg` (in place) and return readable schema violations, one per line."""
+    from jsonschema import Draft202012Validator
+
+    schema = schema or load_schema()
+    v = _fill_defaults(Draft202012Validator)(schema)
+    # Two passes: defaults filled on the first make nested objects exist for the second.
+    list(v.iter_errors(cfg))
+    out = []
+    for e in sorted(v.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path))):
+        where = _key(e.absolute_path)
+        if e.validator == "additionalProperties":
+            allowed = sorted(e.schema.get("properties", {}))
+            out.append(f"{where}: {e.message}; allowed keys: {', '.join(allowed)}")
+        elif e.validator == "enum":
+            out.append(f"{where}: {e.instance!r} is not allowed; expected one of {e.validator_value}")
+        else:
+            desc = e.schema.get("description")
+            out.append(f"{where}: {e.message}" + (f" (expected: {desc.strip()})" if desc else ""))
+    return out
+
+
+def semantic_errors(cfg: dict) -> list[str]:
+    """What a schema cannot say: files that must exist, families that must be registered, counts that must fit."""
+    from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
+
+    errs = []
+    d = cfg["data"]
+    if d["dataset"] == "fashion-mnist":
+        root = Path(d["root"] or FASHION_MNIST_DIR)
+        need = [n for pair in FASHION_MNIST_FILES.values() for n in pair]
+        missing = [n for n in need if not (root / n).exists()]
+        if missing:
+            fix = ("install the Debian package: apt-get update && apt-get install -y dataset-fashion-mnist"
+                   if d["root"] is None else "point data.root at a folder holding them")
+            errs.append(f"data.root: Fashion-MNIST files {missing} not found in {root}; {fix}")
+    elif d["dataset"] == "image-folder":
+        if not d["root"]:
+            errs.append("data.root: required for dataset image-folder (a folder of RGB image files)")
+        elif not Path(d["root"]).is_dir():
+            errs.append(f"data.root: image folder {d['root']} does not exist")
+    t = cfg["teacher"]
+    if t["source"] == "shipped" and not (REPO_ROOT / t["shipped"]).is_dir() and not Path(t["shipped"]).is_dir():
+        errs.append(f"teacher.shipped: folder {t['shipped']} not found (it is part of the repository; is the checkout "
+                    "complete?)")
+    if t["source"] == "pretrained" and not t["pretrained"]:
+        errs.append("teacher.pretrained: required when teacher.source is pretrained (a diffusers pipeline folder or hub id)")
+    from .methods import method_errors, parse_sampler
+
+    tr = cfg.get("trajectories")
+    if tr is not None:
+        try:
+            _, steps = parse_sampler(tr["sampler"])
+        except BadInputError as e:
+            errs.append(f"trajectories.sampler: {e}")
+        else:
+            if tr["checkpoints"] > steps:
+                errs.append(f"trajectories.checkpoints: {tr['checkpoints']} checkpoints need at least as many sampler "
+                            f"steps, but {tr['sampler']} has {steps}")
+            sp = tr["spacing"]
+            if isinstance(sp, list):
+                if len(sp) != tr["checkpoints"]:
+                    errs.append(f"trajectories.spacing: {len(sp)} step indices given but checkpoints is "
+                                f"{tr['checkpoints']}")
+                if sp != sorted(sp) or sp[-1] != steps - 1:
+                    errs.append(f"trajectories.spacing: step indices must increase and end at {steps - 1} (x_0)")
+    errs += method_errors(cfg)
+    return errs
+
+
+def validate_config(cfg: dict, source: str = "config") -> dict:
+    """Validate `cfg` in place (defaults filled); raise BadInputError listing every problem, naming `source`."""
+    if not isinstance(cfg, dict) or not cfg:
+        raise BadInputError(f"{source}: empty config; pass an experiment, e.g. --configfile experiments/default.yaml")
+    errs = schema_errors(cfg)
+    if not errs:
+        errs = semantic_errors(cfg)
+    if errs:
+        raise BadInputError(f"{source}: invalid experiment config:\n  - " + "\n  - ".join(errs))
+    return cfg
+
+
+def load_config(path) -> dict:
+    path = Path(path)
+    try:
+        with open(path) as f:
+            cfg = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise BadInputError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise BadInputError(f"{path}: not valid YAML ({e})") from None
+    return validate_config(cfg, str(path))

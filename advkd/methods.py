@@ -1,0 +1,138 @@
+"""The registry: which method families exist, their parameters, and how to build a runnable method.
+
+A method is a name in the config's `methods:` block, e.g. `ddim-10: {family: ddim, steps: 10}`. Its family is a
+key of FAMILIES. Every method, sampler or student, answers the same contract (`Method`), so sampling, quality
+and cost code never asks which kind it is. Adding a method family is one entry here plus one config block.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .io import BadInputError
+
+
+@dataclass
+class Method:
+    """What the rest of the suite needs from any method."""
+    name: str
+    family: str
+    nfe: int                                     # network evaluations per sample
+    sample: Callable                             # (n, seed, batch_size, progress) -> (float (n,C,H,W) [-1,1], stats)
+    network: torch.nn.Module                     # one network evaluation (for FLOPs, latency, params)
+    network_inputs: Callable                     # batch -> args for one network evaluation
+    inference_parameters: int                    # parameters used to sample
+    all_parameters: int                          # parameters trained/stored (e.g. with discriminators, heads)
+    info: dict = field(default_factory=dict)
+
+    def generate(self, n: int, seed: int, batch_size: int = 250, progress: bool = True):
+        """uint8 images (n,H,W,C) and sampling stats."""
+        from .data import to_uint8
+
+        x, stats = self.sample(n, seed, batch_size, progress)
+        return to_uint8(x), stats
+
+
+@dataclass
+class Family:
+    kind: str                                    # "sampler" (over the teacher) or "student" (trained)
+    doc: str
+    params: dict                                 # JSON-schema properties of the family's parameters
+    required: tuple = ()
+    build: Callable = None                       # (name, params, ctx) -> Method
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Samplers over the teacher (diffusers schedulers, see advkd.samplers.SCHEDULERS)
+
+def _build_sampler(family: str):
+    def build(name, params, ctx) -> Method:
+        from .samplers import run_sampler
+        from .teacher import load_teacher
+
+        unet, train_config, card = load_teacher(ctx["teacher"], ctx["device"])
+        steps = params["steps"]
+
+        def sample(n, seed, batch_size, progress):
+            x0, _, _, stats = run_sampler(unet, family, steps, train_config, n, seed, batch_size, ctx["device"],
+                                          progress=progress, desc=name)
+            return x0, stats
+
+        c, h = unet.config.in_channels, unet.config.sample_size
+        params_n = sum(p.numel() for p in unet.parameters())
+        return Method(name, family, nfe=steps, sample=sample, network=unet,
+                      network_inputs=lambda b: (torch.randn(b, c, h, h, device=ctx["device"]).contiguous(
+                          memory_format=torch.channels_last), torch.full((b,), 500, device=ctx["device"])),
+                      inference_parameters=params_n, all_parameters=params_n,
+                      info={"teacher": card["pipeline"], "steps": steps})
+    return build
+
+
+_STEPS = {"steps": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "denoising steps (= NFE)"}}
+
+FAMILIES: dict[str, Family] = {
+    "ddpm": Family("sampler", "ancestral DDPM (diffusers DDPMScheduler)", _STEPS, ("steps",), _build_sampler("ddpm")),
+    "ddim": Family("sampler", "DDIM, eta=0 (diffusers DDIMScheduler)", _STEPS, ("steps",), _build_sampler("ddim")),
+    "dpmsolver": Family("sampler", "DPM-Solver++ 2M (diffusers DPMSolverMultistepScheduler)", _STEPS, ("steps",),
+                        _build_sampler("dpmsolver")),
+}
+
+
+def parse_sampler(spec: str) -> tuple[str, int]:
+    """'ddim-50' -> ('ddim', 50); used where a config names a teacher sampler directly."""
+    m = re.fullmatch(r"([a-z]+)-(\d+)", spec)
+    if not m or FAMILIES.get(m.group(1), Family("", "", {})).kind != "sampler":
+        samplers = sorted(k for k, f in FAMILIES.items() if f.kind == "sampler")
+        raise BadInputError(f"{spec!r} is not <sampler>-<steps> with sampler one of {samplers}")
+    return m.group(1), int(m.group(2))
+
+
+def method_errors(cfg: dict) -> list[str]:
+    """Check each `methods:` entry against its family's parameter schema."""
+    from jsonschema import Draft202012Validator
+
+    errs = []
+    for name, params in cfg["methods"].items():
+        fam = FAMILIES.get(params["family"])
+        if fam is None:
+            errs.append(f"methods.{name}.family: unknown family {params['family']!r}; expected one of {sorted(FAMILIES)}")
+            continue
+        schema = {"type": "object", "additionalProperties": False, "required": ["family", *fam.required],
+                  "properties": {"family": {}, "n": {}, **fam.params}}
+        for e in Draft202012Validator(schema).iter_errors(params):
+            where = ".".join(["methods", name, *map(str, e.absolute_path)])
+            hint = f"; {fam.params[e.path[0]]['description']}" if e.path and e.path[0] in fam.params and \
+                "description" in fam.params[e.path[0]] else ""
+            errs.append(f"{where}: {e.message} (family {params['family']}: allowed keys "
+                        f"{sorted(['family', 'n', *fam.params])}){hint}")
+    return errs
+
+
+def build_method(name: str, params: dict, ctx: dict) -> Method:
+    return FAMILIES[params["family"]].build(name, params, ctx)
+
+
+def sample_method(method: Method, n: int, seed: int, batch_size: int, out_npz, out_png, out_json, grid: int,
+                  device, progress=True) -> dict:
+    """The sample stage: generate n images with one seed; write .npz, PNG grid and a JSON of speed figures."""
+    from .data import save_grid
+    from .io import provenance, save_images, write_json
+    from .metrics.cost import count_flops, matmul_peak_gflops
+
+    images, stats = method.generate(n, seed, batch_size, progress)
+    with torch.inference_mode():
+        flops_per_call = count_flops(lambda: method.network(*method.network_inputs(1)))
+    peak = matmul_peak_gflops(device)
+    achieved = flops_per_call * method.nfe * n / stats["seconds"] / 1e9
+    stats |= {"method": method.name, "family": method.family, "nfe": method.nfe,
+              "flops_per_image": flops_per_call * method.nfe, "achieved_gflops": achieved,
+              "matmul_peak_gflops": peak, "fraction_of_peak": achieved / peak}
+    save_images(out_npz, images, seed=np.int64(seed))
+    save_grid(out_png, images[:grid])
+    write_json(out_json, stats | {"provenance": provenance(device=device), **method.info})
+    return stats

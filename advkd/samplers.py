@@ -1,0 +1,75 @@
+"""Sampling over the teacher with diffusers schedulers (set_timesteps / scale_model_input / step), batched.
+
+Seeds: batch b of a run with seed s draws x_T and every ancestral noise from its own CPU generator seeded
+`batch_seed(s, b)`, so results do not depend on the device's RNG and a run can be split into shards freely.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+SCHEDULERS = {
+    # family -> (diffusers class name, constructor overrides, step() keyword arguments)
+    "ddpm": ("DDPMScheduler", {}, {}),
+    "ddim": ("DDIMScheduler", {}, {"eta": 0.0}),
+    "dpmsolver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, {}),
+}
+
+
+def batch_seed(seed: int, batch: int) -> int:
+    return (seed * 1_000_003 + batch) % (2**63)
+
+
+def make_scheduler(family: str, steps: int, train_config, overrides=None):
+    """A diffusers scheduler of `family` built from the teacher's training schedule, set to `steps` steps."""
+    import diffusers
+
+    cls_name, kwargs, _ = SCHEDULERS[family]
+    sched = getattr(diffusers, cls_name).from_config(train_config, **kwargs, **(overrides or {}))
+    sched.set_timesteps(steps)
+    return sched
+
+
+@torch.inference_mode()
+def run_sampler(unet, family: str, steps: int, train_config, n: int, seed: int, batch_size: int, device,
+                keep_steps=(), progress=True, desc=None):
+    """Run the teacher's reverse process for n samples.
+
+    Returns (x0 float (n,C,H,W) in [-1,1] on CPU, x_T (n,C,H,W), states (n,len(keep_steps),C,H,W) or None, stats),
+    where states[:, j] is the sample right after step index keep_steps[j] (0-based; steps-1 is x_0).
+    """
+    _, _, step_kwargs = SCHEDULERS[family]
+    c, h = unet.config.in_channels, unet.config.sample_size
+    keep = {int(i): j for j, i in enumerate(keep_steps)}
+    outs, inits, kept = [], [], []
+    t0 = time.perf_counter()
+    n_batches = -(-n // batch_size)
+    bar = tqdm(total=n * steps, disable=not progress, desc=desc, unit="img-step", mininterval=2)
+    for b in range(n_batches):
+        m = min(batch_size, n - b * batch_size)
+        gen = torch.Generator().manual_seed(batch_seed(seed, b))
+        sched = make_scheduler(family, steps, train_config)
+        x = torch.randn((m, c, h, h), generator=gen)
+        inits.append(x.clone())
+        x = (x * sched.init_noise_sigma).to(device).contiguous(memory_format=torch.channels_last)
+        states = [None] * len(keep)
+        for i, t in enumerate(sched.timesteps):
+            eps = unet(sched.scale_model_input(x, t), t).sample
+            x = sched.step(eps, t, x, generator=gen, **step_kwargs).prev_sample
+            if i in keep:
+                states[keep[i]] = x.float().cpu()
+            bar.update(m)
+        outs.append(x.float().cpu())
+        if keep:
+            kept.append(torch.stack(states, 1))
+    bar.close()
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    stats = {"n": n, "seed": seed, "steps": steps, "nfe_per_sample": len(sched.timesteps), "batch_size": batch_size,
+             "seconds": round(seconds, 3), "images_per_s": n / seconds}
+    return torch.cat(outs), torch.cat(inits), (torch.cat(kept) if keep else None), stats

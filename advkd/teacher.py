@@ -1,0 +1,300 @@
+"""The teacher: a diffusers UNet2DModel + DDPMScheduler, trained here, shipped, or loaded from a pipeline dir."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .io import BadInputError, atomic_path, load_tensors, provenance, save_tensors, write_json
+
+log = logging.getLogger(__name__)
+
+# UNet2DModel configurations by name. `fmnist32` is the project's small teacher; `celebahq256` is exactly the
+# published google/ddpm-celebahq-256 architecture (113,673,219 parameters); `cifar10-32` is google/ddpm-cifar10-32.
+UNET_PRESETS = {
+    "fmnist32": dict(
+        sample_size=32, in_channels=1, out_channels=1, layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(32, 64, 64, 128),  # 3.1M parameters, ~0.55 GFLOP per call; attention only at 4x4
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    ),
+    "digits8": dict(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(16, 32), down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    ),
+    "celebahq256": dict(
+        sample_size=256, in_channels=3, out_channels=3, layers_per_block=2,
+        block_out_channels=(128, 128, 256, 256, 512, 512),
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_eps=1e-6, freq_shift=1, flip_sin_to_cos=False, downsample_padding=0, act_fn="silu",
+        attention_head_dim=None, center_input_sample=False, time_embedding_type="positional",
+    ),
+    "cifar10-32": dict(
+        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
+        block_out_channels=(128, 256, 256, 256),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        norm_eps=1e-6, freq_shift=1, flip_sin_to_cos=False, downsample_padding=0, attention_head_dim=None,
+    ),
+}
+
+# The training noise schedule every teacher here shares (DDPM, Ho et al. 2020).
+DDPM_SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+                     variance_type="fixed_small", clip_sample=True)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_unet(preset: str):
+    from diffusers import UNet2DModel
+
+    if preset not in UNET_PRESETS:
+        raise BadInputError(f"teacher.architecture: unknown preset {preset!r}; expected one of {sorted(UNET_PRESETS)}")
+    return UNet2DModel(**UNET_PRESETS[preset])
+
+
+def build_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**DDPM_SCHEDULE)
+
+
+def _offline_env():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def load_pipeline_dir(path_or_id: str, device="cpu"):
+    """(unet, scheduler) from a diffusers pipeline folder or hub id, safetensors only, never the network."""
+    _offline_env()
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    p = Path(path_or_id)
+    if not p.is_dir():
+        # A hub id works only if it is already in the local Hugging Face cache: nothing is downloaded at run time.
+        try:
+            from huggingface_hub import snapshot_download
+
+            p = Path(snapshot_download(path_or_id, local_files_only=True))
+        except Exception:
+            raise BadInputError(
+                f"teacher.pretrained: {path_or_id!r} is neither a local pipeline folder nor in the local Hugging Face "
+                f"cache, and this suite never downloads at run time. On a machine with internet run "
+                f"`huggingface-cli download {path_or_id} --local-dir experiments/assets/{Path(path_or_id).name}` "
+                f"and set teacher.pretrained to that folder (it must hold unet/ with safetensors weights and "
+                f"scheduler/scheduler_config.json)."
+            ) from None
+    unet_dir = p / "unet" if (p / "unet").is_dir() else p
+    sched_dir = p / "scheduler" if (p / "scheduler").is_dir() else p
+    weights = list(unet_dir.glob("*.safetensors"))
+    if not weights:
+        pickled = [q.name for q in unet_dir.glob("*.bin")] + [q.name for q in unet_dir.glob("*.pt*")]
+        raise BadInputError(
+            f"{unet_dir}: no safetensors weights" + (f" (found pickle checkpoint(s) {pickled}, which this suite refuses to "
+                                                     "load because unpickling can run arbitrary code; convert them to "
+                                                     "safetensors on a trusted machine)" if pickled else ""))
+    try:
+        unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, low_cpu_mem_usage=False)
+    except Exception as e:
+        raise BadInputError(f"{unet_dir}: cannot load UNet2DModel ({type(e).__name__}: {e})") from None
+    try:
+        sched = DDPMScheduler.from_pretrained(sched_dir)
+    except Exception as e:
+        raise BadInputError(f"{sched_dir}: cannot load scheduler_config.json ({type(e).__name__}: {e})") from None
+    return unet.to(device).eval(), sched
+
+
+def save_pipeline_dir(unet, scheduler, out_dir) -> None:
+    """diffusers DDPMPipeline layout (model_index.json, unet/, scheduler/), written to a temp dir then renamed."""
+    from diffusers import DDPMPipeline
+    import shutil
+    import tempfile
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    DDPMPipeline(unet=unet, scheduler=scheduler).save_pretrained(tmp, safe_serialization=True)
+    os.chmod(tmp, 0o755)  # mkdtemp makes a private dir; the pipeline is meant to be shared
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def _state_tensors(unet, ema, opt, gen: torch.Generator, step: int, epoch: int) -> dict:
+    t = {f"model.{k}": v for k, v in unet.state_dict().items()}
+    t.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
+    for i, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            t[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+    t["rng"] = gen.get_state()
+    t["progress"] = torch.tensor([step, epoch], dtype=torch.int64)
+    return t
+
+
+def _load_state(path, unet, ema, opt, gen: torch.Generator):
+    t = load_tensors(path)
+    unet.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
+    ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
+    sd = opt.state_dict()
+    for k, v in t.items():
+        if k.startswith("opt."):
+            _, i, name = k.split(".", 2)
+            sd["state"].setdefault(int(i), {})[name] = v
+    opt.load_state_dict(sd)
+    gen.set_state(t["rng"])
+    step, epoch = (int(x) for x in t["progress"])
+    return step, epoch
+
+
+def train_teacher(train_images: np.ndarray, out_dir, *, architecture="fmnist32", epochs=10, batch_size=128,
+                  lr=5e-4, warmup_steps=500, ema_decay=0.9995, seed=0, device="auto", max_minutes=None,
+                  cfg_for_provenance=None) -> dict:
+    """Train a DDPM teacher (epsilon-prediction MSE) and write a diffusers pipeline dir of its EMA weights.
+
+    Resumable: `out_dir/checkpoint.safetensors` holds model, EMA, Adam state and the data RNG at the end of each
+    epoch, so a killed run continues where it stopped and ends with the same weights. The learning rate is constant
+    after warm-up, so stopping after E epochs (e.g. at `max_minutes`) gives exactly the `epochs=E` result.
+    """
+    from .data import to_float
+
+    device = pick_device(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    unet = build_unet(architecture).to(device).to(memory_format=torch.channels_last)
+    ema = build_unet(architecture).to(device)
+    ema.load_state_dict(unet.state_dict())
+    ema.requires_grad_(False)
+    scheduler = build_scheduler()
+    opt = torch.optim.Adam(unet.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    ckpt = out_dir / "checkpoint.safetensors"
+    step, start_epoch = 0, 0
+    if ckpt.exists():
+        step, start_epoch = _load_state(ckpt, unet, ema, opt, gen)
+        log.info("resumed from %s at epoch %d (step %d)", ckpt, start_epoch, step)
+    data = to_float(train_images).to(device)
+    n = len(data)
+    alphas = scheduler.alphas_cumprod.to(device)
+    curve_path = out_dir / "loss.csv"
+    if start_epoch == 0 and curve_path.exists():
+        curve_path.unlink()
+    t_start = time.time()
+    done_epochs = start_epoch
+    amp = device.type == "cuda"
+    for epoch in range(start_epoch, epochs):
+        unet.train()
+        perm = torch.randperm(n, generator=gen)
+        losses = []
+        t_epoch = time.time()
+        for b in range(n // batch_size):  # drop the last partial batch: every step sees batch_size images
+            x0 = data[perm[b * batch_size:(b + 1) * batch_size].to(device)]
+            noise = torch.randn(x0.shape, generator=gen)
+            t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=gen)
+            noise, t = noise.to(device), t.to(device)
+            a = alphas[t].view(-1, 1, 1, 1)
+            xt = (a.sqrt() * x0 + (1 - a).sqrt() * noise).contiguous(memory_format=torch.channels_last)
+            for g in opt.param_groups:
+                g["lr"] = lr * min(1.0, (step + 1) / warmup_steps)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                pred = unet(xt, t).sample
+            loss = torch.nn.functional.mse_loss(pred.float(), noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                torch._foreach_lerp_(list(ema.parameters()), list(unet.parameters()), 1 - ema_decay)
+            losses.append(loss.item())
+            step += 1
+        done_epochs = epoch + 1
+        row = {"epoch": done_epochs, "step": step, "loss": float(np.mean(losses)),
+               "seconds": round(time.time() - t_epoch, 2), "images_per_s": round(n / (time.time() - t_epoch), 1)}
+        log.info("epoch %(epoch)d step %(step)d loss %(loss).5f (%(images_per_s).0f img/s)", row)
+        new = not curve_path.exists()
+        with open(curve_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        save_tensors(ckpt, _state_tensors(unet, ema, opt, gen, step, done_epochs))
+        if max_minutes is not None and (time.time() - t_start) / 60 > max_minutes and done_epochs < epochs:
+            log.warning("stopping after epoch %d: max_minutes=%s reached", done_epochs, max_minutes)
+            break
+    ema.to("cpu")
+    save_pipeline_dir(ema, scheduler, out_dir / "pipeline")
+    rows = list(csv.DictReader(open(curve_path)))
+    info = provenance(cfg_for_provenance, device=device, architecture=architecture, epochs=done_epochs,
+                      batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, ema_decay=ema_decay, seed=seed,
+                      steps=step, train_images=int(n), final_loss=float(rows[-1]["loss"]) if rows else None,
+                      train_seconds_this_run=round(time.time() - t_start, 1),
+                      parameters=sum(p.numel() for p in ema.parameters()))
+    write_json(out_dir / "teacher.json", info)
+    return info
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The teacher stage: resolve the configured source to one pipeline folder and describe it in teacher.json.
+
+
+def teacher_source_dir(teacher_cfg: dict, trained_dir=None) -> str:
+    from .config import REPO_ROOT
+
+    src = teacher_cfg["source"]
+    if src == "shipped":
+        p = Path(teacher_cfg["shipped"])
+        return str(p if p.is_absolute() or p.exists() else REPO_ROOT / p)
+    if src == "train":
+        return str(Path(trained_dir) / "pipeline")
+    return teacher_cfg["pretrained"]
+
+
+def describe_teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu") -> dict:
+    """The `teacher` stage: load the teacher once (proving it loads) and write its card: where it is, sha256 of
+    its weights, parameters and FLOPs per network call."""
+    from .io import sha256_file
+    from .metrics.cost import count_flops
+
+    src = teacher_source_dir(teacher_cfg, trained_dir)
+    unet, sched = load_pipeline_dir(src, "cpu")
+    weights = sorted(Path(unet.config._name_or_path).glob("*.safetensors")) if Path(
+        str(unet.config._name_or_path)).is_dir() else []
+    c, h = unet.config.in_channels, unet.config.sample_size
+    with torch.inference_mode():
+        flops = count_flops(lambda: unet(torch.zeros(1, c, h, h), torch.tensor([500])))
+    card = {
+        "source": teacher_cfg["source"], "pipeline": str(Path(src).resolve()) if Path(src).exists() else src,
+        "weights_sha256": {w.name: sha256_file(w) for w in weights},
+        "parameters": sum(p.numel() for p in unet.parameters()),
+        "flops_per_call": flops, "sample_size": h, "channels": c,
+        "scheduler": dict(sched.config),
+    }
+    shipped_info = Path(src) / "teacher.json"
+    if shipped_info.exists():
+        card["training"] = json.loads(shipped_info.read_text())
+    write_json(out_json, card)
+    return card
+
+
+def load_teacher(card_path, device="cpu"):
+    """(unet, train scheduler config, card) from the card the teacher stage wrote."""
+    card = json.loads(Path(card_path).read_text())
+    unet, sched = load_pipeline_dir(card["pipeline"], device)
+    return unet.to(memory_format=torch.channels_last), sched.config, card
