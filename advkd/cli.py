@@ -83,6 +83,13 @@ def cmd_trajectories(a):
     print(json.dumps(stats))
 
 
+# --- metrics stages (command functions) ---
+# --- end metrics stages ---
+
+# --- student stages (command functions) ---
+# --- end student stages ---
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="advkd", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -141,6 +148,12 @@ def main(argv=None):
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=250)
     s.add_argument("--out", required=True)
+
+    # --- metrics stages (parsers) ---
+    # --- end metrics stages (parsers) ---
+
+    # --- student stages (parsers) ---
+    # --- end student stages (parsers) ---
 
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
