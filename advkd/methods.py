@@ -45,42 +45,69 @@ class Family:
     params: dict                                 # JSON-schema properties of the family's parameters
     required: tuple = ()
     build: Callable = None                       # (name, params, ctx) -> Method
+    check: Callable = None                       # (name, params, cfg) -> [errors]: what the schema cannot say
+    train: Callable = None                       # students: (name, params, ctx) -> training result
+    scheduler: object = None                     # samplers: the diffusers scheduler (advkd.samplers.SchedulerSpec)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Samplers over the teacher (diffusers schedulers, see advkd.samplers.SCHEDULERS)
+# Samplers over the teacher: any diffusers scheduler with the set_timesteps/scale_model_input/step contract.
 
-def _build_sampler(family: str):
-    def build(name, params, ctx) -> Method:
-        from .samplers import run_sampler
-        from .teacher import load_teacher
+def _build_sampler(name, params, ctx) -> Method:
+    from .samplers import run_sampler
+    from .teacher import load_teacher
 
-        unet, train_config, card = load_teacher(ctx["teacher"], ctx["device"])
-        steps = params["steps"]
+    family = params["family"]
+    spec = FAMILIES[family].scheduler
+    unet, train_config, card = load_teacher(ctx["teacher"], ctx["device"])
+    steps = params["steps"]
 
-        def sample(n, seed, batch_size, progress):
-            x0, _, _, stats = run_sampler(unet, family, steps, train_config, n, seed, batch_size, ctx["device"],
-                                          progress=progress, desc=name)
-            return x0, stats
+    def sample(n, seed, batch_size, progress):
+        x0, _, _, stats = run_sampler(unet, spec, steps, train_config, n, seed, batch_size, ctx["device"],
+                                      progress=progress, desc=name)
+        return x0, stats
 
-        c, h = unet.config.in_channels, unet.config.sample_size
-        params_n = sum(p.numel() for p in unet.parameters())
-        return Method(name, family, nfe=steps, sample=sample, network=unet,
-                      network_inputs=lambda b: (torch.randn(b, c, h, h, device=ctx["device"]).contiguous(
-                          memory_format=torch.channels_last), torch.full((b,), 500, device=ctx["device"])),
-                      inference_parameters=params_n, all_parameters=params_n,
-                      info={"teacher": card["pipeline"], "steps": steps})
-    return build
+    c, h = unet.config.in_channels, unet.config.sample_size
+    params_n = sum(p.numel() for p in unet.parameters())
+    return Method(name, family, nfe=steps, sample=sample, network=unet,
+                  network_inputs=lambda b: (torch.randn(b, c, h, h, device=ctx["device"]).contiguous(
+                      memory_format=torch.channels_last), torch.full((b,), 500, device=ctx["device"])),
+                  inference_parameters=params_n, all_parameters=params_n,
+                  info={"teacher": card["pipeline"], "steps": steps})
 
 
-_STEPS = {"steps": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "denoising steps (= NFE)"}}
+def sampler(doc: str, cls: str, step_kwargs=None, **scheduler_kwargs) -> Family:
+    """A sampler family over the teacher: a diffusers scheduler class, its overrides and step() arguments."""
+    from .samplers import SchedulerSpec
+
+    steps = {"steps": {"type": "integer", "minimum": 1, "maximum": 1000, "description": "denoising steps (= NFE)"}}
+    return Family("sampler", doc, steps, ("steps",), _build_sampler,
+                  scheduler=SchedulerSpec(cls, scheduler_kwargs, step_kwargs or {}))
+
 
 FAMILIES: dict[str, Family] = {
-    "ddpm": Family("sampler", "ancestral DDPM (diffusers DDPMScheduler)", _STEPS, ("steps",), _build_sampler("ddpm")),
-    "ddim": Family("sampler", "DDIM, eta=0 (diffusers DDIMScheduler)", _STEPS, ("steps",), _build_sampler("ddim")),
-    "dpmsolver": Family("sampler", "DPM-Solver++ 2M (diffusers DPMSolverMultistepScheduler)", _STEPS, ("steps",),
-                        _build_sampler("dpmsolver")),
+    "ddpm": sampler("ancestral DDPM", "DDPMScheduler"),
+    "ddim": sampler("DDIM, eta = 0 (deterministic)", "DDIMScheduler", step_kwargs={"eta": 0.0}),
+    "dpmsolver": sampler("DPM-Solver++ 2M", "DPMSolverMultistepScheduler", algorithm_type="dpmsolver++",
+                         solver_order=2),
 }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Students trained on the teacher's trajectories (advkd.students; rule distill)
+
+def _student_families() -> dict:
+    from .students import advkd, denoising
+
+    return {
+        "advkd": Family("student", "Adv-KD progressive generator, one block per denoising phase (Mekonnen et al. 2024)",
+                        advkd.PARAMS, (), advkd.build, advkd.check, advkd.train),
+        "denoising-student": Family("student", "one-step regression student on (x_T, x_0) (Luhman & Luhman 2021)",
+                                    denoising.PARAMS, (), denoising.build, denoising.check, denoising.train),
+    }
+
+
+FAMILIES |= _student_families()
 
 
 def parse_sampler(spec: str) -> tuple[str, int]:
@@ -102,6 +129,7 @@ def method_errors(cfg: dict) -> list[str]:
         if fam is None:
             errs.append(f"methods.{name}.family: unknown family {params['family']!r}; expected one of {sorted(FAMILIES)}")
             continue
+        before = len(errs)
         schema = {"type": "object", "additionalProperties": False, "required": ["family", *fam.required],
                   "properties": {"family": {}, "n": {}, **fam.params}}
         for e in Draft202012Validator(schema).iter_errors(params):
@@ -110,6 +138,8 @@ def method_errors(cfg: dict) -> list[str]:
                 "description" in fam.params[e.path[0]] else ""
             errs.append(f"{where}: {e.message} (family {params['family']}: allowed keys "
                         f"{sorted(['family', 'n', *fam.params])}){hint}")
+        if fam.check is not None and len(errs) == before:
+            errs += fam.check(name, params, cfg)
     return errs
 
 

@@ -12,37 +12,38 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-SCHEDULERS = {
-    # family -> (diffusers class name, constructor overrides, step() keyword arguments)
-    "ddpm": ("DDPMScheduler", {}, {}),
-    "ddim": ("DDIMScheduler", {}, {"eta": 0.0}),
-    "dpmsolver": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++", "solver_order": 2}, {}),
-}
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """A diffusers scheduler class by name, its constructor overrides and step() keyword arguments."""
+    cls: str
+    kwargs: dict = field(default_factory=dict)
+    step_kwargs: dict = field(default_factory=dict)
 
 
 def batch_seed(seed: int, batch: int) -> int:
     return (seed * 1_000_003 + batch) % (2**63)
 
 
-def make_scheduler(family: str, steps: int, train_config, overrides=None):
-    """A diffusers scheduler of `family` built from the teacher's training schedule, set to `steps` steps."""
+def make_scheduler(spec: SchedulerSpec, steps: int, train_config):
+    """The scheduler of `spec` built from the teacher's training schedule, set to `steps` steps."""
     import diffusers
 
-    cls_name, kwargs, _ = SCHEDULERS[family]
-    sched = getattr(diffusers, cls_name).from_config(train_config, **kwargs, **(overrides or {}))
+    sched = getattr(diffusers, spec.cls).from_config(train_config, **spec.kwargs)
     sched.set_timesteps(steps)
     return sched
 
 
 @torch.inference_mode()
-def run_sampler(unet, family: str, steps: int, train_config, n: int, seed: int, batch_size: int, device,
+def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, seed: int, batch_size: int, device,
                 keep_steps=(), progress=True, desc=None):
     """Run the teacher's reverse process for n samples.
 
     Returns (x0 float (n,C,H,W) in [-1,1] on CPU, x_T (n,C,H,W), states (n,len(keep_steps),C,H,W) or None, stats),
     where states[:, j] is the sample right after step index keep_steps[j] (0-based; steps-1 is x_0).
     """
-    _, _, step_kwargs = SCHEDULERS[family]
     c, h = unet.config.in_channels, unet.config.sample_size
     keep = {int(i): j for j, i in enumerate(keep_steps)}
     outs, inits, kept = [], [], []
@@ -52,14 +53,14 @@ def run_sampler(unet, family: str, steps: int, train_config, n: int, seed: int, 
     for b in range(n_batches):
         m = min(batch_size, n - b * batch_size)
         gen = torch.Generator().manual_seed(batch_seed(seed, b))
-        sched = make_scheduler(family, steps, train_config)
+        sched = make_scheduler(spec, steps, train_config)
         x = torch.randn((m, c, h, h), generator=gen)
         inits.append(x.clone())
         x = (x * sched.init_noise_sigma).to(device).contiguous(memory_format=torch.channels_last)
         states = [None] * len(keep)
         for i, t in enumerate(sched.timesteps):
             eps = unet(sched.scale_model_input(x, t), t).sample
-            x = sched.step(eps, t, x, generator=gen, **step_kwargs).prev_sample
+            x = sched.step(eps, t, x, generator=gen, **spec.step_kwargs).prev_sample
             if i in keep:
                 states[keep[i]] = x.float().cpu()
             bar.update(m)

@@ -26,13 +26,13 @@ def shard_ranges(count: int, shard_size: int) -> list[tuple[int, int]]:
 def write_shard(unet, train_config, traj_cfg: dict, shard: int, seed: int, batch_size: int, device, out_path,
                 progress=True) -> dict:
     """Run the teacher for one shard of the distillation set and save x_T, states and step indices."""
-    from .methods import parse_sampler
+    from .methods import FAMILIES, parse_sampler
     from .samplers import run_sampler
 
     family, steps = parse_sampler(traj_cfg["sampler"])
     start, stop = shard_ranges(traj_cfg["count"], traj_cfg["shard_size"])[shard]
     keep = checkpoint_steps(steps, traj_cfg["checkpoints"], traj_cfg["spacing"])
-    x0, xT, states, stats = run_sampler(unet, family, steps, train_config, stop - start, seed=seed * 7919 + shard,
+    x0, xT, states, stats = run_sampler(unet, FAMILIES[family].scheduler, steps, train_config, stop - start, seed=seed * 7919 + shard,
                                         batch_size=batch_size, device=device, keep_steps=keep, progress=progress,
                                         desc=f"trajectories shard {shard}")
     dtype = getattr(torch, traj_cfg["dtype"])

@@ -1,5 +1,6 @@
 # Validation and target lists shared by every rule file.
 import json
+import os
 import re
 import sys
 
@@ -12,6 +13,9 @@ try:
     validate_config(config, source="experiment config (" + ", ".join(map(str, workflow.configfiles)) + ")")
 except BadInputError as e:
     sys.exit(f"advkd: {e}")
+
+# Every rule runs in the project's pinned environment (`--sdm conda` builds it from this file).
+ENV = "../../environment.yml"
 
 R = f"results/{config['experiment']}"
 LOGS = f"{R}/logs"

@@ -9,7 +9,10 @@ rule train_teacher:
         card=f"{R}/teacher/train/teacher.json",
         curve=f"{R}/teacher/train/loss.csv",
     params:
-        out=f"{R}/teacher/train",
+        out=lambda w, output: os.path.dirname(output.card),
+        t=TEACHER,
+        seed=config["seed"],
+        device=DEVICE,
     log:
         f"{LOGS}/train_teacher.log",
     benchmark:
@@ -19,11 +22,13 @@ rule train_teacher:
         mem_mb=8000,
         runtime=24 * 60,
         gpu=GPU,
+    conda:
+        ENV
     shell:
-        "advkd train-teacher --images {input} --out {params.out} --architecture {TEACHER[architecture]}"
-        " --epochs {TEACHER[epochs]} --batch-size {TEACHER[batch_size]} --lr {TEACHER[lr]}"
-        " --warmup-steps {TEACHER[warmup_steps]} --ema-decay {TEACHER[ema_decay]} --seed {config[seed]}"
-        " --device {DEVICE} --threads {threads} > {log} 2>&1"
+        "advkd train-teacher --images {input} --out {params.out} --architecture {params.t[architecture]}"
+        " --epochs {params.t[epochs]} --batch-size {params.t[batch_size]} --lr {params.t[lr]}"
+        " --warmup-steps {params.t[warmup_steps]} --ema-decay {params.t[ema_decay]} --seed {params.seed}"
+        " --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule teacher:
@@ -33,13 +38,15 @@ rule teacher:
         f"{R}/teacher/teacher.json",
     params:
         teacher=as_json(TEACHER),
-        trained=f"{R}/teacher/train",
+        trained=lambda w, input: os.path.dirname(input[0]) if input else "none",
     log:
         f"{LOGS}/teacher.log",
     threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
+    conda:
+        ENV
     shell:
         "advkd teacher --teacher {params.teacher:q} --trained {params.trained} --out {output} > {log} 2>&1"
 
@@ -59,6 +66,8 @@ rule sample_baseline:
         spec=lambda w: as_json(METHODS[w.method]),
         n=lambda w: method_n(w.method),
         s=config["sampling"],
+        device=DEVICE,
+        out=lambda w, output: os.path.splitext(output.npz)[0],
     log:
         f"{LOGS}/sample/{{method}}-seed{{seed}}.log",
     benchmark:
@@ -68,10 +77,12 @@ rule sample_baseline:
         mem_mb=8000,
         runtime=12 * 60,
         gpu=GPU,
+    conda:
+        ENV
     shell:
         "advkd sample --method {wildcards.method} --spec {params.spec:q} --teacher {input} --n {params.n}"
-        " --seed {wildcards.seed} --batch-size {params.s[batch_size]} --grid {params.s[grid]} --device {DEVICE}"
-        " --threads {threads} --out {R}/samples/{wildcards.method}/seed{wildcards.seed} > {log} 2>&1"
+        " --seed {wildcards.seed} --batch-size {params.s[batch_size]} --grid {params.s[grid]}"
+        " --device {params.device} --threads {threads} --out {params.out} > {log} 2>&1"
 
 
 rule trajectories:
@@ -83,6 +94,9 @@ rule trajectories:
         shard=r"\d{5}",
     params:
         traj=as_json(TRAJ),
+        seed=config["seed"],
+        batch_size=config["sampling"]["batch_size"],
+        device=DEVICE,
     log:
         f"{LOGS}/trajectories/shard-{{shard}}.log",
     benchmark:
@@ -92,7 +106,9 @@ rule trajectories:
         mem_mb=8000,
         runtime=12 * 60,
         gpu=GPU,
+    conda:
+        ENV
     shell:
         "advkd trajectories --teacher {input} --params {params.traj:q} --shard {wildcards.shard}"
-        " --seed {config[seed]} --batch-size {config[sampling][batch_size]} --device {DEVICE} --threads {threads}"
+        " --seed {params.seed} --batch-size {params.batch_size} --device {params.device} --threads {threads}"
         " --out {output} > {log} 2>&1"

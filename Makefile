@@ -1,0 +1,16 @@
+# The two commands of the README's Quick start. Each runs the idempotent set-up first.
+SHELL := /bin/bash
+CORES ?= 2
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup reproduce test figures
+
+setup:
+	bash scripts/setup.sh
+
+reproduce: setup
+	snakemake --cores $(CORES)
+
+test: setup
+	pytest -q

@@ -1,0 +1,56 @@
+import copy
+import subprocess
+
+import pytest
+import yaml
+
+from advkd.config import load_config, validate_config
+from advkd.io import BadInputError
+
+
+@pytest.fixture
+def ci(repo_root):
+    return yaml.safe_load((repo_root / "experiments" / "ci.yaml").read_text())
+
+
+def test_every_experiment_validates(repo_root):
+    for p in sorted((repo_root / "experiments").glob("*.yaml")):
+        cfg = load_config(p)
+        assert cfg["experiment"] == p.stem
+
+
+def test_defaults_are_filled(ci):
+    del ci["sampling"]
+    cfg = validate_config(ci)
+    assert cfg["sampling"]["seeds"] == [0] and cfg["data"]["heldout_fraction"] == 0.1
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["data"].update(colour="red"), r"data: Additional properties.*'colour'.*allowed keys: channels"),
+    (lambda c: c.update(extra=1), r"<top level>: Additional properties.*'extra'"),
+    (lambda c: c["sampling"].update(n=-5), r"sampling.n: -5 is less than the minimum of 1"),
+    (lambda c: c["data"].update(dataset="cifar100"), r"data.dataset: 'cifar100' is not allowed; expected one of"),
+    (lambda c: c["data"].update(root="/no/such/dir"), r"data.root: Fashion-MNIST files .* not found in /no/such/dir"),
+    (lambda c: c["methods"].update({"x-1": {"family": "heun", "steps": 3}}), r"methods.x-1.family: unknown family 'heun'"),
+    (lambda c: c["methods"].update({"ddim-0": {"family": "ddim", "steps": 0}}), r"methods.ddim-0.steps: 0 is less"),
+    (lambda c: c["methods"].update({"ddim-x": {"family": "ddim", "stepz": 3}}), r"methods.ddim-x: 'steps' is a required"),
+    (lambda c: c["trajectories"].update(checkpoints=20), r"trajectories.checkpoints: 20 checkpoints need at least"),
+    (lambda c: c["trajectories"].update(sampler="euler-5"), r"trajectories.sampler: 'euler-5' is not <sampler>-<steps>"),
+    (lambda c: c["teacher"].update(source="pretrained"), r"teacher.pretrained: required"),
+])
+def test_bad_configs_name_the_key(ci, edit, message):
+    cfg = copy.deepcopy(ci)
+    edit(cfg)
+    with pytest.raises(BadInputError, match=message):
+        validate_config(cfg, "ci.yaml")
+
+
+def test_snakemake_stops_before_any_job(tmp_path, repo_root, venv_bin, ci):
+    ci["sampling"]["n"] = -1
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(ci))
+    r = subprocess.run([venv_bin / "snakemake", "-s", repo_root / "Snakefile", "-d", tmp_path, "--cores", "1",
+                        "--configfile", bad], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "sampling.n: -1 is less than the minimum of 1" in r.stdout + r.stderr
+    assert not (tmp_path / "results").exists()

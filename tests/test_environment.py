@@ -1,0 +1,56 @@
+"""The pinned environment: requirements.txt is the single source of pins, environment.yml reaches the same pins,
+and the installed packages are the pinned ones."""
+
+import re
+from importlib.metadata import PackageNotFoundError, version
+
+import yaml
+
+
+def _pins(root):
+    pins = {}
+    for line in (root / "requirements.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            m = re.fullmatch(r"([A-Za-z0-9_.-]+)==([A-Za-z0-9_.+-]+)", line)
+            assert m, f"requirements.txt: {line!r} is not pinned with =="
+            pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def test_requirements_pin_the_stack(repo_root):
+    pins = _pins(repo_root)
+    for name in ["torch", "torchvision", "diffusers", "clean-fid", "snakemake", "pandas", "matplotlib", "seaborn",
+                 "pyyaml", "scipy", "safetensors", "tqdm", "pytest"]:
+        assert name in pins, f"{name} missing from requirements.txt"
+    assert (pins["torch"], pins["torchvision"]) == ("2.14.1", "0.29.1")
+    assert pins["snakemake"].startswith("9.")
+    assert tuple(map(int, pins["scipy"].split(".")[:2])) < (1, 18)
+
+
+def test_environment_yml_reaches_the_same_pins(repo_root):
+    env = yaml.safe_load((repo_root / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert "-r requirements.txt" in pip
+    pins = _pins(repo_root)
+    # Any package that environment.yml names itself (conda or pip) must carry the same version as requirements.txt.
+    for dep in [d for d in env["dependencies"] if isinstance(d, str)] + [p for p in pip if not p.startswith("-")]:
+        m = re.fullmatch(r"([A-Za-z0-9_.-]+)\s*=?=\s*([A-Za-z0-9_.+-]+)", dep)
+        if m and m.group(1).lower() in pins:
+            assert m.group(2) == pins[m.group(1).lower()], f"environment.yml pins {dep}, requirements.txt " \
+                                                          f"{pins[m.group(1).lower()]}"
+
+
+def test_installed_versions_match_pins(repo_root):
+    for name, want in _pins(repo_root).items():
+        try:
+            got = version(name)
+        except PackageNotFoundError:
+            raise AssertionError(f"{name} is pinned but not installed; run `make setup`") from None
+        assert got.split("+")[0] == want, f"{name}: installed {got}, pinned {want}; run `make setup`"
+
+
+def test_ci_runs_the_readme_test_command(repo_root):
+    readme = (repo_root / "README.md").read_text()
+    ci = (repo_root / ".ci" / "run").read_text()
+    assert "make test" in readme and "make test" in ci
