@@ -1,0 +1,167 @@
+"""The Adv-KD student family (Mekonnen et al. 2024): a progressive generator whose blocks are the denoising phases,
+trained phase by phase against per-phase conditional critics. Every ablation of the method is a parameter here;
+the defaults are the published recipe (see /work/shared/reference/advkd-method.md)."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .common import checkpoint_errors, load_student, run_distillation, select_checkpoints, student_method
+from .generator import (PRESETS, Discriminator, InferencePath, ProgressiveGenerator, block_layout, count,
+                        downsample_noise, log2_ratio)
+from .training import Phase, Recipe, Student
+
+PARAMS = {
+    "preset": {"enum": sorted(PRESETS), "description": "paper = published 256x256 RGB student; embedded = the same "
+               "design at quarter width for 1x32x32 (default)"},
+    "phases": {"type": "integer", "minimum": 1, "description": "student phases = blocks = teacher checkpoints "
+               "distilled (default: all of trajectories.checkpoints; fewer are thinned evenly, ending at x_0)"},
+    "checkpoints": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1,
+                    "description": "explicit trajectory checkpoint indices, one per phase, increasing, ending at "
+                    "the last (x_0): the checkpoint-spacing ablation"},
+    "width": {"type": "number", "exclusiveMinimum": 0, "description": "multiplier on the preset's block widths"},
+    "layers_per_block": {"type": "integer", "minimum": 1, "maximum": 8,
+                         "description": "plain layers per block (default: the published 1-2 pattern)"},
+    "noise_resolution": {"oneOf": [{"type": "integer", "minimum": 1}, {"const": "full"}],
+                         "description": "resolution x_T is downsampled to before the generator: 4 (published) .. "
+                         "the image resolution, or 'full'"},
+    "heads": {"type": "boolean", "description": "intermediate heads (true = published); false keeps only the "
+              "last head and needs training: joint"},
+    "loss": {"enum": ["adversarial", "regression", "both"],
+             "description": "adversarial = published; regression = Denoising-Student-style; both = sum"},
+    "regression": {"enum": ["mse", "l1"], "description": "regression loss kind"},
+    "reg_weight": {"type": "number", "minimum": 0, "description": "weight of the regression loss"},
+    "adv_weight": {"type": "number", "minimum": 0, "description": "weight of the generator's adversarial loss"},
+    "gradient_penalty": {"type": "number", "minimum": 0, "description": "gradient-penalty weight (10 published, "
+                         "0 = off)"},
+    "clip": {"type": ["number", "null"], "minimum": 0, "description": "critic weight clipping +-clip (0.1 "
+             "published; null or 0 = off)"},
+    "training": {"enum": ["phases", "joint"], "description": "phases = published phase-by-phase; joint = all "
+                 "blocks and heads at once"},
+    "epochs_scale": {"type": "number", "exclusiveMinimum": 0, "description": "phase k trains "
+                     "max(1, round(10(k+1) * epochs_scale)) epochs (1 = published)"},
+    "batch_size": {"type": ["integer", "null"], "minimum": 2, "description": "null = published 64 (k<8), "
+                   "32 (k=8), 16 (k>=9)"},
+    "lr": {"type": "number", "exclusiveMinimum": 0, "description": "Adam learning rate (1e-4 published)"},
+    "d_lr": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "critic learning rate (null = lr)"},
+    "disc_width": {"type": "integer", "minimum": 1, "description": "first critic conv width (default: preset's)"},
+    "max_runs": {"type": ["integer", "null"], "minimum": 2, "description": "train on the first N trajectory "
+                 "runs only"},
+}
+
+DEFAULTS = {"preset": "embedded", "phases": None, "checkpoints": None, "width": 1.0, "layers_per_block": None,
+            "noise_resolution": None, "heads": True, "loss": "adversarial", "regression": "mse", "reg_weight": 1.0,
+            "adv_weight": 1.0, "gradient_penalty": 10.0, "clip": 0.1, "training": "phases", "epochs_scale": 1.0,
+            "batch_size": None, "lr": 1e-4, "d_lr": None, "disc_width": None, "max_runs": None}
+
+
+def published_batch(k: int) -> int:
+    return 64 if k < 8 else 32 if k == 8 else 16
+
+
+def resolve(name: str, params: dict, available: int, resolution: int, channels: int, family: str = "advkd") -> dict:
+    """The full recipe: defaults filled, checkpoints chosen, layout computed. Saved as student.json."""
+    p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", "n")}
+    preset = PRESETS[p["preset"]]
+    phases = p["phases"] or (len(p["checkpoints"]) if p["checkpoints"] else available)
+    nr = p["noise_resolution"] or preset["noise_resolution"]
+    nr = resolution if nr == "full" else nr
+    layout = block_layout(phases, nr, resolution, preset["widths"], p["width"], p["layers_per_block"])
+    return {**p, "family": family, "name": name, "phases": phases, "noise_resolution": nr,
+            "checkpoints": select_checkpoints(available, phases, p["checkpoints"]),
+            "resolution": resolution, "image_channels": channels, "layout": layout,
+            "disc_width": p["disc_width"] or preset["disc_width"]}
+
+
+def check(name: str, params: dict, cfg: dict) -> list[str]:
+    """What the schema cannot say: the recipe must fit the experiment's data and trajectories."""
+    where = f"methods.{name}"
+    p = DEFAULTS | params
+    available = cfg["trajectories"]["checkpoints"]
+    res, ch = cfg["data"]["resolution"], cfg["data"]["channels"]
+    errs = checkpoint_errors(where, available, p["phases"], p["checkpoints"])
+    preset = PRESETS[p["preset"]]
+    for key in ("resolution", "image_channels"):
+        want, have = preset[key], res if key == "resolution" else ch
+        if want is not None and want != have:
+            errs.append(f"{where}.preset: {p['preset']} is built for {key} {want}, the data has {have}; use preset "
+                        "embedded")
+    nr = p["noise_resolution"] or preset["noise_resolution"]
+    if nr != "full" and log2_ratio(res, nr) is None:
+        errs.append(f"{where}.noise_resolution: {nr} must divide the image resolution {res} by a power of 2")
+    if not p["heads"] and p["training"] != "joint":
+        errs.append(f"{where}.heads: false leaves the intermediate phases without an image to supervise; set "
+                    "training: joint")
+    if p["loss"] == "adversarial" and (p["adv_weight"] == 0):
+        errs.append(f"{where}.adv_weight: 0 with loss adversarial trains nothing")
+    if p["max_runs"] is not None and p["max_runs"] > cfg["trajectories"]["count"]:
+        errs.append(f"{where}.max_runs: {p['max_runs']} exceeds trajectories.count {cfg['trajectories']['count']}")
+    return errs
+
+
+def make_generator(cfg: dict) -> ProgressiveGenerator:
+    return ProgressiveGenerator(cfg["layout"], cfg["image_channels"], cfg["image_channels"], cfg["heads"])
+
+
+def make_discriminators(cfg: dict, gen: ProgressiveGenerator) -> nn.ModuleDict:
+    if cfg["loss"] == "regression":
+        return nn.ModuleDict()
+    return nn.ModuleDict({str(h): Discriminator(cfg["image_channels"], cfg["layout"][h]["resolution"],
+                                                cfg["image_channels"], cfg["noise_resolution"], cfg["disc_width"])
+                          for h in gen.head_ids()})
+
+
+def make_student(cfg: dict) -> Student:
+    gen = make_generator(cfg)
+    nr = cfg["noise_resolution"]
+
+    def trainable(phase: Phase):
+        for b in range(phase.last_block + 1):
+            yield from gen.blocks[b].parameters()
+        for h in phase.heads:
+            yield from gen.heads[str(h)].parameters()
+
+    return Student(gen, lambda x: downsample_noise(x, nr), {h: cfg["layout"][h]["resolution"] for h in gen.head_ids()},
+                   make_discriminators(cfg, gen), trainable)
+
+
+def make_phases(cfg: dict) -> list[Phase]:
+    k_all, scale = cfg["phases"], cfg["epochs_scale"]
+    epochs = lambda k: max(1, round(10 * (k + 1) * scale))  # noqa: E731
+    batch = lambda k: cfg["batch_size"] or published_batch(k)  # noqa: E731
+    if cfg["training"] == "joint":
+        heads = tuple(range(k_all)) if cfg["heads"] else (k_all - 1,)
+        # Joint training gets the published last phase's budget: the same parameters trained for as long.
+        return [Phase(k_all - 1, heads, heads, epochs(k_all - 1), batch(k_all - 1))]
+    return [Phase(k, (k,), (k,), epochs(k), batch(k)) for k in range(k_all)]
+
+
+def make_recipe(cfg: dict) -> Recipe:
+    return Recipe(loss=cfg["loss"], regression=cfg["regression"], adv_weight=cfg["adv_weight"],
+                  reg_weight=cfg["reg_weight"], gradient_penalty=cfg["gradient_penalty"], clip=cfg["clip"] or None,
+                  lr=cfg["lr"], d_lr=cfg["d_lr"])
+
+
+def train(name: str, params: dict, ctx: dict) -> dict:
+    """ctx: trajectories (shard paths), out (folder), seed, device; optional stop_after_epochs, progress."""
+    from .common import load_distillation_set
+
+    traj = load_distillation_set(ctx["trajectories"], params.get("max_runs"))
+    _, available, ch, res, _ = traj["states"].shape
+    cfg = resolve(name, params, available, res, ch)
+    return run_distillation(make_student(cfg), make_phases(cfg), make_recipe(cfg), cfg, traj, ctx["out"],
+                            ctx["seed"], ctx.get("device", "cpu"), ctx.get("stop_after_epochs"),
+                            ctx.get("progress", True))
+
+
+def build(name: str, params: dict, ctx: dict):
+    cfg, tensors = load_student(ctx.get("student_dir"), "advkd")
+    gen = make_generator(cfg)
+    gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+    discs = make_discriminators(cfg, gen)
+    nr, c, r = cfg["noise_resolution"], cfg["image_channels"], cfg["resolution"]
+    info = {"phases": cfg["phases"], "checkpoints": cfg["checkpoints"], "noise_resolution": nr,
+            "loss": cfg["loss"], "training": cfg["training"], "generator_parameters": count(gen),
+            "discriminator_parameters": count(discs)}
+    return student_method(name, "advkd", gen, lambda x: downsample_noise(x, nr), InferencePath(gen), (c, r, r),
+                          (c, nr, nr), count(gen) + count(discs), info, ctx.get("device", "cpu"))

@@ -1,0 +1,142 @@
+"""The Denoising Student (Luhman & Luhman 2021): one network maps the full noise x_T straight to the deterministic
+teacher's x_0, trained by regression only.
+
+Architecture choice: by default the teacher's own UNet (diffusers UNet2DModel, same config), initialised from the
+teacher's weights and called at the last timestep, as Luhman & Luhman did: the teacher already knows the data's
+shapes at every scale, and a UNet sees the whole 32x32 noise (a progressive generator from 4x4 noise cannot: its
+regression target is a deterministic function of all of x_T). `architecture: progressive` instead uses the Adv-KD
+generator at full-resolution noise with only its last head, for a like-for-like comparison with the Adv-KD family.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from . import advkd as adv
+from .common import load_student, run_distillation, student_method
+from .generator import count
+from .training import Phase, Recipe, Student
+
+PARAMS = {
+    "architecture": {"enum": ["unet", "progressive"], "description": "unet = the teacher's UNet (default); "
+                     "progressive = the Adv-KD generator at full-resolution noise, last head only"},
+    "init": {"enum": ["teacher", "random"], "description": "unet weights to start from (teacher = Luhman & Luhman)"},
+    "regression": {"enum": ["mse", "l1"], "description": "regression loss kind"},
+    "epochs": {"type": "integer", "minimum": 1, "description": "passes over the (x_T, x_0) pairs"},
+    "batch_size": {"type": "integer", "minimum": 2},
+    "lr": {"type": "number", "exclusiveMinimum": 0, "description": "Adam learning rate"},
+    "width": adv.PARAMS["width"],
+    "layers_per_block": adv.PARAMS["layers_per_block"],
+    "max_runs": adv.PARAMS["max_runs"],
+}
+DEFAULTS = {"architecture": "unet", "init": "teacher", "regression": "mse", "epochs": 20, "batch_size": 64,
+            "lr": 1e-4, "width": 1.0, "layers_per_block": None, "max_runs": None}
+
+
+class UNetStudent(nn.Module):
+    """The teacher's UNet as a one-step x_T -> x_0 map: the timestep input is pinned to the last training step."""
+
+    def __init__(self, unet, timestep: int):
+        super().__init__()
+        self.unet, self.timestep = unet, int(timestep)
+
+    def forward(self, z):
+        return self.unet(z, self.timestep).sample
+
+    def render(self, z, upto, heads):
+        return {0: self(z)}
+
+
+def check(name: str, params: dict, cfg: dict) -> list[str]:
+    p = DEFAULTS | params
+    errs = []
+    if p["architecture"] == "unet" and (p["width"] != 1.0 or p["layers_per_block"] is not None):
+        errs.append(f"methods.{name}.width: width/layers_per_block apply to architecture progressive only (the unet "
+                    "student copies the teacher's architecture)")
+    if p["architecture"] == "progressive" and p["init"] == "teacher" and "init" in params:
+        errs.append(f"methods.{name}.init: teacher initialisation needs architecture unet")
+    if p["max_runs"] is not None and p["max_runs"] > cfg["trajectories"]["count"]:
+        errs.append(f"methods.{name}.max_runs: {p['max_runs']} exceeds trajectories.count")
+    return errs
+
+
+def _progressive_params(p: dict) -> dict:
+    # The progressive student, as an Adv-KD configuration: full-resolution noise, last head, regression, joint.
+    return {"loss": "regression", "regression": p["regression"], "noise_resolution": "full", "heads": False,
+            "training": "joint", "batch_size": p["batch_size"], "lr": p["lr"], "width": p["width"],
+            "layers_per_block": p["layers_per_block"], "checkpoints": None}
+
+
+def _unet_from_config(unet_config: dict):
+    from diffusers import UNet2DModel
+
+    return UNet2DModel.from_config(unet_config)
+
+
+def resolve(name, params, available, resolution, channels, teacher_card=None) -> dict:
+    p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", "n")}
+    if p["architecture"] == "progressive":
+        cfg = adv.resolve(name, _progressive_params(p), available, resolution, channels, family="denoising-student")
+        return cfg | {"architecture": "progressive", "epochs": p["epochs"], "init": "random"}
+    return {**p, "family": "denoising-student", "name": name, "checkpoints": [available - 1],
+            "resolution": resolution, "image_channels": channels, "teacher": teacher_card}
+
+
+def _make(cfg: dict, teacher_unet=None) -> Student:
+    if cfg["architecture"] == "progressive":
+        return adv.make_student(cfg)
+    unet = teacher_unet if teacher_unet is not None else _unet_from_config(cfg["unet_config"])
+    gen = UNetStudent(unet, cfg["timestep"])
+    return Student(gen, lambda x: x, {0: cfg["resolution"]}, nn.ModuleDict(), lambda phase: gen.parameters())
+
+
+def train(name: str, params: dict, ctx: dict) -> dict:
+    """ctx: trajectories, out, seed, device, teacher (teacher.json, for architecture unet)."""
+    from .common import load_distillation_set
+
+    p = DEFAULTS | params
+    traj = load_distillation_set(ctx["trajectories"], p["max_runs"])
+    _, available, ch, res, _ = traj["states"].shape
+    teacher_unet = None
+    if p["architecture"] == "unet":
+        from ..teacher import load_teacher
+
+        teacher_unet, train_config, card = load_teacher(ctx["teacher"], "cpu")
+        teacher_unet = teacher_unet.to(memory_format=torch.contiguous_format).float()
+        if p["init"] == "random":
+            torch.manual_seed(ctx["seed"])
+            teacher_unet = _unet_from_config(dict(teacher_unet.config))
+        cfg = resolve(name, params, available, res, ch, teacher_card=card.get("pipeline"))
+        cfg |= {"unet_config": dict(teacher_unet.config), "timestep": int(train_config["num_train_timesteps"]) - 1}
+    else:
+        cfg = resolve(name, params, available, res, ch)
+    student = _make(cfg, teacher_unet)
+    last = 0 if cfg["architecture"] == "unet" else cfg["phases"] - 1
+    phases = [Phase(last, (last,), (len(cfg["checkpoints"]) - 1,), cfg["epochs"], cfg["batch_size"])]
+    recipe = Recipe(loss="regression", regression=cfg["regression"], lr=cfg["lr"], betas=(0.9, 0.999))
+    return run_distillation(student, phases, recipe, _jsonable(cfg), traj, ctx["out"], ctx["seed"],
+                            ctx.get("device", "cpu"), ctx.get("stop_after_epochs"), ctx.get("progress", True))
+
+
+def _jsonable(cfg: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(cfg, default=lambda o: list(o) if isinstance(o, tuple) else str(o)))
+
+
+def build(name: str, params: dict, ctx: dict):
+    cfg, tensors = load_student(ctx.get("student_dir"), "denoising-student")
+    student = _make(cfg)
+    gen = student.generator
+    gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+    c, r = cfg["image_channels"], cfg["resolution"]
+    if cfg["architecture"] == "progressive":
+        from .generator import InferencePath, downsample_noise
+
+        net, noise_input = InferencePath(gen), (lambda x: downsample_noise(x, r))
+    else:
+        net, noise_input = gen, (lambda x: x)
+    info = {"architecture": cfg["architecture"], "epochs": cfg["epochs"], "generator_parameters": count(gen)}
+    return student_method(name, "denoising-student", gen, noise_input, net, (c, r, r), (c, r, r), count(gen), info,
+                          ctx.get("device", "cpu"))

@@ -1,0 +1,201 @@
+"""Adv-KD networks: the progressive generator (one block per denoising phase, one image head per block) and the
+conditional per-phase discriminator.
+
+Layer layout of the published student (checked against its published sizes, see tests/test_students.py):
+  plain layer  = Conv2d(cin, cout, 3, stride 1, padding 1, bias) + BatchNorm2d(cout, affine) + LeakyReLU(0.2)
+  up layer     = ConvTranspose2d(cin, cout, 3, stride 2, padding 1, output_padding 1, bias) + BN + LeakyReLU(0.2)
+  head         = Conv2d(c, c, 3, p 1, bias) + BN + LeakyReLU(0.2) + Conv2d(c, image_channels, 3, p 1, bias) + tanh
+  block 0 = [up]; block 1 = [plain]; odd k >= 3 = [plain, plain]; even k >= 2 = [plain, up];
+  the first layer of a block changes the width, the others keep it.
+With widths 16,16,32,32,64,64,128x5, 3x4x4 noise in and 256x256 RGB out this gives exactly 2,429,937 parameters,
+1,721,235 of them on the inference path (all trunks + the last head). A kernel-4 transposed conv (the DCGAN habit)
+would give 1,950,176 on the inference path, so the authors' upsampling layer has a 3x3 kernel.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAPER_WIDTHS = (16, 16, 32, 32, 64, 64, 128, 128, 128, 128, 128)
+
+# A preset fixes what the data does not: base widths (one per published phase), noise resolution, critic width.
+# `embedded` is the published design at a quarter of the width, for 1x32x32 on a CPU: with 4x4 noise it doubles at
+# blocks 0, 2, 4 (8, 8, 16, 16, 32, ...) and the later blocks, whose published up-layers would pass 32x32, refine
+# at 32x32 with plain layers instead.
+PRESETS = {
+    "paper": {"widths": PAPER_WIDTHS, "noise_resolution": 4, "disc_width": 64, "resolution": 256,
+              "image_channels": 3},
+    "embedded": {"widths": (4, 4, 8, 8, 16, 16, 32, 32, 32, 32, 32), "noise_resolution": 4, "disc_width": 16,
+                 "resolution": None, "image_channels": None},
+}
+
+
+def log2_ratio(out_res: int, in_res: int) -> int | None:
+    """Number of doublings from in_res to out_res, or None if it is not a whole power of two."""
+    if in_res <= 0 or out_res < in_res or out_res % in_res:
+        return None
+    r = out_res // in_res
+    return r.bit_length() - 1 if r & (r - 1) == 0 else None
+
+
+def block_layout(n_blocks: int, noise_res: int, out_res: int, base_widths=PAPER_WIDTHS, width: float = 1.0,
+                 layers_per_block: int | None = None) -> list[dict]:
+    """Per block: its layers ('plain'/'up'), width and output resolution.
+
+    The published pattern marks an upsampling slot at every even block. Slots are used in order while doublings
+    remain (later slots become plain layers, so a block keeps its depth); doublings left over when there are too
+    few blocks go to the last block as extra up layers, so the last head always renders at the image resolution.
+    With n_blocks < len(base_widths) each block takes the base width at the same relative depth.
+    """
+    doublings = log2_ratio(out_res, noise_res)
+    if doublings is None:
+        raise ValueError(f"image resolution {out_res} must be the noise resolution {noise_res} times a power of 2")
+    nb = len(base_widths)
+    blocks, left, res = [], doublings, noise_res
+    for b in range(n_blocks):
+        if layers_per_block is None:
+            kinds = ["up"] if b == 0 else ["plain"] if b == 1 else ["plain", "plain"] if b % 2 else ["plain", "up"]
+        else:
+            kinds = ["plain"] * layers_per_block
+            if b % 2 == 0:
+                kinds[-1] = "up"
+        layers = []
+        for k in kinds:
+            if k == "up" and left > 0:
+                left -= 1
+                res *= 2
+                layers.append("up")
+            else:
+                layers.append("plain")
+        if b == n_blocks - 1 and left:
+            layers += ["up"] * left
+            res *= 2 ** left
+            left = 0
+        idx = b if n_blocks == nb else (nb - 1 if n_blocks == 1 else round(b * (nb - 1) / (n_blocks - 1)))
+        blocks.append({"layers": layers, "width": max(1, int(round(base_widths[idx] * width))), "resolution": res})
+    return blocks
+
+
+def _layer(kind: str, cin: int, cout: int) -> nn.Sequential:
+    conv = (nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1) if kind == "up"
+            else nn.Conv2d(cin, cout, 3, padding=1))
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
+
+
+def _head(c: int, image_channels: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.LeakyReLU(0.2),
+                         nn.Conv2d(c, image_channels, 3, padding=1), nn.Tanh())
+
+
+class ProgressiveGenerator(nn.Module):
+    """Blocks = denoising phases. `render` runs blocks 0..upto and returns the requested heads' images."""
+
+    def __init__(self, layout: list[dict], noise_channels: int, image_channels: int, heads: bool = True):
+        super().__init__()
+        self.layout = layout
+        self.blocks = nn.ModuleList()
+        cin = noise_channels
+        for blk in layout:
+            layers = []
+            for j, kind in enumerate(blk["layers"]):
+                layers.append(_layer(kind, cin if j == 0 else blk["width"], blk["width"]))
+            self.blocks.append(nn.Sequential(*layers))
+            cin = blk["width"]
+        last = len(layout) - 1
+        # Without intermediate heads only the last block renders an image (the only supervised output).
+        self.heads = nn.ModuleDict({str(b): _head(blk["width"], image_channels) for b, blk in enumerate(layout)
+                                    if heads or b == last})
+
+    def head_ids(self) -> list[int]:
+        return sorted(int(k) for k in self.heads)
+
+    def render(self, z, upto: int, heads) -> dict:
+        out, h = {}, z
+        for b in range(upto + 1):
+            h = self.blocks[b](h)
+            if b in heads:
+                out[b] = self.heads[str(b)](h)
+        return out
+
+    def forward(self, z):
+        """One forward pass: every block, then the last head's image."""
+        last = len(self.blocks) - 1
+        return self.render(z, last, (last,))[last]
+
+
+class InferencePath(nn.Module):
+    """What sampling runs (and what is costed): all trunks plus the last head; intermediate heads are left out."""
+
+    def __init__(self, gen: ProgressiveGenerator):
+        super().__init__()
+        self.blocks = gen.blocks
+        self.head = gen.heads[str(len(gen.blocks) - 1)]
+
+    def forward(self, z):
+        for blk in self.blocks:
+            z = blk(z)
+        return self.head(z)
+
+
+class Discriminator(nn.Module):
+    """Conditional critic of one phase: judges the pair (image at the phase's resolution, the generator's input
+    noise). DCGAN-style strided convs on the image, a small conv branch on the noise, both flattened at <= 4x4 and
+    joined by an MLP into one logit. No BatchNorm: the gradient penalty is per-sample."""
+
+    def __init__(self, image_channels: int, resolution: int, noise_channels: int, noise_resolution: int,
+                 width: int = 16, max_width: int = 256, hidden: int = 128):
+        super().__init__()
+        self.image = self._branch(image_channels, resolution, width, max_width)
+        self.noise = self._branch(noise_channels, noise_resolution, max(4, width // 2), max_width)
+        feats = self._features(self.image, image_channels, resolution) + \
+            self._features(self.noise, noise_channels, noise_resolution)
+        self.mlp = nn.Sequential(nn.Linear(feats, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+    @staticmethod
+    def _branch(cin: int, res: int, width: int, max_width: int) -> nn.Sequential:
+        layers = [nn.Conv2d(cin, width, 3, padding=1), nn.LeakyReLU(0.2)]
+        c = width
+        while res > 4:
+            cn = min(max_width, c * 2)
+            layers += [nn.Conv2d(c, cn, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            c, res = cn, res // 2
+        return nn.Sequential(*layers)
+
+    @staticmethod
+    def _features(branch, cin, res) -> int:
+        with torch.no_grad():
+            return branch(torch.zeros(1, cin, res, res)).numel()
+
+    def forward(self, image, noise):
+        return self.mlp(torch.cat([self.image(image).flatten(1), self.noise(noise).flatten(1)], 1)).squeeze(1)
+
+
+def downsample_noise(x_T, resolution: int):
+    """x_T (N,C,H,W) -> (N,C,r,r) by area averaging, rescaled by H/r so each entry is again ~N(0,1)
+    (the mean of f^2 iid normals has std 1/f)."""
+    h = x_T.shape[-1]
+    if resolution == h:
+        return x_T
+    return F.avg_pool2d(x_T, h // resolution) * (h / resolution)
+
+
+def resize_to(x, resolution: int):
+    """Teacher states to a head's resolution: area averaging (anti-aliased) when shrinking."""
+    h = x.shape[-1]
+    if h == resolution:
+        return x
+    if h > resolution:
+        return F.avg_pool2d(x, h // resolution)
+    return F.interpolate(x, size=(resolution, resolution), mode="nearest")
+
+
+def count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def is_power_of_two(n: int) -> bool:
+    return n > 0 and n & (n - 1) == 0 and math.log2(n) == int(math.log2(n))
