@@ -90,6 +90,7 @@ FAMILIES: dict[str, Family] = {
     "ddim": sampler("DDIM, eta = 0 (deterministic)", "DDIMScheduler", step_kwargs={"eta": 0.0}),
     "dpmsolver": sampler("DPM-Solver++ 2M", "DPMSolverMultistepScheduler", algorithm_type="dpmsolver++",
                          solver_order=2),
+    "unipc": sampler("UniPC, order 2 (bh2)", "UniPCMultistepScheduler", solver_order=2, solver_type="bh2"),
 }
 
 

@@ -6,6 +6,7 @@ Seeds: batch b of a run with seed s draws x_T and every ancestral noise from its
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import numpy as np
@@ -58,9 +59,13 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
         inits.append(x.clone())
         x = (x * sched.init_noise_sigma).to(device).contiguous(memory_format=torch.channels_last)
         states = [None] * len(keep)
+        # Stochastic schedulers (DDPM) take the batch's generator; deterministic ones (UniPC, ...) have no such argument.
+        step_kwargs = dict(spec.step_kwargs)
+        if "generator" in inspect.signature(sched.step).parameters:
+            step_kwargs["generator"] = gen
         for i, t in enumerate(sched.timesteps):
             eps = unet(sched.scale_model_input(x, t), t).sample
-            x = sched.step(eps, t, x, generator=gen, **spec.step_kwargs).prev_sample
+            x = sched.step(eps, t, x, **step_kwargs).prev_sample
             if i in keep:
                 states[keep[i]] = x.float().cpu()
             bar.update(m)

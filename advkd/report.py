@@ -1,0 +1,244 @@
+"""Tables and figures from finished results: reads JSON/PNG/CSV files only, so it never retrains anything.
+
+`advkd report --results results/<exp> --out paper_figures/<exp>` regenerates every table and figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .io import atomic_path, read_json, write_text
+
+QUALITY = ("fd", "kid", "inception_score", "precision", "recall", "classes_covered", "largest_share")
+FIG_STYLE = {"figure.dpi": 120, "savefig.bbox": "tight", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
+
+
+def collect(results) -> pd.DataFrame:
+    """One row per method: cost JSON + per-seed quality aggregated to mean/std + how it was measured."""
+    from .metrics.quality import aggregate_seeds
+
+    results = Path(results)
+    agg = aggregate_seeds(sorted((results / "metrics" / "quality").glob("*/seed*.json")))
+    rows = []
+    for cost_path in sorted((results / "metrics" / "cost").glob("*.json")):
+        c = read_json(cost_path)
+        q = agg.get(c["method"], {})
+        row = {"method": c["method"], "family": c["family"], "kind": c.get("kind", ""), "nfe": c["nfe"],
+               "params_inference": c["parameters_inference"], "params_all": c["parameters_all"],
+               "gflops_per_image": c["flops_per_image"] / 1e9,
+               "latency_ms_batch1": 1e3 * c["latency_s_per_image_batch1"],
+               "latency_extrapolated": c["latency_extrapolated"], "images_per_s": c["images_per_s"],
+               "device": c["device"], "threads": c["threads"],
+               "n": min(q["n"]) if q else 0, "seeds": ",".join(map(str, q.get("seeds", []))),
+               "n_seeds": q.get("n_seeds", 0)}
+        for m in QUALITY:
+            row[f"{m}_mean"] = q[m]["mean"] if m in q else math.nan
+            row[f"{m}_std"] = q[m]["std"] if m in q else math.nan
+        rows.append(row)
+    if not rows:
+        raise FileNotFoundError(f"no cost results under {results}/metrics/cost; run the DAG first")
+    df = pd.DataFrame(rows)
+    ref = df.loc[df.method == "ddpm-1000", "latency_ms_batch1"]
+    df["speedup_vs_ddpm1000"] = ref.iloc[0] / df.latency_ms_batch1 if len(ref) else math.nan
+    # FD is biased upward at small n: only rows scored on the largest n are compared by FD; KID is unbiased in n.
+    df["fd_comparable"] = df.n == df.n.max()
+    df["pareto"] = pareto_front(df)
+    order = {"sampler": 0, "student": 1}
+    return df.sort_values(by=["kind", "family", "nfe", "method"], key=lambda s: s.map(order).fillna(s)
+                          if s.name == "kind" else s).reset_index(drop=True)
+
+
+def pareto_front(df: pd.DataFrame) -> pd.Series:
+    """True where no other FD-comparable row is at least as good in both FD and latency and better in one."""
+    ok = df.fd_comparable & df.fd_mean.notna()
+    out = pd.Series(False, index=df.index)
+    for i in df.index[ok]:
+        fd, lat = df.at[i, "fd_mean"], df.at[i, "latency_ms_batch1"]
+        dominated = ((df.fd_mean[ok] <= fd) & (df.latency_ms_batch1[ok] <= lat)
+                     & ((df.fd_mean[ok] < fd) | (df.latency_ms_batch1[ok] < lat))).any()
+        out[i] = not dominated
+    return out
+
+
+def _pm(mean, std, digits=2):
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std and not math.isnan(std) else f"{mean:.{digits}f}"
+
+
+def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    out = pd.DataFrame({
+        "method": df.method + np.where(df.pareto, " *", ""),
+        "family": df.family, "NFE": df.nfe,
+        "params (M)": (df.params_inference / 1e6).map("{:.2f}".format),
+        "GFLOPs/img": df.gflops_per_image.map("{:.2f}".format),
+        "latency b=1 (ms)": df.latency_ms_batch1.map("{:.1f}".format) + np.where(df.latency_extrapolated, "†", ""),
+        "img/s": df.images_per_s.map("{:.1f}".format),
+        "speed-up": df.speedup_vs_ddpm1000.map("{:.0f}x".format),
+        "FD": [_pm(m, s) + ("" if c else "‡") for m, s, c in zip(df.fd_mean, df.fd_std, df.fd_comparable)],
+        "KID x1e3": [_pm(1e3 * m, 1e3 * s) for m, s in zip(df.kid_mean, df.kid_std)],
+        "IS": [_pm(m, s) for m, s in zip(df.inception_score_mean, df.inception_score_std)],
+        "precision": df.precision_mean.map("{:.3f}".format),
+        "recall": df.recall_mean.map("{:.3f}".format),
+        "classes": df.classes_covered_mean.map("{:.0f}".format),
+        "top class": df.largest_share_mean.map("{:.0%}".format),
+        "n": df.n, "seeds": df.seeds,
+    })
+    return out
+
+
+def footnotes(df: pd.DataFrame) -> str:
+    dev = "; ".join(sorted(set(f"{d}" for d in df.device)))
+    return (f"Measured on {dev}. n = samples per seed scored against the judge's held-out reference; ± is the "
+            "standard deviation over seeds. * = Pareto-optimal in (FD, latency) among rows with comparable FD. "
+            "† = latency per network call x NFE (a full sample at batch 1 was too slow to time directly). "
+            "‡ = scored on fewer samples than the other rows: FD is biased upward at small n, compare this row by "
+            "KID (unbiased in n). Speed-up = latency of ddpm-1000 / latency of the row, both at batch 1, measured "
+            "by the cost rule one method after another on the same machine. classes = judge classes with at least "
+            "1% of the samples; top class = the largest share (mode collapse shows as few classes / a large share).")
+
+
+def write_tables(df: pd.DataFrame, out_dirs) -> None:
+    disp = display_table(df)
+    notes = footnotes(df)
+    md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
+    tex = disp.to_latex(index=False, escape=True, caption=notes.replace("±", r"$\pm$"), label="tab:advkd")
+    for d in out_dirs:
+        d = Path(d)
+        with atomic_path(d / "summary.csv") as tmp:
+            df.to_csv(tmp, index=False)
+        write_text(d / "summary.md", md)
+        write_text(d / "summary.tex", tex)
+
+
+def _save(fig, out: Path, name: str) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for ext in ("png", "pdf"):
+        with atomic_path(out / f"{name}.{ext}") as tmp:
+            fig.savefig(tmp, format=ext)
+        paths.append(out / f"{name}.{ext}")
+    plt.close(fig)
+    return paths
+
+
+def _palette(df):
+    import seaborn as sns
+
+    fams = sorted(df.family.unique())
+    return dict(zip(fams, sns.color_palette("tab10", len(fams))))
+
+
+def fig_fd_vs(df, out, x, xlabel, name):
+    import matplotlib.pyplot as plt
+
+    pal = _palette(df)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for _, r in df.iterrows():
+        if math.isnan(r.fd_mean):
+            continue
+        ax.errorbar(r[x], r.fd_mean, yerr=r.fd_std if r.n_seeds > 1 else None, fmt="o" if r.fd_comparable else "o",
+                    mfc=pal[r.family] if r.fd_comparable else "white", mec=pal[r.family], color=pal[r.family],
+                    label=r.family, capsize=2)
+        ax.annotate(r.method, (r[x], r.fd_mean), fontsize=6, xytext=(3, 3), textcoords="offset points")
+    if x == "latency_ms_batch1":
+        front = df[df.pareto].sort_values(x)
+        ax.plot(front[x], front.fd_mean, "k--", lw=0.8, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("Fréchet distance (judge features)")
+    h, lab = ax.get_legend_handles_labels()
+    uniq = dict(zip(lab, h))
+    ax.legend(uniq.values(), uniq.keys(), fontsize=7)
+    ax.set_title("hollow = fewer samples (FD not comparable)", fontsize=7)
+    return _save(fig, out, name)
+
+
+def fig_cost(df, out):
+    import matplotlib.pyplot as plt
+
+    pal = _palette(df)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.25 * len(df) + 1.5), sharey=True)
+    colors = [pal[f] for f in df.family]
+    axes[0].barh(df.method, df.params_inference / 1e6, color=colors)
+    axes[0].set_xlabel("parameters on the sampling path (M)")
+    axes[1].barh(df.method, df.gflops_per_image, color=colors)
+    axes[1].set_xscale("log")
+    axes[1].set_xlabel("GFLOPs per image (torch.utils.flop_counter)")
+    axes[0].invert_yaxis()
+    return _save(fig, out, "params_flops")
+
+
+def fig_grids(results, methods, out, name, title_fn=lambda m: m, file_fn=None, ncols=4):
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    file_fn = file_fn or (lambda m: next(iter(sorted((Path(results) / "samples" / m).glob("seed*.png"))), None))
+    items = [(m, file_fn(m)) for m in methods]
+    items = [(m, p) for m, p in items if p is not None and Path(p).exists()]
+    if not items:
+        return []
+    rows = -(-len(items) // ncols)
+    fig, axes = plt.subplots(rows, ncols, figsize=(2.6 * ncols, 2.8 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (m, p) in zip(axes.flat, items):
+        ax.imshow(np.asarray(Image.open(p)), cmap="gray", interpolation="nearest")
+        ax.set_title(title_fn(m), fontsize=8)
+    return _save(fig, out, name)
+
+
+def fig_training(results, methods, out):
+    import matplotlib.pyplot as plt
+
+    curves = [(m, Path(results) / "students" / m / "loss.csv") for m in methods]
+    curves = [(m, p) for m, p in curves if p.exists()]
+    if not curves:
+        return []
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for m, p in curves:
+        c = pd.read_csv(p)
+        x = np.arange(1, len(c) + 1)
+        for ax, col in zip(axes, ("g_loss", "reg")):
+            if col in c and c[col].notna().any():
+                ax.plot(x, c[col], label=m, lw=1)
+    axes[0].set_title("generator loss per epoch")
+    axes[1].set_title("regression loss per epoch (where used)")
+    for ax in axes:
+        ax.set_xlabel("epoch (all phases in order)")
+        ax.set_yscale("log")
+    axes[1].legend(fontsize=6)
+    return _save(fig, out, "training_curves")
+
+
+def report(results, out, paper_out=None) -> dict:
+    """Write tables (results/<exp>/tables and paper_figures/<exp>) and figures (paper_figures/<exp>)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update(FIG_STYLE)
+    results, out = Path(results), Path(out)
+    df = collect(results)
+    write_tables(df, [results / "tables", out])
+    students = df.method[df.kind == "student"].tolist()
+    figs = []
+    figs += fig_fd_vs(df, out, "latency_ms_batch1", "latency per image at batch 1 (ms, log)", "fd_vs_latency")
+    figs += fig_fd_vs(df, out, "nfe", "network evaluations per sample (NFE, log)", "fd_vs_nfe")
+    figs += fig_cost(df, out)
+    figs += fig_grids(results, df.method.tolist(), out, "sample_grids")
+    figs += fig_grids(results, [m for m in students if (results / "students" / m / "panel.png").exists()], out,
+                      "phase_panels", title_fn=lambda m: f"{m}: teacher | heads",
+                      file_fn=lambda m: results / "students" / m / "panel.png", ncols=2)
+    figs += fig_training(results, students, out)
+    summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": ["summary.csv", "summary.md", "summary.tex"]}
+    write_text(out / "index.json", json.dumps(summary, indent=2) + "\n")
+    return summary
