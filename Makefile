@@ -14,3 +14,8 @@ reproduce: setup
 
 test: setup
 	pytest -q
+
+# Tables and figures again from existing results (reads files only; retrains and resamples nothing).
+EXPERIMENT ?= default
+figures:
+	advkd report --results results/$(EXPERIMENT) --out paper_figures/$(EXPERIMENT)
