@@ -1,0 +1,117 @@
+"""Do two runs of one experiment agree? Used by scripts/slurm_test.sh (SLURM run vs local run, same seeds).
+
+    python scripts/compare_runs.py results_a/ci results_b/ci
+
+Arrays must match bit for bit: every .npz (samples, data) and .safetensors (weights, trajectories) in either
+tree. JSON under samples/ and metrics/ must hold the same keys and the same numbers, except what measures the
+machine rather than the method (timings, speeds, memory, host, provenance). Exit status 1 on any difference.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+# Keys whose numbers depend on when and where a job ran, not on what it computed.
+MEASURED = re.compile(r"provenance|host|second|_s$|per_s|gflops|fraction_of_peak|latency|memory|throughput"
+                      r"|(^|_)time($|_)|timing|date|elapsed|wall", re.IGNORECASE)
+JSON_DIRS = ("samples", "metrics")
+
+
+def _arrays(path: Path) -> dict:
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as f:
+        # uint8 views keep bfloat16 and friends comparable as bytes in numpy.
+        return {k: (str(t.dtype), tuple(t.shape), t.contiguous().view(torch.uint8).numpy())
+                for k in f.keys() for t in [f.get_tensor(k)]}
+
+
+def compare_arrays(a: Path, b: Path) -> list[str]:
+    x, y = _arrays(a), _arrays(b)
+    if x.keys() != y.keys():
+        return [f"arrays {sorted(x)} vs {sorted(y)}"]
+    out = []
+    for k in x:
+        u, v = x[k], y[k]
+        if isinstance(u, tuple):
+            same = u[:2] == v[:2] and np.array_equal(u[2], v[2])
+        else:
+            same = u.dtype == v.dtype and u.shape == v.shape and u.tobytes() == v.tobytes()
+        if not same:
+            out.append(f"array {k!r} differs")
+    return out
+
+
+def _numbers(obj, prefix=""):
+    """(path, value) of every number in a JSON tree outside MEASURED keys, and the set of compared key paths."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if not MEASURED.search(str(k)):
+                yield from _numbers(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _numbers(v, f"{prefix}[{i}]")
+    elif isinstance(obj, (int, float)):  # bool included: a flag that flips is a difference too
+        yield prefix, obj
+    elif obj is None:
+        yield prefix, None
+
+
+def compare_json(a: Path, b: Path) -> tuple[list[str], int]:
+    x, y = dict(_numbers(json.loads(a.read_text()))), dict(_numbers(json.loads(b.read_text())))
+    out = [f"{k}: only in one run" for k in sorted(x.keys() ^ y.keys())]
+    for k in sorted(x.keys() & y.keys()):
+        # Same seeds, same threads: equal means equal, NaN included.
+        both_nan = isinstance(x[k], float) and isinstance(y[k], float) and x[k] != x[k] and y[k] != y[k]
+        if not (x[k] == y[k] or both_nan):
+            out.append(f"{k}: {x[k]!r} vs {y[k]!r}")
+    return out, len(x)
+
+
+def compare_trees(a: Path, b: Path) -> list[str]:
+    def files(root):
+        return {p.relative_to(root) for p in root.rglob("*") if p.is_file()
+                and (p.suffix in (".npz", ".safetensors")
+                     or (p.suffix == ".json" and p.relative_to(root).parts[0] in JSON_DIRS))}
+
+    fa, fb = files(a), files(b)
+    problems = [f"{p}: only in {a if p in fa else b}" for p in sorted(fa ^ fb)]
+    counts = {"arrays": 0, "json": 0, "numbers": 0}
+    for rel in sorted(fa & fb):
+        if rel.suffix == ".json":
+            diffs, n = compare_json(a / rel, b / rel)
+            counts["json"] += 1
+            counts["numbers"] += n
+        else:
+            diffs = compare_arrays(a / rel, b / rel)
+            counts["arrays"] += 1
+        problems += [f"{rel}: {d}" for d in diffs]
+    print(f"compare_runs: {counts['arrays']} array files bit for bit, {counts['json']} JSON files "
+          f"({counts['numbers']} numbers), {len(problems)} differences")
+    if not fa & fb:
+        problems.append("nothing to compare")
+    return problems
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    problems = compare_trees(Path(argv[0]), Path(argv[1]))
+    for p in problems:
+        print("  DIFF", p)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
