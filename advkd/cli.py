@@ -65,7 +65,8 @@ def cmd_sample(a):
     from .methods import build_method, sample_method
 
     device = _device(a)
-    method = build_method(a.method, json.loads(a.spec), {"teacher": a.teacher, "device": device})
+    method = build_method(a.method, json.loads(a.spec), {"teacher": a.teacher, "device": device,
+                                                         "student_dir": a.student_dir})
     out = Path(a.out)
     stats = sample_method(method, a.n, a.seed, a.batch_size, out.with_suffix(".npz"), out.with_suffix(".png"),
                           out.with_suffix(".json"), a.grid, device)
@@ -87,6 +88,12 @@ def cmd_trajectories(a):
 # --- end metrics stages ---
 
 # --- student stages (command functions) ---
+def cmd_distill(a):
+    from .students import distill
+
+    result = distill(a.method, json.loads(a.spec), {"trajectories": a.trajectories, "teacher": a.teacher,
+                                                    "out": a.out, "seed": a.seed, "device": _device(a)})
+    print(json.dumps({k: result[k] for k in ("done", "seconds_this_call") if k in result}))
 # --- end student stages ---
 
 
@@ -140,6 +147,7 @@ def main(argv=None):
     s.add_argument("--batch-size", type=int, default=250)
     s.add_argument("--grid", type=int, default=64)
     s.add_argument("--out", required=True, help="path stem: writes STEM.npz, STEM.png, STEM.json")
+    s.add_argument("--student-dir", default=None, help="the trained student's folder (student methods only)")
 
     s = stage("trajectories", cmd_trajectories, "write one shard of teacher trajectories", device=True)
     s.add_argument("--teacher", required=True, help="teacher.json")
@@ -153,6 +161,14 @@ def main(argv=None):
     # --- end metrics stages (parsers) ---
 
     # --- student stages (parsers) ---
+    s = stage("distill", cmd_distill, "train one student method on the teacher's trajectories (resumable)",
+              device=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--spec", required=True, help="the method's config block as JSON")
+    s.add_argument("--trajectories", nargs="+", required=True, help="trajectory shards (.safetensors)")
+    s.add_argument("--teacher", default=None, help="teacher.json (students initialised from the teacher)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="student folder: student.safetensors, student.json, loss.csv, ...")
     # --- end student stages (parsers) ---
 
     a = p.parse_args(argv)

@@ -4,6 +4,7 @@ the defaults are the published recipe (see /work/shared/reference/advkd-method.m
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from .common import checkpoint_errors, load_student, run_distillation, select_checkpoints, student_method
@@ -149,6 +150,7 @@ def train(name: str, params: dict, ctx: dict) -> dict:
     traj = load_distillation_set(ctx["trajectories"], params.get("max_runs"))
     _, available, ch, res, _ = traj["states"].shape
     cfg = resolve(name, params, available, res, ch)
+    torch.manual_seed(ctx["seed"])  # initial weights are part of the run: a resumed or repeated run must match
     return run_distillation(make_student(cfg), make_phases(cfg), make_recipe(cfg), cfg, traj, ctx["out"],
                             ctx["seed"], ctx.get("device", "cpu"), ctx.get("stop_after_epochs"),
                             ctx.get("progress", True))

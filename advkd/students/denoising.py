@@ -111,6 +111,7 @@ def train(name: str, params: dict, ctx: dict) -> dict:
         cfg |= {"unet_config": dict(teacher_unet.config), "timestep": int(train_config["num_train_timesteps"]) - 1}
     else:
         cfg = resolve(name, params, available, res, ch)
+    torch.manual_seed(ctx["seed"])  # initial weights are part of the run: a resumed or repeated run must match
     student = _make(cfg, teacher_unet)
     last = 0 if cfg["architecture"] == "unet" else cfg["phases"] - 1
     phases = [Phase(last, (last,), (len(cfg["checkpoints"]) - 1,), cfg["epochs"], cfg["batch_size"])]

@@ -23,6 +23,7 @@ DEVICE = config["device"]
 SEEDS = config["sampling"]["seeds"]
 METHODS = config["methods"]
 SAMPLER_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind == "sampler"]
+STUDENT_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind == "student"]
 N_SHARDS = len(shard_ranges(config["trajectories"]["count"], config["trajectories"]["shard_size"]))
 
 
@@ -43,6 +44,7 @@ def all_targets():
         f"{R}/data/data_card.json",
         f"{R}/teacher/teacher.json",
         *sample_files(SAMPLER_METHODS),
+        *sample_files(STUDENT_METHODS),
         *expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS)),
     ]
 

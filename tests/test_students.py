@@ -1,0 +1,175 @@
+"""Students: the published student's exact size, the embedded layout, one-pass sampling, config checks, and a
+tiny training run that checkpoints, resumes to the same weights, and learns."""
+
+import copy
+import csv
+
+import pytest
+import torch
+import yaml
+
+from advkd.io import BadInputError, load_tensors, save_tensors
+from advkd.students import advkd as adv
+from advkd.students.generator import (PRESETS, Discriminator, InferencePath, ProgressiveGenerator, block_layout,
+                                      count)
+
+
+def paper_generator(device=None):
+    with torch.device(device or "cpu"):
+        return ProgressiveGenerator(block_layout(11, 4, 256, PRESETS["paper"]["widths"]), 3, 3)
+
+
+def test_paper_preset_parameter_counts_are_the_published_ones():
+    g = paper_generator()
+    assert count(g) == 2_429_937
+    assert count(InferencePath(g)) == 1_721_235
+    assert [b["resolution"] for b in g.layout] == [8, 8, 16, 16, 32, 32, 64, 64, 128, 128, 256]
+    assert [b["width"] for b in g.layout] == list(PRESETS["paper"]["widths"])
+
+
+def test_paper_preset_flops_match_published_44_6_gflop():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    g = paper_generator("meta").eval()  # meta tensors: the counter sees every op without computing 44 GFLOP
+    with FlopCounterMode(display=False) as fc:
+        out = InferencePath(g)(torch.zeros(1, 3, 4, 4, device="meta"))
+    assert out.shape == (1, 3, 256, 256)
+    assert fc.get_total_flops() == pytest.approx(44.6e9, rel=0.02)
+
+
+def test_embedded_every_head_and_critic_has_its_phase_shape():
+    cfg = adv.resolve("e", {}, available=11, resolution=32, channels=1)
+    assert [b["resolution"] for b in cfg["layout"]] == [8, 8, 16, 16, 32, 32, 32, 32, 32, 32, 32]
+    g = adv.make_generator(cfg)
+    z = torch.randn(3, 1, 4, 4)
+    out = g.render(z, 10, tuple(range(11)))
+    for k, img in out.items():
+        r = cfg["layout"][k]["resolution"]
+        assert img.shape == (3, 1, r, r)
+        assert img.abs().max() <= 1
+        d = Discriminator(1, r, 1, 4, cfg["disc_width"])
+        assert d(img, z).shape == (3,)
+    assert g(z).shape == (3, 1, 32, 32)
+
+
+@pytest.mark.parametrize("phases,expect", [(1, [32]), (4, [8, 8, 16, 32]), (11, None)])
+def test_fewer_phases_still_end_at_the_image_resolution(phases, expect):
+    cfg = adv.resolve("e", {"phases": phases}, available=11, resolution=32, channels=1)
+    assert cfg["checkpoints"][-1] == 10 and len(cfg["checkpoints"]) == phases
+    res = [b["resolution"] for b in cfg["layout"]]
+    assert res[-1] == 32 and (expect is None or res == expect)
+
+
+def test_full_resolution_noise_has_no_upsampling():
+    cfg = adv.resolve("e", {"noise_resolution": "full"}, available=11, resolution=32, channels=1)
+    assert all(kind == "plain" for b in cfg["layout"] for kind in b["layers"])
+
+
+def _ci_config(repo_root, **methods):
+    cfg = yaml.safe_load((repo_root / "experiments" / "ci.yaml").read_text())
+    cfg["methods"] = methods
+    return cfg
+
+
+@pytest.mark.parametrize("params,key", [
+    ({"family": "advkd", "phases": 5}, "methods.bad.phases"),           # ci keeps 4 checkpoints
+    ({"family": "advkd", "loss": "hinge"}, "methods.bad.loss"),
+    ({"family": "advkd", "checkpoints": [0, 2]}, "methods.bad.checkpoints"),   # must end at x_0 (index 3)
+    ({"family": "advkd", "heads": False}, "methods.bad.heads"),           # needs training: joint
+    ({"family": "advkd", "noise_resolution": 3}, "methods.bad.noise_resolution"),
+    ({"family": "advkd", "preset": "paper"}, "methods.bad.preset"),       # 256x256 RGB, data is 32x32 grey
+    ({"family": "advkd", "epochs": 3}, "methods.bad"),                  # unknown key
+    ({"family": "denoising-student", "architecture": "transformer"}, "methods.bad.architecture"),
+])
+def test_config_rejects_bad_student_params_naming_the_key(repo_root, params, key):
+    from advkd.config import validate_config
+
+    with pytest.raises(BadInputError) as e:
+        validate_config(_ci_config(repo_root, bad=params))
+    assert key in str(e.value)
+
+
+def test_config_accepts_every_shipped_student_method(repo_root):
+    from advkd.config import load_config
+
+    for exp in ("ci", "default"):
+        load_config(repo_root / "experiments" / f"{exp}.yaml")
+
+
+# ------------------------------------------------------------------------------------------ tiny training runs
+
+@pytest.fixture(scope="module")
+def tiny_shard(tmp_path_factory):
+    """24 fake runs at 1x16x16 with 3 checkpoints: states move from x_T towards a smooth function of x_T."""
+    g = torch.Generator().manual_seed(0)
+    x_T = torch.randn(24, 1, 16, 16, generator=g)
+    x0 = torch.tanh(2 * torch.nn.functional.avg_pool2d(x_T, 3, 1, 1))
+    states = torch.stack([(1 - a) * 0.3 * x_T + a * x0 for a in (0.3, 0.7, 1.0)], 1)
+    path = tmp_path_factory.mktemp("traj") / "shard-00000.safetensors"
+    save_tensors(path, {"x_T": x_T, "states": states, "timesteps": torch.tensor([0, 5, 9])})
+    return [str(path)]
+
+
+TINY = {"family": "advkd", "epochs_scale": 0.1, "batch_size": 8, "loss": "both", "lr": 1e-3}
+
+
+def _distill(params, shard, out, **ctx):
+    from advkd.students import distill
+
+    torch.set_num_threads(1)
+    return distill("tiny", params, {"trajectories": shard, "out": str(out), "seed": 3, "progress": False, **ctx})
+
+
+def _rows(path):
+    with open(path) as f:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
+
+
+def test_training_writes_its_files_and_resume_equals_an_uninterrupted_run(tiny_shard, tmp_path):
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert _distill(TINY, tiny_shard, full)["done"]
+    for f in ("student.safetensors", "student.json", "loss.csv", "panel.png", "grid.png", "train.json",
+              "checkpoint.safetensors"):
+        assert (full / f).stat().st_size > 0, f
+    r = _distill(TINY, tiny_shard, cut, stop_after_epochs=2)   # interrupted inside phase 1 (epochs 1, 2)
+    assert not r["done"] and (cut / "checkpoint.safetensors").exists() and not (cut / "student.safetensors").exists()
+    assert len(_rows(cut / "loss.csv")) == 2
+    r = _distill(TINY, tiny_shard, cut)
+    assert r["done"] and r["resumed_from"] == {"phase": 1, "epoch": 1}
+    a, b = load_tensors(full / "student.safetensors"), load_tensors(cut / "student.safetensors")
+    assert a.keys() == b.keys() and any(k.startswith("disc.") for k in a)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert _rows(full / "loss.csv") == _rows(cut / "loss.csv")
+
+
+def test_sampling_is_one_forward_pass_of_the_inference_path(tiny_shard, tmp_path):
+    from advkd.methods import build_method
+
+    _distill(TINY | {"phases": 2}, tiny_shard, tmp_path)
+    m = build_method("tiny", TINY, {"student_dir": str(tmp_path), "device": "cpu"})
+    assert m.nfe == 1 and m.inference_parameters < m.all_parameters
+    calls = []
+    m.network.register_forward_hook(lambda *a: calls.append(1))
+    images, stats = m.generate(6, seed=0, batch_size=6, progress=False)
+    assert images.shape == (6, 16, 16, 1) and images.dtype.name == "uint8"
+    assert len(calls) == 1 and stats["nfe_per_sample"] == 1
+
+
+def test_regression_student_reduces_its_loss(tiny_shard, tmp_path):
+    params = {"family": "denoising-student", "architecture": "progressive", "epochs": 12, "batch_size": 8,
+              "lr": 3e-3, "width": 0.5}
+    _distill(params, tiny_shard, tmp_path)
+    reg = [float(r["reg"]) for r in _rows(tmp_path / "loss.csv")]
+    assert len(reg) == 12 and reg[-1] < 0.6 * reg[0]
+
+
+def test_build_refuses_a_student_of_another_family(tiny_shard, tmp_path):
+    from advkd.methods import build_method
+
+    _distill(TINY | {"phases": 1, "loss": "regression"}, tiny_shard, tmp_path)
+    with pytest.raises(BadInputError, match="family"):
+        build_method("x", {"family": "denoising-student"}, {"student_dir": str(tmp_path), "device": "cpu"})
+    spec = copy.deepcopy(TINY)
+    with pytest.raises(BadInputError, match="not found"):
+        build_method("x", spec, {"student_dir": str(tmp_path / "missing"), "device": "cpu"})

@@ -1,0 +1,77 @@
+# Students: each student method of the config is trained on the teacher's trajectories (rule distill), then
+# sampled like any baseline (rule sample_student writes the same files as sample_baseline).
+TRAJ_SHARDS = expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS))
+STUDENT_OUT = ["student.safetensors", "student.json", "loss.csv", "panel.png", "grid.png", "train.json"]
+
+
+rule distill:
+    input:
+        shards=TRAJ_SHARDS,
+        teacher=f"{R}/teacher/teacher.json",
+    output:
+        weights=f"{R}/students/{{method}}/student.safetensors",
+        spec=f"{R}/students/{{method}}/student.json",
+        curve=f"{R}/students/{{method}}/loss.csv",
+        panel=report(f"{R}/students/{{method}}/panel.png", category="Students", subcategory="{method}",
+                     caption="../report/student_panel.rst"),
+        grid=f"{R}/students/{{method}}/grid.png",
+        summary=f"{R}/students/{{method}}/train.json",
+    wildcard_constraints:
+        method="|".join(map(re.escape, STUDENT_METHODS)) or "$^",
+    params:
+        spec=lambda w: as_json(METHODS[w.method]),
+        seed=config["seed"],
+        device=DEVICE,
+        out=lambda w, output: os.path.dirname(output.weights),
+    log:
+        f"{LOGS}/distill/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/distill/{{method}}.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=6000,
+        runtime=60,
+        gpu=GPU,
+    conda:
+        ENV
+    shell:
+        "advkd distill --method {wildcards.method} --spec {params.spec:q} --trajectories {input.shards}"
+        " --teacher {input.teacher} --seed {params.seed} --device {params.device} --threads {threads}"
+        " --out {params.out} > {log} 2>&1"
+
+
+rule sample_student:
+    input:
+        teacher=f"{R}/teacher/teacher.json",
+        weights=f"{R}/students/{{method}}/student.safetensors",
+        spec=f"{R}/students/{{method}}/student.json",
+    output:
+        npz=f"{R}/samples/{{method}}/seed{{seed}}.npz",
+        grid=report(f"{R}/samples/{{method}}/seed{{seed}}.png", category="Samples", subcategory="{method}",
+                    caption="../report/samples.rst"),
+        stats=f"{R}/samples/{{method}}/seed{{seed}}.json",
+    wildcard_constraints:
+        method="|".join(map(re.escape, STUDENT_METHODS)) or "$^",
+        seed=r"\d+",
+    params:
+        spec=lambda w: as_json(METHODS[w.method]),
+        n=lambda w: method_n(w.method),
+        s=config["sampling"],
+        device=DEVICE,
+        out=lambda w, output: os.path.splitext(output.npz)[0],
+        student=lambda w, input: os.path.dirname(input.weights),
+    log:
+        f"{LOGS}/sample/{{method}}-seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/sample/{{method}}-seed{{seed}}.tsv"
+    threads: workflow.cores
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=GPU,
+    conda:
+        ENV
+    shell:
+        "advkd sample --method {wildcards.method} --spec {params.spec:q} --teacher {input.teacher}"
+        " --student-dir {params.student} --n {params.n} --seed {wildcards.seed} --batch-size {params.s[batch_size]}"
+        " --grid {params.s[grid]} --device {params.device} --threads {threads} --out {params.out} > {log} 2>&1"
