@@ -85,6 +85,44 @@ def cmd_trajectories(a):
 
 
 # --- metrics stages (command functions) ---
+def cmd_evaluator(a):
+    from .metrics.evaluator import evaluator_stage
+
+    card = evaluator_stage(json.loads(a.evaluator), json.loads(a.data), a.out, a.train, a.heldout, a.seed,
+                           _device(a), command=" ".join(["advkd", *sys.argv[1:]]))
+    print(json.dumps({k: card.get(k) for k in ("source", "sha256", "heldout_accuracy", "feature_condition_number")}))
+
+
+def cmd_reference_stats(a):
+    from .metrics.quality import reference_stats_stage
+
+    card = reference_stats_stage(a.evaluator, a.heldout, json.loads(a.metrics), a.out, _device(a))
+    print(json.dumps({k: card[k] for k in ("n", "feature_dim", "feature_condition_number")}))
+
+
+def cmd_quality(a):
+    from .metrics.quality import quality_stage
+
+    row = quality_stage(a.method, a.samples, a.seed, a.evaluator, a.reference, json.loads(a.metrics), a.out,
+                        _device(a), cfg=json.loads(a.cfg) if a.cfg else None)
+    print(json.dumps({k: row[k] for k in ("method", "seed", "n", "fd", "kid", "inception_score")}))
+
+
+def cmd_cost(a):
+    from .metrics.cost import cost_stage
+
+    ctx = {"teacher": a.teacher, "device": _device(a), "student_dir": a.student_dir}
+    row = cost_stage(a.method, json.loads(a.spec), ctx, json.loads(a.cost), a.out, cfg=json.loads(a.cfg or "null"))
+    print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "latency_batch1", "images_per_s")}))
+
+
+def cmd_sanity(a):
+    from .metrics.sanity import sanity_stage
+
+    rows = sanity_stage(a.evaluator, a.reference, a.images, json.loads(a.metrics), a.seed, a.out, _device(a))
+    print("\n".join(f"{r['set']:>16}  FD {r['fd']:10.3f}  recall {r['recall']:.3f}" for r in rows))
+
+
 # --- end metrics stages ---
 
 # --- student stages (command functions) ---
@@ -158,6 +196,50 @@ def main(argv=None):
     s.add_argument("--out", required=True)
 
     # --- metrics stages (parsers) ---
+    s = stage("evaluator", cmd_evaluator, "install (shipped), train, or locate (inception) the fixed judge",
+              device=True)
+    s.add_argument("--evaluator", required=True, help="the evaluator: block as JSON")
+    s.add_argument("--data", required=True, help="the data: block as JSON")
+    s.add_argument("--train", default=None, help="train.npz with labels (source: train; else read from --data)")
+    s.add_argument("--heldout", default=None, help="heldout.npz with labels (else read from --data)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="folder: evaluator.json (+ evaluator.safetensors)")
+
+    s = stage("reference-stats", cmd_reference_stats, "judge features of the held-out split: mu, sigma, features",
+              device=True)
+    s.add_argument("--evaluator", required=True, help="evaluator.json written by the evaluator stage")
+    s.add_argument("--heldout", required=True, help="heldout.npz")
+    s.add_argument("--metrics", required=True, help="the metrics: block as JSON")
+    s.add_argument("--out", required=True, help="path stem: writes STEM.safetensors and STEM.json")
+
+    s = stage("quality", cmd_quality, "FD, KID, IS, precision/recall and class coverage of one sample set",
+              device=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--samples", required=True, help="samples .npz (uint8 images)")
+    s.add_argument("--seed", type=int, required=True, help="the seed the samples were drawn with")
+    s.add_argument("--evaluator", required=True, help="evaluator.json")
+    s.add_argument("--reference", required=True, help="reference stats stem (STEM.safetensors)")
+    s.add_argument("--metrics", required=True, help="the metrics: block as JSON")
+    s.add_argument("--cfg", default=None, help="config slice as JSON, hashed into the provenance")
+    s.add_argument("--out", required=True)
+
+    s = stage("cost", cmd_cost, "params, NFE, FLOPs, latency, throughput, memory of one method", device=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--spec", required=True, help="the method's config block as JSON")
+    s.add_argument("--teacher", required=True, help="teacher.json")
+    s.add_argument("--student-dir", default=None, help="the student's folder (students only)")
+    s.add_argument("--cost", required=True, help="the metrics.cost: block as JSON")
+    s.add_argument("--cfg", default=None, help="config slice as JSON, hashed into the provenance")
+    s.add_argument("--out", required=True)
+
+    s = stage("sanity", cmd_sanity, "score real and deliberately degraded sets: the metrics must rank them",
+              device=True)
+    s.add_argument("--evaluator", required=True, help="evaluator.json")
+    s.add_argument("--reference", required=True, help="reference stats stem")
+    s.add_argument("--images", required=True, help="real images .npz not in the reference (e.g. train.npz)")
+    s.add_argument("--metrics", required=True, help="the metrics: block as JSON")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="path stem: writes STEM.json and STEM.csv")
     # --- end metrics stages (parsers) ---
 
     # --- student stages (parsers) ---

@@ -39,6 +39,17 @@ def sample_files(methods):
     return expand(f"{R}/samples/{{method}}/seed{{seed}}.npz", method=methods, seed=SEEDS)
 
 
+def quality_files(methods):
+    return expand(f"{R}/metrics/quality/{{method}}/seed{{seed}}.json", method=list(methods), seed=SEEDS)
+
+
+def cost_inputs(wildcards):
+    """Samplers are costed from the teacher; a student from its own weights (and the teacher it may wrap)."""
+    if FAMILIES[METHODS[wildcards.method]["family"]].kind == "student":
+        return [f"{R}/teacher/teacher.json", f"{R}/students/{wildcards.method}/student.safetensors"]
+    return [f"{R}/teacher/teacher.json"]
+
+
 def all_targets():
     return [
         f"{R}/data/data_card.json",
@@ -46,6 +57,9 @@ def all_targets():
         *sample_files(SAMPLER_METHODS),
         *sample_files(STUDENT_METHODS),
         *expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS)),
+        *quality_files(METHODS),
+        *expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
+        f"{R}/metrics/sanity.json",
     ]
 
 # Rules that run networks ask a cluster for one GPU only when the experiment runs on CUDA.

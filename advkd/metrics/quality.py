@@ -1,0 +1,204 @@
+"""Sample quality against a fixed judge: FD, KID, IS, precision/recall and class coverage, each with n and seed.
+
+Distances come from clean-fid's own functions (`frechet_distance`, `kernel_distance`), precision and recall
+(Kynkäänniemi et al. 2019, k-NN manifolds) from `prdc`; only the bookkeeping around them lives here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..io import BadInputError, load_images, load_tensors, provenance, read_json, save_tensors, write_json
+
+COVERAGE_THRESHOLD = 0.01
+
+
+# --- the numbers -------------------------------------------------------------------------------------------------
+
+def gaussian_stats(features: np.ndarray):
+    feats = np.asarray(features, dtype=np.float64)
+    return feats.mean(0), np.cov(feats, rowvar=False)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    from cleanfid.fid import frechet_distance as fd
+
+    return float(fd(mu1, sigma1, mu2, sigma2))
+
+
+def kernel_inception_distance(feats1, feats2, seed: int = 0, subsets: int = 100, subset_size: int = 1000) -> float:
+    """clean-fid's KID (cubic polynomial kernel, unbiased MMD^2 over random subsets), made reproducible.
+
+    clean-fid draws its subsets from numpy's global generator; it is seeded here and restored afterwards so the
+    number depends on `seed` alone and the caller's random stream is untouched.
+    """
+    from cleanfid.fid import kernel_distance
+
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        return float(kernel_distance(np.asarray(feats1), np.asarray(feats2), num_subsets=subsets,
+                                     max_subset_size=subset_size))
+    finally:
+        np.random.set_state(state)
+
+
+def inception_score(logits) -> float | None:
+    """exp(E_x KL(p(y|x) || p(y))) over the whole set (one split: our sets are small)."""
+    if logits is None:
+        return None
+    z = np.asarray(logits, dtype=np.float64)
+    logp = z - z.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    p = np.exp(logp)
+    log_marginal = np.log(p.mean(0) + 1e-300)
+    return float(np.exp((p * (logp - log_marginal)).sum(1).mean()))
+
+
+def precision_recall(real, fake, k: int = 3) -> dict:
+    """Improved precision/recall (plus density/coverage, Naeem et al. 2020) on k-NN balls, via `prdc`."""
+    from prdc import compute_prdc
+
+    with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes; they are in our JSON already
+        out = compute_prdc(np.asarray(real, np.float32), np.asarray(fake, np.float32), nearest_k=k)
+    return {key: float(v) for key, v in out.items()}
+
+
+def class_coverage(logits, threshold: float = COVERAGE_THRESHOLD) -> dict:
+    """How the judge's predicted classes spread: a collapsed generator covers few classes with one big share."""
+    z = np.asarray(logits)
+    classes = z.shape[1]
+    share = np.bincount(z.argmax(1), minlength=classes) / len(z)
+    nz = share[share > 0]
+    entropy = float(-(nz * np.log2(nz)).sum())
+    return {"classes": classes, "threshold": threshold, "classes_covered": int((share >= threshold).sum()),
+            "largest_share": float(share.max()), "entropy_bits": entropy,
+            "entropy_normalized": entropy / math.log2(classes), "histogram": share.round(6).tolist()}
+
+
+def score_features(feats, logits, ref: dict, metrics: dict, seed: int, judge_kind: str = "classifier") -> dict:
+    """Every quality number of one sample set, given its judge features/logits and the reference dict."""
+    mu, sigma = gaussian_stats(feats)
+    n = len(feats)
+    ref_feats = ref["features"]
+    # k-NN radii shrink as a set grows, so precision/recall compare equal-size sets (as Kynkäänniemi et al. do).
+    rng = np.random.default_rng(seed)
+    real = ref_feats[np.sort(rng.choice(len(ref_feats), n, replace=False))] if n < len(ref_feats) else ref_feats
+    k = metrics.get("nearest_k", 3)
+    out = {"n": n, "seed": seed, "reference_n": int(len(ref_feats)),
+           "fd": frechet_distance(mu, sigma, ref["mu"], ref["sigma"]),
+           "kid": kernel_inception_distance(feats, ref_feats, seed, metrics.get("kid_subsets", 100),
+                                            metrics.get("kid_subset_size", 1000)),
+           "kid_subset_size": int(min(n, len(ref_feats), metrics.get("kid_subset_size", 1000))),
+           "inception_score": inception_score(logits),
+           "nearest_k": k, "pr_reference_n": int(len(real)), **precision_recall(real, feats, k)}
+    # ImageNet's 1008 classes say little about a face or a car data set: coverage only for a data set's own classes.
+    out["class_coverage"] = class_coverage(logits, metrics.get("coverage_threshold", COVERAGE_THRESHOLD)) \
+        if judge_kind == "classifier" and logits is not None else None
+    return out
+
+
+# --- the judge and its reference -----------------------------------------------------------------------------------
+
+def load_judge(evaluator_json, device="cpu"):
+    """(embed(images) -> (features, logits), card) for the judge the `evaluator` stage set up."""
+    card = read_json(evaluator_json)
+    if card.get("kind") == "inception":
+        from .inception import InceptionJudge, embed_inception, resolve_inception_weights
+
+        judge = InceptionJudge(resolve_inception_weights(card["weights"]))
+        return (lambda images: embed_inception(judge, images, device=device)), card
+    from .evaluator import embed, load_evaluator
+
+    model, card = load_evaluator(Path(evaluator_json).parent, device)
+    return (lambda images: embed(model, images, device=device)), card
+
+
+def reference_stats_stage(evaluator_json, heldout_npz, metrics: dict, out_stem, device="cpu") -> dict:
+    """The `reference_stats` rule: judge features of the held-out split -> STEM.safetensors + STEM.json."""
+    import torch
+
+    from .evaluator import condition_number
+
+    embed, judge = load_judge(evaluator_json, device)
+    images = load_images(heldout_npz)
+    feats, logits = embed(images)
+    mu, sigma = gaussian_stats(feats)
+    out_stem = Path(out_stem)
+    tensors = {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma),
+               "features": torch.from_numpy(feats.astype(np.float32))}
+    if logits is not None:
+        tensors["logits"] = torch.from_numpy(logits.astype(np.float32))
+    save_tensors(out_stem.with_suffix(".safetensors"), tensors, metadata={"judge_sha256": judge["sha256"]})
+    card = {"n": int(len(feats)), "feature_dim": int(feats.shape[1]), "feature_condition_number": condition_number(feats),
+            "judge_sha256": judge["sha256"], "judge_kind": judge.get("kind", "classifier"),
+            "source": str(heldout_npz),
+            "heldout_inception_score": inception_score(logits),
+            "heldout_class_coverage": class_coverage(logits, metrics.get("coverage_threshold", COVERAGE_THRESHOLD))
+            if logits is not None and judge.get("kind") != "inception" else None,
+            "provenance": provenance(cfg=metrics, device=device)}
+    write_json(out_stem.with_suffix(".json"), card)
+    return card
+
+
+def load_reference(stem, judge_sha256: str | None = None) -> dict:
+    stem = Path(stem)
+    t = load_tensors(stem.with_suffix(".safetensors"))
+    card = read_json(stem.with_suffix(".json"))
+    if judge_sha256 and card["judge_sha256"] != judge_sha256:
+        raise BadInputError(f"{stem}.json: reference statistics were made with judge {card['judge_sha256'][:12]}, "
+                            f"not the current one ({judge_sha256[:12]}); rerun the reference_stats rule")
+    return {"mu": t["mu"].double().numpy(), "sigma": t["sigma"].double().numpy(),
+            "features": t["features"].double().numpy(), "card": card}
+
+
+def quality_stage(method: str, samples_npz, seed: int, evaluator_json, reference_stem, metrics: dict, out,
+                  device="cpu", cfg=None) -> dict:
+    """The `quality` rule: score one method's sample set for one seed; one JSON per (method, seed)."""
+    embed, judge = load_judge(evaluator_json, device)
+    ref = load_reference(reference_stem, judge["sha256"])
+    images = load_images(samples_npz)
+    feats, logits = embed(images)
+    row = {"method": method, "samples": str(samples_npz), "judge_sha256": judge["sha256"],
+           "judge_kind": judge.get("kind", "classifier"),
+           **score_features(feats, logits, ref, metrics, seed, judge.get("kind", "classifier")),
+           "provenance": provenance(cfg=cfg if cfg is not None else metrics, device=device)}
+    write_json(out, row)
+    return row
+
+
+# --- several seeds -------------------------------------------------------------------------------------------------
+
+SCALARS = ("fd", "kid", "inception_score", "precision", "recall", "density", "coverage")
+
+
+def aggregate_seeds(paths) -> dict:
+    """Per-seed quality JSONs of one or more methods -> {method: {metric: mean, std, min, max}, seeds, n}.
+
+    std is the sample standard deviation over seeds (ddof=1; 0 with one seed, which `n_seeds` makes visible).
+    """
+    by_method: dict[str, list] = {}
+    for p in paths:
+        row = read_json(p)
+        by_method.setdefault(row["method"], []).append(row)
+    out = {}
+    for method, rows in sorted(by_method.items()):
+        rows.sort(key=lambda r: r["seed"])
+        agg = {"seeds": [r["seed"] for r in rows], "n_seeds": len(rows), "n": [r["n"] for r in rows]}
+        cov = [r["class_coverage"] for r in rows if r.get("class_coverage")]
+        values = {m: [r[m] for r in rows if r.get(m) is not None] for m in SCALARS}
+        if cov:
+            values |= {"classes_covered": [c["classes_covered"] for c in cov],
+                       "largest_share": [c["largest_share"] for c in cov]}
+        for m, v in values.items():
+            if v:
+                a = np.asarray(v, dtype=np.float64)
+                agg[m] = {"mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0,
+                          "min": float(a.min()), "max": float(a.max())}
+        out[method] = agg
+    return out

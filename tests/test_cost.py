@@ -1,0 +1,87 @@
+"""Cost metrics: FLOP formulas, the latency statistics, extrapolation for many-step samplers, memory."""
+
+import numpy as np
+import pytest
+import torch
+
+from advkd.methods import Method
+from advkd.metrics.cost import count_flops, latency, measure_cost, peak_memory, time_call
+
+
+def test_conv2d_flops_match_the_formula():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+    x = torch.randn(2, 3, 16, 16)
+    # 2 FLOPs per multiply-add, per output element: N * Cout * H * W outputs, each Cin * k * k multiply-adds
+    assert count_flops(lambda: conv(x)) == 2 * (2 * 8 * 16 * 16) * (3 * 3 * 3)
+
+
+def test_linear_flops_match_the_formula():
+    lin = torch.nn.Linear(10, 5)
+    assert count_flops(lambda: lin(torch.randn(4, 10))) == 2 * 4 * 10 * 5
+
+
+def test_latency_harness_returns_the_median_of_its_repeats():
+    durations = iter([100.0, 5.0, 1.0, 3.0, 2.0, 4.0])  # the first call is the warm-up and must not count
+    now = [0.0]
+
+    def fn():
+        now[0] += next(durations)
+
+    t = time_call(fn, "cpu", repeats=5, warmup=1, clock=lambda: now[0])
+    assert (t["median_s"], t["min_s"], t["max_s"]) == (3.0, 1.0, 5.0)
+    assert t["repeats"] == 5 and t["warmup"] == 1
+
+
+def _fake_method(nfe):
+    net = torch.nn.Conv2d(1, 4, 3, padding=1)
+    calls = {"sample": 0}
+
+    def sample(n, seed, batch_size, progress):
+        calls["sample"] += 1
+        x = torch.randn(n, 1, 8, 8)
+        for _ in range(nfe):
+            x = net(x)[:, :1]
+        return x.clamp(-1, 1), {"seconds": 0.0}
+
+    m = Method("fake", "fake", nfe=nfe, sample=sample, network=net, network_inputs=lambda b: (torch.randn(b, 1, 8, 8),),
+               inference_parameters=40, all_parameters=50)
+    return m, calls
+
+
+COST = {"throughput_batch": 4, "repeats": 3, "warmup": 1, "full_sample_max_nfe": 10}
+
+
+def test_small_nfe_times_the_full_sample():
+    m, calls = _fake_method(nfe=3)
+    out = latency(m, 1, COST, "cpu")
+    assert not out["extrapolated"] and calls["sample"] == 4  # warm-up + 3 repeats
+    assert out["median_s_per_image"] == out["median_s_per_batch"]
+
+
+def test_many_steps_are_extrapolated_from_one_network_call():
+    m, calls = _fake_method(nfe=500)
+    out = latency(m, 2, COST, "cpu")
+    assert out["extrapolated"] and calls["sample"] == 0
+    assert out["median_s_per_image"] == pytest.approx(out["median_s_per_batch"] / 2)
+    assert "x NFE (500)" in out["measured"]
+
+
+def test_measure_cost_reports_every_field():
+    m, _ = _fake_method(nfe=20)
+    row = measure_cost(m, "cpu", COST)
+    assert row["latency_extrapolated"] is True
+    assert row["flops_per_call"] == 2 * (4 * 8 * 8) * 9 and row["flops_per_image"] == 20 * row["flops_per_call"]
+    assert row["parameters_all"] == 50 and row["parameters_inference"] == 40
+    assert row["images_per_s"] == pytest.approx(4 / row["latency_throughput"]["median_s_per_batch"])
+    assert row["achieved_gflops"] == pytest.approx(row["flops_per_image"] * row["images_per_s"] / 1e9)
+    assert row["matmul_peak_gflops"] > 0 and row["threads"] == torch.get_num_threads()
+    assert row["device"].startswith("cpu") and "ru_maxrss" in row["memory_measure"]
+
+
+def test_cpu_peak_memory_sees_a_large_allocation():
+    def alloc():
+        a = np.ones(96 * 2**20 // 8 * 8, dtype=np.float64)  # 768 MiB, touched
+        return float(a[-1])
+
+    out = peak_memory(alloc, "cpu")
+    assert out["peak_memory_above_start_mb"] > 300

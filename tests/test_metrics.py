@@ -1,0 +1,268 @@
+"""Quality metrics: closed forms, invariances, a hand-computed precision/recall, the judge, the sanity order."""
+
+import json
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from advkd.io import BadInputError, save_images, write_json
+from advkd.metrics import quality as q
+from advkd.metrics.evaluator import config_errors, load_evaluator, train_evaluator
+from advkd.metrics.inception import ENV, FILENAME, URL, InceptionJudge, embed_inception, resolve_inception_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "experiments" / "assets" / "evaluator-fmnist"
+FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+
+
+def _rotation(d, seed=0):
+    qm, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return qm
+
+
+# --- Fréchet distance ------------------------------------------------------------------------------------------------
+
+def test_fd_of_a_set_with_itself_is_zero():
+    feats = np.random.default_rng(0).normal(size=(400, 16)) @ np.diag(np.linspace(0.5, 3, 16))
+    mu, sigma = q.gaussian_stats(feats)
+    assert abs(q.frechet_distance(mu, sigma, mu, sigma)) < 1e-6
+
+
+def test_fd_matches_closed_form_for_commuting_covariances():
+    # Same eigenvectors => sqrt(S1 S2) = Q sqrt(D1 D2) Q^T, so FD = |mu1-mu2|^2 + sum(d1 + d2 - 2 sqrt(d1 d2)):
+    # no matrix square root needed, nothing shared with clean-fid's scipy.linalg.sqrtm path.
+    d = 8
+    rng = np.random.default_rng(1)
+    qm = _rotation(d)
+    d1, d2 = rng.uniform(0.2, 4, d), rng.uniform(0.2, 4, d)
+    mu1, mu2 = rng.normal(size=d), rng.normal(size=d)
+    closed = float(((mu1 - mu2) ** 2).sum() + (d1 + d2 - 2 * np.sqrt(d1 * d2)).sum())
+    got = q.frechet_distance(mu1, qm @ np.diag(d1) @ qm.T, mu2, qm @ np.diag(d2) @ qm.T)
+    assert got == pytest.approx(closed, rel=1e-6)
+
+
+def test_fd_of_gaussian_samples_approaches_the_closed_form():
+    rng = np.random.default_rng(2)
+    d, n = 4, 40000
+    v1, v2 = np.array([1.0, 2.0, 0.5, 1.5]), np.array([2.0, 0.5, 0.5, 3.0])
+    m1, m2 = np.zeros(d), np.array([1.0, 0, -1.0, 0.5])
+    closed = ((m1 - m2) ** 2).sum() + (v1 + v2 - 2 * np.sqrt(v1 * v2)).sum()
+    a = m1 + rng.normal(size=(n, d)) * np.sqrt(v1)
+    b = m2 + rng.normal(size=(n, d)) * np.sqrt(v2)
+    got = q.frechet_distance(*q.gaussian_stats(a), *q.gaussian_stats(b))
+    assert got == pytest.approx(closed, rel=0.05)
+
+
+def _reference(n=300, d=6, seed=3):
+    feats = np.random.default_rng(seed).normal(size=(n, d))
+    mu, sigma = q.gaussian_stats(feats)
+    return {"mu": mu, "sigma": sigma, "features": feats}
+
+
+def test_scores_do_not_depend_on_sample_order():
+    ref = _reference()
+    rng = np.random.default_rng(4)
+    fake = rng.normal(0.3, 1.2, size=(200, 6))
+    logits = rng.normal(size=(200, 10)) * 3
+    metrics = {"kid_subsets": 20, "kid_subset_size": 1000, "nearest_k": 3}
+    a = q.score_features(fake, logits, ref, metrics, seed=0)
+    perm = rng.permutation(200)
+    b = q.score_features(fake[perm], logits[perm], ref, metrics, seed=0)
+    for k in ("fd", "precision", "recall", "density", "coverage", "inception_score"):
+        assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), k
+    # KID with subsets as large as the sets: every subset is the whole set, so order cannot matter either.
+    assert a["kid"] == pytest.approx(b["kid"], rel=1e-9)
+    assert a["class_coverage"] == b["class_coverage"]
+    assert a["n"] == 200 and a["seed"] == 0
+
+
+def test_kid_is_reproducible_and_separates_distributions():
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
+    far = rng.normal(1.0, 1.0, size=(300, 8))
+    np.random.seed(123)
+    before = np.random.random()
+    np.random.seed(123)
+    k1 = q.kernel_inception_distance(a, b, seed=7, subsets=10, subset_size=100)
+    assert np.random.random() == before  # the caller's global stream is left as it was
+    assert q.kernel_inception_distance(a, b, seed=7, subsets=10, subset_size=100) == k1
+    assert abs(k1) < 0.05 < q.kernel_inception_distance(a, far, seed=7, subsets=10, subset_size=100)
+
+
+def test_precision_recall_match_a_hand_computed_case():
+    # 1-D, k=1. Real 0,1,2,3: every k-NN radius is 1. Fake 0.05, 0.95, 10, 10.2: radii 0.9, 0.9, 0.2, 0.2.
+    # precision: fakes inside some real ball: 0.05, 0.95 -> 2/4. recall: reals inside some fake ball: 0, 1 -> 2/4.
+    # density: (1/k) mean #real balls holding each fake = (2 + 2 + 0 + 0)/4 = 1. coverage: reals whose nearest
+    # fake lies in their own ball: 0 (0.05), 1 (0.05) -> 2/4.
+    real = np.array([[0.0], [1.0], [2.0], [3.0]])
+    fake = np.array([[0.05], [0.95], [10.0], [10.2]])
+    out = q.precision_recall(real, fake, k=1)
+    assert out == pytest.approx({"precision": 0.5, "recall": 0.5, "density": 1.0, "coverage": 0.5})
+
+
+def test_inception_score_limits():
+    assert q.inception_score(np.zeros((50, 10))) == pytest.approx(1.0)
+    confident = np.full((100, 10), -50.0)
+    confident[np.arange(100), np.arange(100) % 10] = 50.0
+    assert q.inception_score(confident) == pytest.approx(10.0, rel=1e-6)
+    assert q.inception_score(None) is None
+
+
+def test_class_coverage_shows_collapse():
+    pred = np.array([0] * 95 + [1] * 4 + [2] * 1)
+    cov = q.class_coverage(np.eye(10)[pred], threshold=0.01)
+    assert cov["classes_covered"] == 3 and cov["largest_share"] == pytest.approx(0.95)
+    assert cov["threshold"] == 0.01 and len(cov["histogram"]) == 10
+    assert 0 < cov["entropy_bits"] < 1
+    even = q.class_coverage(np.eye(10)[np.arange(100) % 10])
+    assert even["classes_covered"] == 10 and even["entropy_normalized"] == pytest.approx(1.0)
+
+
+def test_aggregate_seeds(tmp_path):
+    paths = []
+    for seed, fd in [(0, 10.0), (1, 14.0)]:
+        p = tmp_path / f"seed{seed}.json"
+        write_json(p, {"method": "ddim-5", "seed": seed, "n": 100, "fd": fd, "kid": 0.1, "inception_score": 5.0,
+                       "precision": 0.5, "recall": 0.4, "density": 1.0, "coverage": 0.5,
+                       "class_coverage": {"classes_covered": 9 + seed, "largest_share": 0.2}})
+        paths.append(p)
+    agg = q.aggregate_seeds(paths)["ddim-5"]
+    assert agg["seeds"] == [0, 1] and agg["n"] == [100, 100]
+    assert agg["fd"]["mean"] == 12.0 and agg["fd"]["std"] == pytest.approx(np.sqrt(8.0))
+    assert agg["classes_covered"]["mean"] == 9.5
+
+
+# --- the judge -------------------------------------------------------------------------------------------------------
+
+def test_evaluator_trains_saves_and_refuses_tampered_weights(tmp_path):
+    from advkd.data import load_split
+
+    cfg = {"dataset": "digits", "resolution": 32, "channels": 1}
+    tr, he = load_split(cfg, "train"), load_split(cfg, "heldout")
+    card = train_evaluator(tr["images"][:256], tr["labels"][:256], he["images"][:100], he["labels"][:100], tmp_path,
+                           epochs=1, batch_size=64, width=4, features=16, data_card=cfg)
+    assert card["feature_dim"] == 16 and card["heldout_n"] == 100 and card["train"]["seed"] == 0
+    model, card2 = load_evaluator(tmp_path)
+    assert card2["sha256"] == card["sha256"]
+    w = tmp_path / "evaluator.safetensors"
+    w.write_bytes(w.read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(BadInputError, match="sha256"):
+        load_evaluator(tmp_path)
+
+
+def test_shipped_evaluator_card_is_consistent():
+    card = json.loads((SHIPPED / "evaluator.json").read_text())
+    assert card["heldout_accuracy"] >= 0.90 and card["heldout_n"] == 10000
+    assert card["feature_condition_number"] < 1e6
+    load_evaluator(SHIPPED)  # verifies the sha256
+
+
+def test_shipped_judge_only_fits_its_data():
+    cfg = {"evaluator": {"source": "shipped"}, "data": {"dataset": "image-folder", "resolution": 64, "channels": 3}}
+    assert "shipped evaluator judges" in config_errors(cfg)[0]
+    cfg["evaluator"]["source"] = "inception"
+    assert config_errors(cfg) == []
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
+def test_sanity_table_ranks_degraded_sets_worse():
+    from advkd.data import load_split
+    from advkd.metrics.evaluator import embed
+    from advkd.metrics.sanity import ordering_checks, sanity_table
+
+    model, _ = load_evaluator(SHIPPED)
+    cfg = {"dataset": "fashion-mnist", "resolution": 32, "channels": 1, "train_count": 400, "heldout_count": 600}
+    tr, he = load_split(cfg, "train"), load_split(cfg, "heldout")
+    feats, _ = embed(model, he["images"])
+    mu, sigma = q.gaussian_stats(feats)
+    ref = {"mu": mu, "sigma": sigma, "features": feats}
+    rows = sanity_table(lambda x: embed(model, x), ref, tr["images"], tr["labels"],
+                        {"kid_subsets": 20, "kid_subset_size": 400}, seed=0)
+    by = {r["set"]: r for r in rows}
+    assert set(by) == {"real", "blur-1", "blur-2", "noise-0.1", "noise-0.3", "single-class", "uniform-noise"}
+    failed = [c for c in ordering_checks(rows) + ordering_checks(rows, "kid") if not c["holds"]]
+    assert not failed, failed
+    # one true class (here Shirt, the judge's most confused one) -> one predicted class dominates
+    assert by["real"]["classes_covered"] == 10 and by["real"]["largest_share"] < 0.2
+    assert by["single-class"]["classes_covered"] < 10 and by["single-class"]["largest_share"] > 0.5
+    # "near zero": the gap between two real sets is small next to the mildest degradation's
+    assert by["real"]["fd"] < 0.5 * min(by[k]["fd"] for k in by if k != "real")
+
+
+# --- the Inception path ----------------------------------------------------------------------------------------------
+
+class _StandInInception(torch.nn.Module):
+    """Same interface as clean-fid's TorchScript file: .layers -> (N,F,1,1) on 299x299, .output -> 1008 classes.
+
+    The real file has F = 2048; the stage test uses fewer features so its 2048x2048 matrix square roots do not
+    dominate the test time.
+    """
+
+    def __init__(self, features=2048):
+        super().__init__()
+        self.features = features
+        self.layers = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(4), torch.nn.Conv2d(3, features, 4))
+        self.output = torch.nn.Linear(features, 1008)
+
+    def forward(self, x):
+        return self.output(self.layers(x).reshape(x.shape[0], self.features))
+
+
+def _save_standin(folder, features):
+    torch.manual_seed(0)
+    path = folder / FILENAME
+    path.parent.mkdir(parents=True)
+    torch.jit.script(_StandInInception(features)).save(str(path))
+    return path
+
+
+@pytest.fixture
+def standin_weights(tmp_path):
+    return _save_standin(tmp_path / "weights", 2048)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    def refuse(*a, **k):
+        raise AssertionError("tried to reach the network")
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+
+
+def test_inception_standin_end_to_end(standin_weights, tmp_path, monkeypatch, no_network):
+    from advkd.metrics.evaluator import evaluator_stage
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert resolve_inception_weights(str(standin_weights.parent)) == standin_weights  # a folder works too
+    monkeypatch.setenv(ENV, str(standin_weights))
+    assert resolve_inception_weights(None) == standin_weights
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (12, 16, 16, 3), dtype=np.uint8)
+    feats, logits = embed_inception(InceptionJudge(standin_weights), images, batch_size=5)
+    assert feats.shape == (12, 2048) and logits.shape == (12, 1008)
+    # through the stages: judge card -> reference stats -> one quality JSON
+    monkeypatch.setenv(ENV, str(_save_standin(tmp_path / "small", 16)))
+    ev = evaluator_stage({"source": "inception", "inception_weights": None}, {"dataset": "image-folder",
+                         "channels": 3}, tmp_path / "ev")
+    assert ev["kind"] == "inception" and ev["weights"] == str(tmp_path / "small" / FILENAME)
+    save_images(tmp_path / "heldout.npz", images)
+    save_images(tmp_path / "samples.npz", images[::-1].copy())
+    metrics = {"kid_subsets": 5, "kid_subset_size": 12, "nearest_k": 3}
+    q.reference_stats_stage(tmp_path / "ev" / "evaluator.json", tmp_path / "heldout.npz", metrics, tmp_path / "ref")
+    row = q.quality_stage("x", tmp_path / "samples.npz", 0, tmp_path / "ev" / "evaluator.json", tmp_path / "ref",
+                          metrics, tmp_path / "q.json")
+    assert row["n"] == 12 and abs(row["fd"]) < 1e-3 and row["class_coverage"] is None
+    assert row["inception_score"] > 0 and "config_hash" in row["provenance"]
+
+
+def test_missing_inception_weights_is_a_clear_error(tmp_path, monkeypatch, no_network):
+    monkeypatch.delenv(ENV, raising=False)
+    with pytest.raises(BadInputError) as e:
+        resolve_inception_weights(None)
+    msg = str(e.value)
+    assert "evaluator.inception_weights" in msg and ENV in msg and URL in msg and FILENAME in msg
+    missing = tmp_path / "nowhere" / FILENAME
+    with pytest.raises(BadInputError, match=str(missing)):
+        resolve_inception_weights(str(missing))
