@@ -84,6 +84,13 @@ def cmd_trajectories(a):
     print(json.dumps(stats))
 
 
+def cmd_report(a):
+    from .report import report
+
+    summary = report(a.results, a.out)
+    print(json.dumps(summary, indent=1))
+
+
 # --- metrics stages (command functions) ---
 def cmd_evaluator(a):
     from .metrics.evaluator import evaluator_stage
@@ -194,6 +201,10 @@ def main(argv=None):
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=250)
     s.add_argument("--out", required=True)
+
+    s = stage("report", cmd_report, "tables and figures from finished results (retrains nothing)")
+    s.add_argument("--results", required=True, help="results/<experiment>")
+    s.add_argument("--out", required=True, help="paper_figures/<experiment>")
 
     # --- metrics stages (parsers) ---
     s = stage("evaluator", cmd_evaluator, "install (shipped), train, or locate (inception) the fixed judge",

@@ -123,6 +123,17 @@ def load_tensors(path, device="cpu") -> dict:
         ) from None
 
 
+def read_metadata(path) -> dict:
+    """The string metadata stored in a safetensors header (empty if none)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        raise BadInputError(f"{path}: not a valid safetensors file ({type(e).__name__}: {e}); delete it and rerun") from None
+
+
 def sha256_file(path, chunk=1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -138,7 +139,10 @@ def save_pipeline_dir(unet, scheduler, out_dir) -> None:
 # Training
 
 
-def _state_tensors(unet, ema, opt, gen: torch.Generator, step: int, epoch: int) -> dict:
+HISTORY_FIELDS = ("epoch", "step", "loss", "seconds", "images_per_s")
+
+
+def _state_tensors(unet, ema, opt, gen: torch.Generator, step: int, epoch: int, history: list) -> dict:
     t = {f"model.{k}": v for k, v in unet.state_dict().items()}
     t.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
     for i, st in opt.state_dict()["state"].items():
@@ -146,6 +150,10 @@ def _state_tensors(unet, ema, opt, gen: torch.Generator, step: int, epoch: int) 
             t[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
     t["rng"] = gen.get_state()
     t["progress"] = torch.tensor([step, epoch], dtype=torch.int64)
+    # The loss history lives in the checkpoint, so loss.csv can always be rewritten whole (Snakemake deletes a
+    # failed job's outputs, loss.csv among them, but not the checkpoint).
+    t["history"] = torch.tensor([[r[k] for k in HISTORY_FIELDS] for r in history], dtype=torch.float64).reshape(
+        -1, len(HISTORY_FIELDS))
     return t
 
 
@@ -161,7 +169,21 @@ def _load_state(path, unet, ema, opt, gen: torch.Generator):
     opt.load_state_dict(sd)
     gen.set_state(t["rng"])
     step, epoch = (int(x) for x in t["progress"])
-    return step, epoch
+    history = [dict(zip(HISTORY_FIELDS, row.tolist())) for row in t["history"]]
+    return step, epoch, history
+
+
+def _write_curve(path, history: list) -> None:
+    import io as _io
+
+    from .io import write_text
+
+    buf = _io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
+    w.writeheader()
+    for r in history:
+        w.writerow(r | {"epoch": int(r["epoch"]), "step": int(r["step"])})
+    write_text(path, buf.getvalue())
 
 
 def train_teacher(train_images: np.ndarray, out_dir, *, architecture="fmnist32", epochs=10, batch_size=128,
@@ -187,16 +209,27 @@ def train_teacher(train_images: np.ndarray, out_dir, *, architecture="fmnist32",
     opt = torch.optim.Adam(unet.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     ckpt = out_dir / "checkpoint.safetensors"
-    step, start_epoch = 0, 0
+    # Everything but the epoch count must match for a checkpoint to be resumed; otherwise it is another run.
+    recipe = json.dumps({"architecture": architecture, "batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps,
+                         "ema_decay": ema_decay, "seed": seed, "images": int(len(train_images)),
+                         "images_sha256": hashlib.sha256(np.ascontiguousarray(train_images).tobytes()).hexdigest()},
+                        sort_keys=True)
+    step, start_epoch, history = 0, 0, []
     if ckpt.exists():
-        step, start_epoch = _load_state(ckpt, unet, ema, opt, gen)
-        log.info("resumed from %s at epoch %d (step %d)", ckpt, start_epoch, step)
+        from .io import read_metadata
+
+        if read_metadata(ckpt).get("recipe") != recipe:
+            log.warning("ignoring %s: it was written by a run with other settings or data; starting afresh", ckpt)
+        else:
+            step, start_epoch, history = _load_state(ckpt, unet, ema, opt, gen)
+            if start_epoch > epochs:
+                raise BadInputError(f"{ckpt} has already trained {start_epoch} epochs, more than the {epochs} asked "
+                                    "for; delete it to train a shorter run")
+            log.info("resumed from %s at epoch %d (step %d)", ckpt, start_epoch, step)
     data = to_float(train_images).to(device)
     n = len(data)
     alphas = scheduler.alphas_cumprod.to(device)
     curve_path = out_dir / "loss.csv"
-    if start_epoch == 0 and curve_path.exists():
-        curve_path.unlink()
     t_start = time.time()
     done_epochs = start_epoch
     amp = device.type == "cuda"
@@ -228,22 +261,18 @@ def train_teacher(train_images: np.ndarray, out_dir, *, architecture="fmnist32",
         row = {"epoch": done_epochs, "step": step, "loss": float(np.mean(losses)),
                "seconds": round(time.time() - t_epoch, 2), "images_per_s": round(n / (time.time() - t_epoch), 1)}
         log.info("epoch %(epoch)d step %(step)d loss %(loss).5f (%(images_per_s).0f img/s)", row)
-        new = not curve_path.exists()
-        with open(curve_path, "a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-        save_tensors(ckpt, _state_tensors(unet, ema, opt, gen, step, done_epochs))
+        history.append(row)
+        save_tensors(ckpt, _state_tensors(unet, ema, opt, gen, step, done_epochs, history), {"recipe": recipe})
+        _write_curve(curve_path, history)
         if max_minutes is not None and (time.time() - t_start) / 60 > max_minutes and done_epochs < epochs:
             log.warning("stopping after epoch %d: max_minutes=%s reached", done_epochs, max_minutes)
             break
     ema.to("cpu")
     save_pipeline_dir(ema, scheduler, out_dir / "pipeline")
-    rows = list(csv.DictReader(open(curve_path)))
+    _write_curve(curve_path, history)
     info = provenance(cfg_for_provenance, device=device, architecture=architecture, epochs=done_epochs,
                       batch_size=batch_size, lr=lr, warmup_steps=warmup_steps, ema_decay=ema_decay, seed=seed,
-                      steps=step, train_images=int(n), final_loss=float(rows[-1]["loss"]) if rows else None,
+                      steps=step, train_images=int(n), final_loss=history[-1]["loss"] if history else None,
                       train_seconds_this_run=round(time.time() - t_start, 1),
                       parameters=sum(p.numel() for p in ema.parameters()))
     write_json(out_dir / "teacher.json", info)
@@ -272,6 +301,8 @@ def describe_teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu"
     from .io import sha256_file
     from .metrics.cost import count_flops
 
+    if teacher_cfg["source"] == "random":
+        return _describe_random_teacher(teacher_cfg, out_json)
     src = teacher_source_dir(teacher_cfg, trained_dir)
     unet, sched = load_pipeline_dir(src, "cpu")
     weights = sorted(Path(unet.config._name_or_path).glob("*.safetensors")) if Path(
@@ -293,8 +324,30 @@ def describe_teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu"
     return card
 
 
+def _describe_random_teacher(teacher_cfg: dict, out_json) -> dict:
+    """Cost-only experiments: the teacher's architecture with seeded random weights. Parameters, FLOPs and
+    latency depend only on the architecture, so the paper's cost comparison needs no weights."""
+    from .metrics.cost import count_flops
+
+    torch.manual_seed(teacher_cfg["seed"])
+    unet = build_unet(teacher_cfg["architecture"]).eval()
+    c, h = unet.config.in_channels, unet.config.sample_size
+    with torch.inference_mode():
+        flops = count_flops(lambda: unet(torch.zeros(1, c, h, h), torch.tensor([500])))
+    card = {"source": "random", "architecture": teacher_cfg["architecture"], "seed": teacher_cfg["seed"],
+            "pipeline": None, "parameters": sum(p.numel() for p in unet.parameters()), "flops_per_call": flops,
+            "sample_size": h, "channels": c, "scheduler": dict(build_scheduler().config),
+            "note": "random weights: valid for cost only, never for quality"}
+    write_json(out_json, card)
+    return card
+
+
 def load_teacher(card_path, device="cpu"):
     """(unet, train scheduler config, card) from the card the teacher stage wrote."""
     card = json.loads(Path(card_path).read_text())
+    if card["source"] == "random":
+        torch.manual_seed(card["seed"])
+        unet, sched = build_unet(card["architecture"]).to(device).eval(), build_scheduler()
+        return unet.to(memory_format=torch.channels_last), sched.config, card
     unet, sched = load_pipeline_dir(card["pipeline"], device)
     return unet.to(memory_format=torch.channels_last), sched.config, card

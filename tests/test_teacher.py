@@ -111,3 +111,18 @@ def test_shipped_teacher_matches_its_card():
     assert sum(p.numel() for p in unet.parameters()) == card["parameters"]
     assert sched.config.num_train_timesteps == 1000 and sched.config.beta_schedule == "linear"
     assert np.isclose(sched.config.beta_start, 1e-4) and np.isclose(sched.config.beta_end, 0.02)
+
+
+def test_resume_survives_deleted_curve_and_ignores_foreign_checkpoints(tmp_path):
+    from advkd.data import load_split
+    images = load_split({"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 128}, "train")["images"]
+    kw = dict(architecture="digits8", batch_size=64, warmup_steps=2, seed=1, device="cpu")
+    T.train_teacher(images, tmp_path, epochs=1, **kw)
+    (tmp_path / "loss.csv").unlink()          # Snakemake removes a failed job's declared outputs
+    info = T.train_teacher(images, tmp_path, epochs=2, **kw)
+    assert [int(r.split(",")[0]) for r in (tmp_path / "loss.csv").read_text().splitlines()[1:]] == [1, 2]
+    assert info["epochs"] == 2
+    with pytest.raises(BadInputError, match="already trained 2 epochs, more than the 1 asked for"):
+        T.train_teacher(images, tmp_path, epochs=1, **kw)
+    info = T.train_teacher(images, tmp_path, epochs=1, **(kw | {"lr": 1e-3}))   # other recipe: start afresh
+    assert info["epochs"] == 1 and len((tmp_path / "loss.csv").read_text().splitlines()) == 2
