@@ -3,7 +3,7 @@
     python scripts/compare_runs.py results_a/ci results_b/ci
 
 Arrays must match bit for bit: every .npz (samples, data) and .safetensors (weights, trajectories) in either
-tree. JSON under samples/ and metrics/ must hold the same keys and the same numbers, except what measures the
+tree, except training checkpoints (resumable state that also logs wall-clock time per epoch). JSON under samples/ and metrics/ must hold the same keys and the same numbers, except what measures the
 machine rather than the method (timings, speeds, memory, host, provenance). Exit status 1 on any difference.
 """
 
@@ -31,16 +31,14 @@ def _arrays(path: Path) -> dict:
 
     with safe_open(path, framework="pt") as f:
         # uint8 views keep bfloat16 and friends comparable as bytes in numpy.
-        return {k: (str(t.dtype), tuple(t.shape), t.contiguous().view(torch.uint8).numpy())
+        return {k: (str(t.dtype), tuple(t.shape), t.reshape(-1).contiguous().view(torch.uint8).numpy())
                 for k in f.keys() for t in [f.get_tensor(k)]}
 
 
 def compare_arrays(a: Path, b: Path) -> list[str]:
     x, y = _arrays(a), _arrays(b)
-    if x.keys() != y.keys():
-        return [f"arrays {sorted(x)} vs {sorted(y)}"]
-    out = []
-    for k in x:
+    out = [f"array {k!r} only in one run" for k in sorted(x.keys() ^ y.keys())]
+    for k in sorted(x.keys() & y.keys()):
         u, v = x[k], y[k]
         if isinstance(u, tuple):
             same = u[:2] == v[:2] and np.array_equal(u[2], v[2])
@@ -80,7 +78,7 @@ def compare_json(a: Path, b: Path) -> tuple[list[str], int]:
 def compare_trees(a: Path, b: Path) -> list[str]:
     def files(root):
         return {p.relative_to(root) for p in root.rglob("*") if p.is_file()
-                and (p.suffix in (".npz", ".safetensors")
+                and ((p.suffix in (".npz", ".safetensors") and not p.name.startswith("checkpoint"))
                      or (p.suffix == ".json" and p.relative_to(root).parts[0] in JSON_DIRS))}
 
     fa, fb = files(a), files(b)

@@ -154,7 +154,8 @@ for id in "${ids[@]}"; do
   [ -n "$(find "$WORK/slurm-run/.snakemake/slurm_logs" -name "$id.log")" ] || fail "no plugin log for job $id"
 done
 completed=$(grep -c 'JobState=COMPLETED' "$S/log/jobcomp.log")
-say "$remote jobs ran as SLURM jobs (ids ${ids[0]}..${ids[-1]}, $completed completed in SLURM), $local_jobs local"
+say "$remote jobs ran as SLURM jobs (ids ${ids[0]}..${ids[-1]}; SLURM completed $completed with the probe)," \
+  "$local_jobs ran on the submit host"
 
 EXP=$(python -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["experiment"])' "$CONFIG")
 python "$REPO/scripts/compare_runs.py" "$WORK/local-run/results/$EXP" "$WORK/slurm-run/results/$EXP" \

@@ -45,3 +45,14 @@ def test_a_changed_number_pixel_or_file_fails(compare, tmp_path):
     assert any("seed0.npz: array 'images' differs" in p for p in problems)
     assert any("seed1.npz: only in" in p for p in problems)
     assert compare.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+
+
+def test_tensors_compare_as_bytes_whatever_their_dtype(compare, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    for side, last in (("a", 1.0), ("b", 1.0), ("c", 1.0078125)):
+        save_file({"step": torch.tensor(3), "x": torch.tensor([0.5, last], dtype=torch.bfloat16)},
+                  tmp_path / f"{side}.safetensors")
+    assert compare.compare_arrays(tmp_path / "a.safetensors", tmp_path / "b.safetensors") == []
+    assert compare.compare_arrays(tmp_path / "a.safetensors", tmp_path / "c.safetensors") == ["array 'x' differs"]
