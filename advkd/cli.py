@@ -119,6 +119,10 @@ def cmd_cost(a):
     from .metrics.cost import cost_stage
 
     ctx = {"teacher": a.teacher, "device": _device(a), "student_dir": a.student_dir}
+    card = json.loads(Path(a.teacher).read_text())
+    if card["source"] == "random":  # cost-only experiment: students are costed with random weights too
+        ctx["random_weights"] = {"resolution": card["sample_size"], "channels": card["channels"],
+                                 "checkpoints": a.checkpoints, "seed": card["seed"]}
     row = cost_stage(a.method, json.loads(a.spec), ctx, json.loads(a.cost), a.out, cfg=json.loads(a.cfg or "null"))
     print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "latency_batch1", "images_per_s")}))
 
@@ -239,6 +243,8 @@ def main(argv=None):
     s.add_argument("--spec", required=True, help="the method's config block as JSON")
     s.add_argument("--teacher", required=True, help="teacher.json")
     s.add_argument("--student-dir", default=None, help="the student's folder (students only)")
+    s.add_argument("--checkpoints", type=int, default=11,
+                   help="teacher checkpoints a student would distil (random-weight teachers only)")
     s.add_argument("--cost", required=True, help="the metrics.cost: block as JSON")
     s.add_argument("--cfg", default=None, help="config slice as JSON, hashed into the provenance")
     s.add_argument("--out", required=True)

@@ -89,11 +89,19 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         "top class": df.largest_share_mean.map("{:.0%}".format),
         "n": df.n, "seeds": df.seeds,
     })
+    if df.fd_mean.isna().all():  # cost-only experiment: no quality columns to show
+        out = out.drop(columns=["FD", "KID x1e3", "IS", "precision", "recall", "classes", "top class", "n", "seeds"])
+        out["method"] = df.method
     return out
 
 
 def footnotes(df: pd.DataFrame) -> str:
     dev = "; ".join(sorted(set(f"{d}" for d in df.device)))
+    if df.fd_mean.isna().all():
+        return (f"Measured on {dev}, fp32, random weights (cost depends only on architecture and schedule). "
+                "Latency = median after warm-up per image at batch 1; † = one network call timed, x NFE. "
+                "Speed-up = latency of ddpm-1000 / latency of the row, measured by the cost rule one method after "
+                "another on the same machine. FLOPs from torch.utils.flop_counter (multiply-add = 2).")
     return (f"Measured on {dev}. n = samples per seed scored against the judge's held-out reference; ± is the "
             "standard deviation over seeds. * = Pareto-optimal in (FD, latency) among rows with comparable FD. "
             "† = latency per network call x NFE (a full sample at batch 1 was too slow to time directly). "
@@ -176,6 +184,26 @@ def fig_cost(df, out):
     return _save(fig, out, "params_flops")
 
 
+def fig_latency(df, out):
+    """Latency per image at batch 1 (log) with the speed-up over ddpm-1000 written on each bar."""
+    import matplotlib.pyplot as plt
+
+    pal = _palette(df)
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(df) + 1.2))
+    bars = ax.barh(df.method, df.latency_ms_batch1 / 1e3, color=[pal[f] for f in df.family],
+                   hatch=None)
+    for bar, extrap in zip(bars, df.latency_extrapolated):
+        if extrap:
+            bar.set_hatch("//")
+    for y, (lat, sp) in enumerate(zip(df.latency_ms_batch1 / 1e3, df.speedup_vs_ddpm1000)):
+        if not math.isnan(sp):
+            ax.text(lat, y, f" {sp:,.0f}x", va="center", fontsize=7)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"seconds per image at batch 1 (log; hatched = per-call x NFE) on {df.device.iloc[0]}")
+    ax.invert_yaxis()
+    return _save(fig, out, "latency")
+
+
 def fig_grids(results, methods, out, name, title_fn=lambda m: m, file_fn=None, ncols=4):
     import matplotlib.pyplot as plt
     from PIL import Image
@@ -231,9 +259,11 @@ def report(results, out, paper_out=None) -> dict:
     write_tables(df, [results / "tables", out])
     students = df.method[df.kind == "student"].tolist()
     figs = []
-    figs += fig_fd_vs(df, out, "latency_ms_batch1", "latency per image at batch 1 (ms, log)", "fd_vs_latency")
-    figs += fig_fd_vs(df, out, "nfe", "network evaluations per sample (NFE, log)", "fd_vs_nfe")
+    if df.fd_mean.notna().any():
+        figs += fig_fd_vs(df, out, "latency_ms_batch1", "latency per image at batch 1 (ms, log)", "fd_vs_latency")
+        figs += fig_fd_vs(df, out, "nfe", "network evaluations per sample (NFE, log)", "fd_vs_nfe")
     figs += fig_cost(df, out)
+    figs += fig_latency(df, out)
     figs += fig_grids(results, df.method.tolist(), out, "sample_grids")
     figs += fig_grids(results, [m for m in students if (results / "students" / m / "panel.png").exists()], out,
                       "phase_panels", title_fn=lambda m: f"{m}: teacher | heads",

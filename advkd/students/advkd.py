@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import checkpoint_errors, load_student, run_distillation, select_checkpoints, student_method
+from .common import checkpoint_errors, run_distillation, select_checkpoints, student_config, student_method
 from .generator import (PRESETS, Discriminator, InferencePath, ProgressiveGenerator, block_layout, count,
                         downsample_noise, log2_ratio)
 from .training import Phase, Recipe, Student
@@ -157,9 +157,10 @@ def train(name: str, params: dict, ctx: dict) -> dict:
 
 
 def build(name: str, params: dict, ctx: dict):
-    cfg, tensors = load_student(ctx.get("student_dir"), "advkd")
+    cfg, tensors = student_config(name, params, ctx, "advkd", resolve)
     gen = make_generator(cfg)
-    gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+    if tensors is not None:
+        gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
     discs = make_discriminators(cfg, gen)
     nr, c, r = cfg["noise_resolution"], cfg["image_channels"], cfg["resolution"]
     info = {"phases": cfg["phases"], "checkpoints": cfg["checkpoints"], "noise_resolution": nr,

@@ -92,6 +92,17 @@ def load_student(student_dir, family: str) -> tuple[dict, dict]:
     return cfg, load_tensors(d / "student.safetensors")
 
 
+def student_config(name: str, params: dict, ctx: dict, family: str, resolve) -> tuple[dict, dict | None]:
+    """(config, weights) of a student to build. A trained student: what the distill rule saved. A cost-only
+    experiment (ctx["random_weights"] = {resolution, channels, checkpoints}): the config `params` resolve to at
+    that shape and no weights, since parameters, FLOPs and latency depend on the architecture alone."""
+    rw = ctx.get("random_weights")
+    if rw:
+        torch.manual_seed(rw.get("seed", 0))
+        return resolve(name, params, rw["checkpoints"], rw["resolution"], rw["channels"]), None
+    return load_student(ctx.get("student_dir"), family)
+
+
 def student_method(name: str, family: str, generator, noise_input, inference_net, image_shape, net_input_shape,
                    all_parameters: int, info: dict, device="cpu"):
     """A `Method` sampling in one forward pass: fresh x_T (the same draws the teacher's samplers make for this

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import advkd as adv
-from .common import load_student, run_distillation, student_method
+from .common import run_distillation, student_config, student_method
 from .generator import count
 from .training import Phase, Recipe, Student
 
@@ -127,10 +127,16 @@ def _jsonable(cfg: dict) -> dict:
 
 
 def build(name: str, params: dict, ctx: dict):
-    cfg, tensors = load_student(ctx.get("student_dir"), "denoising-student")
+    cfg, tensors = student_config(name, params, ctx, "denoising-student", resolve)
+    if tensors is None and cfg["architecture"] == "unet":  # cost only: the (random) teacher's architecture
+        from ..teacher import load_teacher
+
+        unet, train_config, _ = load_teacher(ctx["teacher"], "cpu")
+        cfg |= {"unet_config": dict(unet.config), "timestep": int(train_config["num_train_timesteps"]) - 1}
     student = _make(cfg)
     gen = student.generator
-    gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
+    if tensors is not None:
+        gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
     c, r = cfg["image_channels"], cfg["resolution"]
     if cfg["architecture"] == "progressive":
         from .generator import InferencePath, downsample_noise

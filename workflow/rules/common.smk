@@ -24,6 +24,8 @@ SEEDS = config["sampling"]["seeds"]
 METHODS = config["methods"]
 SAMPLER_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind == "sampler"]
 STUDENT_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind == "student"]
+# A random-weight teacher gives cost numbers only: such an experiment runs teacher, cost and report.
+COST_ONLY = config["teacher"]["source"] == "random"
 N_SHARDS = len(shard_ranges(config["trajectories"]["count"], config["trajectories"]["shard_size"]))
 
 
@@ -45,12 +47,15 @@ def quality_files(methods):
 
 def cost_inputs(wildcards):
     """Samplers are costed from the teacher; a student from its own weights (and the teacher it may wrap)."""
-    if FAMILIES[METHODS[wildcards.method]["family"]].kind == "student":
+    if FAMILIES[METHODS[wildcards.method]["family"]].kind == "student" and not COST_ONLY:
         return [f"{R}/teacher/teacher.json", f"{R}/students/{wildcards.method}/student.safetensors"]
     return [f"{R}/teacher/teacher.json"]
 
 
 def all_targets():
+    if COST_ONLY:
+        return [f"{R}/teacher/teacher.json", *expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
+                f"{R}/tables/summary.md"]
     return [
         f"{R}/data/data_card.json",
         f"{R}/teacher/teacher.json",
@@ -60,7 +65,29 @@ def all_targets():
         *quality_files(METHODS),
         *expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
         f"{R}/metrics/sanity.json",
+        f"{R}/tables/summary.md",
     ]
+
+# Tables and figures (workflow/rules/report.smk).
+PAPER = f"paper_figures/{config['experiment']}"
+if COST_ONLY:
+    FIGURES = ["params_flops", "latency"]
+else:
+    FIGURES = ["fd_vs_latency", "fd_vs_nfe", "params_flops", "latency", "sample_grids"]
+    if STUDENT_METHODS:
+        FIGURES += ["phase_panels", "training_curves"]
+
+
+def report_inputs(wildcards):
+    if COST_ONLY:
+        return {"cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS)}
+    return {
+        "quality": quality_files(METHODS),
+        "cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
+        "samples": expand(f"{R}/samples/{{method}}/seed{{seed}}.png", method=METHODS, seed=SEEDS),
+        "students": expand(f"{R}/students/{{method}}/loss.csv", method=STUDENT_METHODS),
+    }
+
 
 # Rules that run networks ask a cluster for one GPU only when the experiment runs on CUDA.
 GPU = 1 if DEVICE.startswith("cuda") else 0

@@ -1,12 +1,7 @@
 # Quality (against a fixed judge) and cost (measured on the device) of every method in config["methods"].
 # Targets and the cost input function live in common.smk (quality_files, cost_inputs); see docs/metrics.md.
-from advkd.metrics.evaluator import config_errors as _evaluator_errors
-
 EVAL = config["evaluator"]
 METRICS = config["metrics"]
-
-if _evaluator_errors(config):
-    sys.exit("advkd: invalid experiment config:\n  - " + "\n  - ".join(_evaluator_errors(config)))
 
 
 rule evaluator:
@@ -109,6 +104,7 @@ rule cost:
         cfg=lambda w: as_json({"method": METHODS[w.method], "cost": METRICS["cost"], "device": DEVICE}),
         teacher=f"{R}/teacher/teacher.json",
         student_dir=lambda w: f"{R}/students/{w.method}",
+        checkpoints=config["trajectories"]["checkpoints"],
         device=DEVICE,
     log:
         f"{LOGS}/cost/{{method}}.log",
@@ -124,7 +120,8 @@ rule cost:
         ENV
     shell:
         "advkd cost --method {wildcards.method} --spec {params.spec:q} --teacher {params.teacher}"
-        " --student-dir {params.student_dir} --cost {params.cost:q} --cfg {params.cfg:q}"
+        " --student-dir {params.student_dir} --checkpoints {params.checkpoints} --cost {params.cost:q}"
+        " --cfg {params.cfg:q}"
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 

@@ -1,19 +1,4 @@
 # Tables and figures from finished results (advkd.report reads files only: regenerating them retrains nothing).
-FIGURES = ["fd_vs_latency", "fd_vs_nfe", "params_flops", "sample_grids"]
-if STUDENT_METHODS:
-    FIGURES += ["phase_panels", "training_curves"]
-PAPER = f"paper_figures/{config['experiment']}"
-
-
-def report_inputs(wildcards):
-    return {
-        "quality": quality_files(METHODS),
-        "cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
-        "samples": expand(f"{R}/samples/{{method}}/seed{{seed}}.png", method=METHODS, seed=SEEDS),
-        "students": expand(f"{R}/students/{{method}}/loss.csv", method=STUDENT_METHODS),
-    }
-
-
 rule report:
     input:
         unpack(report_inputs),
@@ -30,8 +15,8 @@ rule report:
             for ext in ("png", "pdf")
         ],
     params:
-        results=R,
-        paper=PAPER,
+        results=lambda w, output: os.path.dirname(os.path.dirname(output.tables[0])),
+        paper=lambda w, output: os.path.dirname(output.paper_md),
     log:
         f"{LOGS}/report.log",
     threads: 1

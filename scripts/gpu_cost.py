@@ -1,0 +1,51 @@
+"""Run a cost-only experiment's stages (teacher card, then cost of every method) in one process, without
+Snakemake: for a GPU machine that has PyTorch and diffusers but not the whole DAG toolchain. Writes the same
+files as the DAG (results/<experiment>-<device>/teacher/teacher.json, metrics/cost/<method>.json), so
+`advkd report` turns them into the same table and figures.
+
+    python scripts/gpu_cost.py experiments/paper-cost.yaml --device cuda --out results/paper-cost-gpu
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from advkd.config import load_config  # noqa: E402
+from advkd.metrics.cost import cost_stage  # noqa: E402
+from advkd.teacher import describe_teacher, pick_device  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--out", required=True)
+    a = p.parse_args()
+    cfg = load_config(a.config)
+    if cfg["teacher"]["source"] != "random":
+        sys.exit(f"{a.config}: scripts/gpu_cost.py runs cost-only experiments (teacher.source: random)")
+    # fp32 means fp32 on GPUs too, as in the CLI: no TF32 in matmuls or convolutions.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    device = pick_device(a.device)
+    out = Path(a.out)
+    card = describe_teacher(cfg["teacher"], out / "teacher" / "teacher.json")
+    ctx = {"teacher": str(out / "teacher" / "teacher.json"), "device": device,
+           "random_weights": {"resolution": card["sample_size"], "channels": card["channels"],
+                              "checkpoints": cfg["trajectories"]["checkpoints"], "seed": card["seed"]}}
+    for name, spec in cfg["methods"].items():
+        row = cost_stage(name, spec, ctx, cfg["metrics"]["cost"], out / "metrics" / "cost" / f"{name}.json",
+                         cfg={"method": spec, "cost": cfg["metrics"]["cost"], "device": str(device)})
+        print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "latency_s_per_image_batch1",
+                                              "latency_extrapolated", "images_per_s", "device")}), flush=True)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
