@@ -25,8 +25,15 @@ def main():
     p.add_argument("config")
     p.add_argument("--device", default="cuda")
     p.add_argument("--out", required=True)
+    p.add_argument("--throughput-batch", type=int, help="override metrics.cost.throughput_batch")
+    p.add_argument("--repeats", type=int, help="override metrics.cost.repeats")
+    p.add_argument("--full-sample-max-nfe", type=int, help="override metrics.cost.full_sample_max_nfe")
     a = p.parse_args()
     cfg = load_config(a.config)
+    # A GPU affords bigger batches, more repeats and timing whole samples: overrides are recorded in each JSON.
+    for key in ("throughput_batch", "repeats", "full_sample_max_nfe"):
+        if getattr(a, key) is not None:
+            cfg["metrics"]["cost"][key] = getattr(a, key)
     if cfg["teacher"]["source"] != "random":
         sys.exit(f"{a.config}: scripts/gpu_cost.py runs cost-only experiments (teacher.source: random)")
     # fp32 means fp32 on GPUs too, as in the CLI: no TF32 in matmuls or convolutions.

@@ -14,5 +14,6 @@ fi
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
 OUT_DIR=${OUT_DIR:-results/paper-cost-gpu}
 nvidia-smi -L || true
-python3 scripts/gpu_cost.py experiments/paper-cost.yaml --device cuda --out "$OUT_DIR"
+python3 scripts/gpu_cost.py experiments/paper-cost.yaml --device cuda --out "$OUT_DIR" \
+  --throughput-batch 16 --repeats 10 --full-sample-max-nfe 100
 if [ -n "${OUT:-}" ]; then tar czf "$OUT/paper-cost-gpu.tgz" "$OUT_DIR"; fi

@@ -61,7 +61,8 @@ def all_targets():
         f"{R}/teacher/teacher.json",
         *sample_files(SAMPLER_METHODS),
         *sample_files(STUDENT_METHODS),
-        *expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS)),
+        # the distillation set only where some student learns from it
+        *(expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS)) if STUDENT_METHODS else []),
         *quality_files(METHODS),
         *expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
         f"{R}/metrics/sanity.json",
