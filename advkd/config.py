@@ -74,26 +74,9 @@ def semantic_errors(cfg: dict) -> list[str]:
     from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
 
     errs = []
-    d = cfg["data"]
-    if d["dataset"] == "fashion-mnist":
-        root = Path(d["root"] or FASHION_MNIST_DIR)
-        need = [n for pair in FASHION_MNIST_FILES.values() for n in pair]
-        missing = [n for n in need if not (root / n).exists()]
-        if missing:
-            fix = ("install the Debian package: apt-get update && apt-get install -y dataset-fashion-mnist"
-                   if d["root"] is None else "point data.root at a folder holding them")
-            errs.append(f"data.root: Fashion-MNIST files {missing} not found in {root}; {fix}")
-    elif d["dataset"] == "image-folder":
-        if not d["root"]:
-            errs.append("data.root: required for dataset image-folder (a folder of RGB image files)")
-        elif not Path(d["root"]).is_dir():
-            errs.append(f"data.root: image folder {d['root']} does not exist")
-    t = cfg["teacher"]
-    if t["source"] == "shipped" and not (REPO_ROOT / t["shipped"]).is_dir() and not Path(t["shipped"]).is_dir():
-        errs.append(f"teacher.shipped: folder {t['shipped']} not found (it is part of the repository; is the checkout "
-                    "complete?)")
-    if t["source"] == "pretrained" and not t["pretrained"]:
-        errs.append("teacher.pretrained: required when teacher.source is pretrained (a diffusers pipeline folder or hub id)")
+    if cfg["teacher"]["source"] == "pretrained" and not cfg["teacher"]["pretrained"]:
+        errs.append("teacher.pretrained: required when teacher.source is pretrained (a diffusers pipeline folder or "
+                    "hub id)")
     from .methods import method_errors, parse_sampler
 
     tr = cfg.get("trajectories")
@@ -114,16 +97,88 @@ def semantic_errors(cfg: dict) -> list[str]:
                 if sp != sorted(sp) or sp[-1] != steps - 1:
                     errs.append(f"trajectories.spacing: step indices must increase and end at {steps - 1} (x_0)")
     errs += method_errors(cfg)
+    from .metrics.quality import config_errors as sample_count_errors
+    from .teacher import config_errors as teacher_errors
+
+    errs += teacher_errors(cfg) + sample_count_errors(cfg)
+    if cfg["teacher"]["source"] != "random":  # a cost-only experiment has no judge
+        from .metrics.evaluator import config_errors as evaluator_errors
+
+        errs += evaluator_errors(cfg)
     return errs
 
 
-def validate_config(cfg: dict, source: str = "config") -> dict:
-    """Validate `cfg` in place (defaults filled); raise BadInputError listing every problem, naming `source`."""
+def missing_inputs(cfg: dict) -> list[str]:
+    """What the user must supply and has not: data, teacher weights, Inception weights; each with where to put it.
+
+    Kept apart from the other checks so that a dry run can show the plan of an experiment whose inputs are not
+    there yet (experiments/paper.yaml on a laptop); a real run stops on these before any job."""
+    from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
+
+    errs = []
+    d, t = cfg["data"], cfg["teacher"]
+    if t["source"] == "random":
+        return errs  # cost-only experiment: it reads no data, no weights
+    if d["dataset"] == "fashion-mnist":
+        root = Path(d["root"] or FASHION_MNIST_DIR)
+        need = [n for pair in FASHION_MNIST_FILES.values() for n in pair]
+        missing = [n for n in need if not (root / n).exists()]
+        if missing:
+            fix = ("install the Debian package: apt-get update && apt-get install -y dataset-fashion-mnist"
+                   if d["root"] is None else "point data.root at a folder holding them")
+            errs.append(f"data.root: Fashion-MNIST files {missing} not found in {root}; {fix}")
+    elif d["dataset"] == "image-folder":
+        if not d["root"]:
+            errs.append("data.root: required for dataset image-folder (a folder of RGB image files)")
+        elif not Path(d["root"]).is_dir():
+            errs.append(f"data.root: image folder {d['root']} does not exist; put the image files there or point "
+                        "data.root at them")
+    if t["source"] == "shipped" and not (REPO_ROOT / t["shipped"]).is_dir() and not Path(t["shipped"]).is_dir():
+        errs.append(f"teacher.shipped: folder {t['shipped']} not found (it is part of the repository; is the checkout "
+                    "complete?)")
+    if t["source"] == "pretrained" and t["pretrained"] and not Path(t["pretrained"]).exists() and not _in_hf_cache(t["pretrained"]):
+        errs.append(f"teacher.pretrained: {t['pretrained']} is neither a local diffusers folder nor in the local "
+                    "Hugging Face cache, and nothing is downloaded at run time; on a machine with internet run "
+                    f"`huggingface-cli download <hub id> --local-dir {t['pretrained']}` (safetensors weights)")
+    ev = cfg.get("evaluator", {})
+    if ev.get("source") == "inception":
+        import os
+
+        w = ev.get("inception_weights") or os.environ.get("ADVKD_INCEPTION_WEIGHTS")
+        if not w or not Path(w).exists():
+            errs.append(f"evaluator.inception_weights: {w or 'unset (and ADVKD_INCEPTION_WEIGHTS unset)'} not found; "
+                        "download inception-2015-12-05.pt on a machine with internet (see docs/metrics.md) and put "
+                        "it there, or set ADVKD_INCEPTION_WEIGHTS")
+    return errs
+
+
+def _in_hf_cache(repo_id: str) -> bool:
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(repo_id, local_files_only=True)
+        return True
+    except Exception:
+        return False
+
+
+def validate_config(cfg: dict, source: str = "config", require_inputs: bool = True) -> dict:
+    """Validate `cfg` in place (defaults filled); raise BadInputError listing every problem, naming `source`.
+
+    require_inputs=False (dry runs, lint) reports missing user-supplied inputs as a warning on stderr instead."""
+    import sys
+
     if not isinstance(cfg, dict) or not cfg:
         raise BadInputError(f"{source}: empty config; pass an experiment, e.g. --configfile experiments/default.yaml")
     errs = schema_errors(cfg)
     if not errs:
         errs = semantic_errors(cfg)
+        missing = missing_inputs(cfg)
+        if require_inputs:
+            errs += missing
+        elif missing:
+            print(f"advkd: warning: {source} cannot run yet, these inputs are missing:\n  - " + "\n  - ".join(missing),
+                  file=sys.stderr)
     if errs:
         raise BadInputError(f"{source}: invalid experiment config:\n  - " + "\n  - ".join(errs))
     return cfg
