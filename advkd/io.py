@@ -25,8 +25,12 @@ def atomic_path(path):
     A reader therefore sees either the old file or the complete new one, never a half-written file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    except OSError as e:  # read-only results, a full disk, someone else's folder: say where, not a traceback
+        raise BadInputError(f"{path.parent}: cannot write {path.name} there ({e.strerror}); make the results "
+                            "directory writable (or free space) and rerun. Nothing in it was changed.") from None
     os.close(fd)
     try:
         yield Path(tmp)

@@ -344,10 +344,41 @@ def _describe_random_teacher(teacher_cfg: dict, out_json) -> dict:
 
 def load_teacher(card_path, device="cpu"):
     """(unet, train scheduler config, card) from the card the teacher stage wrote."""
-    card = json.loads(Path(card_path).read_text())
+    from .io import read_json
+
+    card = read_json(card_path)
     if card["source"] == "random":
         torch.manual_seed(card["seed"])
         unet, sched = build_unet(card["architecture"]).to(device).eval(), build_scheduler()
         return unet.to(memory_format=torch.channels_last), sched.config, card
+    if Path(card["pipeline"]).is_absolute() and not Path(card["pipeline"]).is_dir():
+        raise BadInputError(f"{card_path}: names the teacher pipeline folder {card['pipeline']}, which does not exist; "
+                            "restore it or rerun the teacher rule (delete the card first)")
     unet, sched = load_pipeline_dir(card["pipeline"], device)
     return unet.to(memory_format=torch.channels_last), sched.config, card
+
+
+def config_errors(cfg: dict) -> list[str]:
+    """What the schema cannot say about the teacher: its images must have the data's size and channels."""
+    t, d = cfg["teacher"], cfg["data"]
+    if t["source"] == "random":
+        return []
+    if t["source"] == "train":
+        if t["architecture"] not in UNET_PRESETS:
+            return [f"teacher.architecture: unknown preset {t['architecture']!r}; expected one of {sorted(UNET_PRESETS)}"]
+        arch, where = UNET_PRESETS[t["architecture"]], f"teacher.architecture: {t['architecture']}"
+    else:
+        from .config import REPO_ROOT
+
+        folder = Path(t["shipped"] if t["source"] == "shipped" else t["pretrained"] or "")
+        folder = folder if folder.is_absolute() or folder.exists() else REPO_ROOT / folder
+        unet_cfg = folder / "unet" / "config.json"
+        if not unet_cfg.is_file():
+            return []  # a missing folder or a hub id is reported elsewhere (teacher.shipped check, load time)
+        arch, where = json.loads(unet_cfg.read_text()), f"teacher.{t['source']}: {unet_cfg}"
+    have = (arch["in_channels"], arch["sample_size"])
+    want = (d["channels"], d["resolution"])
+    if have != want:
+        return [f"{where} makes {have[0]}x{have[1]}x{have[1]} images but the data is {want[0]}x{want[1]}x{want[1]} "
+                "(data.channels x data.resolution); pick a teacher for this data or change data.resolution/channels"]
+    return []

@@ -1,0 +1,173 @@
+"""Crashes and concurrency on the real Snakemake DAG (docs/reliability.md).
+
+One tiny experiment (digits 8x8, a digits8 teacher trained in the DAG, 2 trajectory shards, one Adv-KD student)
+is run twice in two work directories:
+- A, uninterrupted. While it runs, a second `snakemake` on the same directory must be refused (Snakemake's
+  incomplete-files check or its lock), and one with `--rerun-incomplete` by the lock.
+- B, SIGKILLed (the whole process group, like a lost node) three times: while the teacher trains, right after
+  the first trajectory shard's job ends, and while the student trains. Each time the same command is run again
+  after `snakemake --unlock` with `--rerun-incomplete`, as docs/reliability.md says.
+B's teacher, shards and student must equal A's bit for bit, finished shards must not be recomputed, and the
+interrupted jobs must have resumed from their checkpoints (their logs say so).
+"""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from advkd.io import load_tensors
+
+ROOT = Path(__file__).resolve().parent.parent
+
+EXP = "crash"
+CONFIG = {
+    "experiment": EXP, "seed": 0, "device": "cpu",
+    "data": {"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 256},
+    "teacher": {"source": "train", "architecture": "digits8", "epochs": 8, "batch_size": 64, "warmup_steps": 2},
+    "sampling": {"n": 16, "batch_size": 16, "seeds": [0], "grid": 16},
+    "trajectories": {"sampler": "ddim-4", "count": 32, "checkpoints": 2, "shard_size": 16},
+    "evaluator": {"source": "train", "epochs": 1},
+    "metrics": {"kid_subsets": 2, "sanity_n": 32},
+    "methods": {"student": {"family": "advkd", "epochs_scale": 1.0, "batch_size": 16}},
+}
+R = Path("results") / EXP
+TEACHER_CKPT = R / "teacher/train/checkpoint.safetensors"
+TEACHER_WEIGHTS = R / "teacher/train/pipeline/unet/diffusion_pytorch_model.safetensors"
+SHARDS = [R / f"trajectories/shard-{i:05d}.safetensors" for i in range(2)]
+STUDENT_CKPT = R / "students/student/checkpoint.safetensors"
+STUDENT = R / "students/student/student.safetensors"
+TARGETS = [str(STUDENT), *map(str, SHARDS)]
+
+
+def _cmd(repo_root, workdir, *extra):
+    snakemake = Path(sys.executable).parent / "snakemake"
+    return [str(snakemake), "-s", str(repo_root / "Snakefile"), "-d", str(workdir), "--configfile",
+            str(workdir / "cfg.yaml"), "--cores", "1", *extra]
+
+
+def _setup(workdir):
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
+    return workdir
+
+
+def _start(cmd, log):
+    # A session of its own, so one killpg reaches Snakemake and every job it started (a lost node, a kill -9).
+    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _wait_for(proc, path, timeout=600):
+    t0 = time.time()
+    while not path.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"snakemake exited ({proc.returncode}) before {path} appeared")
+        if time.time() - t0 > timeout:
+            raise AssertionError(f"{path} did not appear within {timeout}s")
+        time.sleep(0.02)
+
+
+def _kill_when(repo_root, workdir, path, extra=()):
+    """Start the DAG, SIGKILL its whole process group as soon as `path` exists."""
+    p = _start(_cmd(repo_root, workdir, *extra, *TARGETS), workdir / f"kill-{path.name}.log")
+    _wait_for(p, workdir / path)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+
+
+def _unlock(repo_root, workdir):
+    r = subprocess.run(_cmd(repo_root, workdir, "--unlock"), capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _equal_tensors(a, b):
+    ta, tb = load_tensors(a), load_tensors(b)
+    assert ta.keys() == tb.keys(), (a, b)
+    for k in ta:
+        assert torch.equal(ta[k], tb[k]), f"{a} and {b} differ at {k}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """Run A to the end; while it runs, try a second run on the same directory (the concurrency check)."""
+    repo_root, wd = ROOT, _setup(tmp_path_factory.mktemp("uninterrupted"))
+    first = _start(_cmd(repo_root, wd, *TARGETS), wd / "first.log")
+    _wait_for(first, wd / R / "logs/prepare_data.log")   # the first run has started a job
+    second = subprocess.run(_cmd(repo_root, wd, *TARGETS), capture_output=True, text=True)
+    # what a user might type next: --rerun-incomplete skips the incomplete-files check, so only the lock stops it
+    third = subprocess.run(_cmd(repo_root, wd, "--rerun-incomplete", *TARGETS), capture_output=True, text=True)
+    alive = first.poll() is None
+    first_rc = first.wait()
+    return wd, first_rc, second, third, alive
+
+
+def test_second_run_on_the_same_results_is_refused(uninterrupted):
+    wd, first_rc, second, third, alive = uninterrupted
+    assert alive, "the first run ended before the others were tried; the check proved nothing"
+    # Snakemake checks for incomplete outputs (the running job's) before it takes the lock: either refusal is fine
+    assert second.returncode != 0
+    assert re.search("Directory cannot be locked|Incomplete files", second.stdout + second.stderr), second.stderr
+    assert third.returncode != 0
+    assert "Directory cannot be locked" in third.stdout + third.stderr, third.stdout + third.stderr
+    # ... and the first run went on to finish, its outputs whole and readable
+    assert first_rc == 0, (wd / "first.log").read_text()[-3000:]
+    for f in (STUDENT, *SHARDS, TEACHER_WEIGHTS):
+        assert load_tensors(wd / f)
+    assert not list((wd / R).rglob("*.tmp*"))
+
+
+def test_killed_runs_resume_to_the_uninterrupted_result(uninterrupted, tmp_path, repo_root):
+    a = uninterrupted[0]
+    assert uninterrupted[1] == 0
+    b = _setup(tmp_path / "killed")
+    rerun = ("--rerun-incomplete",)
+
+    # 1. killed while the teacher trains (after its first epoch's checkpoint)
+    _kill_when(repo_root, b, TEACHER_CKPT)
+    assert not (b / R / "teacher/train/teacher.json").exists(), "the teacher finished before the kill"
+    epoch = int(load_tensors(b / TEACHER_CKPT)["progress"][1])
+    assert 1 <= epoch < CONFIG["teacher"]["epochs"]
+    # After a kill -9 Snakemake wants --rerun-incomplete (the killed job's outputs are marked incomplete) and
+    # --unlock (its lock stays behind): the plain rerun names the first, the rerun with it names the second.
+    r = subprocess.run(_cmd(repo_root, b, *TARGETS), capture_output=True, text=True)
+    assert r.returncode != 0 and "--rerun-incomplete" in r.stderr and "teacher/train/loss.csv" in r.stderr
+    r = subprocess.run(_cmd(repo_root, b, *rerun, *TARGETS), capture_output=True, text=True)
+    assert r.returncode != 0 and "Directory cannot be locked" in r.stderr and "--unlock" in r.stderr
+    _unlock(repo_root, b)
+
+    # 2. resumed, then killed as soon as the first trajectory shard's job is over (the second one's has begun;
+    #    one killed between writing its file and Snakemake recording it is redone, to the same bits)
+    _kill_when(repo_root, b, R / "logs/trajectories/shard-00001.log", rerun)
+    assert (b / SHARDS[0]).exists()
+    assert f"resumed from {TEACHER_CKPT} at epoch {epoch}" in (b / R / "logs/train_teacher.log").read_text()
+    first_shard = (b / SHARDS[0]).stat().st_mtime_ns
+    _unlock(repo_root, b)
+
+    # 3. killed while the student trains
+    _kill_when(repo_root, b, STUDENT_CKPT, rerun)
+    assert not (b / STUDENT).exists(), "the student finished before the kill"
+    shard_times = [(b / s).stat().st_mtime_ns for s in SHARDS]
+    assert shard_times[0] == first_shard, "a finished shard was recomputed"
+    _unlock(repo_root, b)
+
+    # 4. the same command runs to the end
+    r = subprocess.run(_cmd(repo_root, b, *rerun, *TARGETS), capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resuming from" in (b / R / "logs/distill/student.log").read_text()
+    assert [(b / s).stat().st_mtime_ns for s in SHARDS] == shard_times, "finished shards were recomputed"
+    assert not list((b / R).rglob("*.tmp*"))
+
+    # Bit for bit what the uninterrupted run produced (CPU, same thread count).
+    for f in (TEACHER_WEIGHTS, *SHARDS, STUDENT):
+        _equal_tensors(a / f, b / f)
+    drop_seconds = lambda p: [row.rsplit(",", 2)[0] if "teacher" in str(p) else  # noqa: E731
+                              ",".join(row.split(",")[:-1]) for row in p.read_text().splitlines()]
+    for curve in (R / "teacher/train/loss.csv", R / "students/student/loss.csv"):
+        assert drop_seconds(a / curve) == drop_seconds(b / curve), curve

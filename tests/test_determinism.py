@@ -1,0 +1,65 @@
+"""Determinism on CPU: the `sample` and `quality` stages (run through `advkd.cli.main`, as the DAG runs them)
+give bit-identical samples and identical numbers for the same seed, and different ones for another seed.
+GPU runs are not bitwise reproducible (docs/reliability.md says why and what the suite sets)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from advkd.cli import main
+from advkd.io import load_images
+
+ROOT = Path(__file__).resolve().parent.parent
+METRICS = json.dumps({"kid_subsets": 5, "nearest_k": 3})
+
+
+@pytest.fixture
+def setup(tmp_path, monkeypatch):
+    import advkd.metrics.cost as cost
+
+    # The matmul peak is a timing, not a result; skip its 2048^3 benchmark to keep the test cheap.
+    monkeypatch.setattr(cost, "matmul_peak_gflops", lambda device: 1.0)
+    card = tmp_path / "teacher.json"
+    card.write_text(json.dumps({"source": "shipped", "pipeline": str(ROOT / "experiments/assets/teacher-fmnist32")}))
+    shutil.copytree(ROOT / "experiments/assets/evaluator-fmnist", tmp_path / "evaluator")
+    return tmp_path, card, tmp_path / "evaluator" / "evaluator.json"
+
+
+def _sample(card, out, seed, n=8):
+    # ddpm: the stochastic sampler, so every step's noise must come from the seed too
+    assert main(["sample", "--method", "ddpm-3", "--spec", '{"family": "ddpm", "steps": 3}', "--teacher", str(card),
+                 "--n", str(n), "--seed", str(seed), "--batch-size", "4", "--grid", "4", "--device", "cpu",
+                 "--threads", "1", "--out", str(out)]) == 0
+    return out.with_suffix(".npz")
+
+
+def _quality(samples, seed, judge, ref, out):
+    assert main(["quality", "--method", "ddpm-3", "--samples", str(samples), "--seed", str(seed), "--evaluator",
+                 str(judge), "--reference", str(ref), "--metrics", METRICS, "--device", "cpu", "--threads", "1",
+                 "--out", str(out)]) == 0
+    row = json.loads(out.read_text())
+    row.pop("provenance")
+    row.pop("samples")
+    return row
+
+
+def test_same_seed_same_bits_other_seed_other_samples(setup):
+    tmp, card, judge = setup
+    ref_npz = _sample(card, tmp / "ref" / "samples", seed=99, n=16)
+    assert main(["reference-stats", "--evaluator", str(judge), "--heldout", str(ref_npz), "--metrics", METRICS,
+                 "--device", "cpu", "--threads", "1", "--out", str(tmp / "ref" / "stats")]) == 0
+    ref = tmp / "ref" / "stats"
+    a = _sample(card, tmp / "run1" / "seed0", seed=0)
+    b = _sample(card, tmp / "run2" / "seed0", seed=0)
+    c = _sample(card, tmp / "run1" / "seed1", seed=1)
+    assert a.read_bytes() == b.read_bytes()                         # the whole .npz, byte for byte
+    assert np.array_equal(load_images(a), load_images(b))
+    assert not np.array_equal(load_images(a), load_images(c))
+    qa = _quality(a, 0, judge, ref, tmp / "run1" / "q0.json")
+    qb = _quality(b, 0, judge, ref, tmp / "run2" / "q0.json")
+    qc = _quality(c, 1, judge, ref, tmp / "run1" / "q1.json")
+    assert qa == qb                                                 # every number, exactly
+    assert qa["fd"] != qc["fd"] and qa["kid"] != qc["kid"]
