@@ -20,7 +20,9 @@ def _setup(a):
 
     if getattr(a, "threads", None):
         torch.set_num_threads(a.threads)
-    torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on GPUs too: comparable numbers
+    # fp32 means fp32 on GPUs too (no TF32 in matmuls or convolutions): numbers comparable across devices
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
 
 
 def _device(a):
