@@ -37,13 +37,28 @@ PIDS=()
 RUNS=()
 cleanup() {
   local rc=$?
-  # Snakemake runs still going (after a failure or a signal) first: they cancel their own SLURM jobs.
+  # Snakemake runs still going (after a failure or a signal) first. On SIGTERM the local run stops its jobs,
+  # but the SLURM run waits for every job it submitted, so it gets 20 s before SIGKILL and scancel.
   for pid in "${RUNS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${RUNS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  # Then any job left queued or running, then the daemons, newest first.
-  if [ ${#PIDS[@]} -ge 2 ]; then scancel --partition=advkd >/dev/null 2>&1 || true; sleep 1; fi
-  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do kill "${PIDS[i]}" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for _ in $(seq 20); do
+    alive=0
+    for pid in "${RUNS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive -eq 1 ] || break
+    sleep 1
+  done
+  for pid in "${RUNS[@]}"; do kill -KILL "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  # Then any job left queued or running, and only once SLURM has ended them the daemons, newest first: a job
+  # step that cannot reach slurmctld to report its end keeps slurmd from exiting.
+  if [ ${#PIDS[@]} -ge 2 ]; then
+    scancel --partition=advkd >/dev/null 2>&1 || true
+    for _ in $(seq 30); do [ -z "$(squeue -h -t running,pending,completing 2>/dev/null)" ] && break; sleep 1; done
+  fi
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[i]}" 2>/dev/null || true
+    for _ in $(seq 15); do kill -0 "${PIDS[i]}" 2>/dev/null || break; sleep 1; done
+    kill -KILL "${PIDS[i]}" 2>/dev/null || true
+    wait "${PIDS[i]}" 2>/dev/null || true
+  done
   [ $rc -eq 0 ] || echo "slurm_test: failed after $((SECONDS - T0))s; logs under $WORK" >&2
 }
 trap cleanup EXIT
@@ -95,6 +110,8 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 # Finished jobs stay visible to squeue, Snakemake's status command here.
 MinJobAge=600
+# A cancelled job's processes get 5 s to stop before SIGKILL, so a failed test stops quickly.
+KillWait=5
 ReturnToService=2
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=advkd Nodes=ALL Default=YES MaxTime=INFINITE State=UP

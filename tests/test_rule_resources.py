@@ -60,7 +60,7 @@ def declared_threads(repo_root):
     return out
 
 
-@pytest.mark.parametrize("name", ["ci.yaml", "default.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "experiments").glob("*.yaml")))
 def test_every_rule_declares_cluster_resources(rules_of, repo_root, name):
     rules = rules_of(experiment(repo_root, name))
     threads = declared_threads(repo_root)
