@@ -11,8 +11,11 @@ from advkd.trajectories import shard_ranges
 
 # A dry run or lint shows the plan even where user-supplied inputs (data, weights) are not there yet; a real run
 # stops on them before any job. Snakemake does not tell a Snakefile it is dry-running, hence the argv check.
-DRY_RUN = any(a in ("--dry-run", "--dryrun", "--lint") or (a.startswith("-") and not a.startswith("--") and "n" in a)
-              for a in sys.argv[1:])
+# ADVKD_PLAN_ONLY=1 does the same for tools that load the workflow through Snakemake's API.
+DRY_RUN = os.environ.get("ADVKD_PLAN_ONLY") == "1" or any(
+    a in ("--dry-run", "--dryrun", "--lint") or (a.startswith("-") and not a.startswith("--") and "n" in a)
+    for a in sys.argv[1:]
+)
 try:
     validate_config(config, source="experiment config (" + ", ".join(map(str, workflow.configfiles)) + ")",
                     require_inputs=not DRY_RUN)
