@@ -70,9 +70,8 @@ def schema_errors(cfg: dict, schema: dict | None = None) -> list[str]:
 
 
 def semantic_errors(cfg: dict) -> list[str]:
-    """What a schema cannot say: files that must exist, families that must be registered, counts that must fit."""
-    from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
-
+    """What a schema cannot say: families that must be registered, counts that must fit, sizes that must match
+    (files a user must supply are checked by `missing_inputs`)."""
     errs = []
     if cfg["teacher"]["source"] == "pretrained" and not cfg["teacher"]["pretrained"]:
         errs.append("teacher.pretrained: required when teacher.source is pretrained (a diffusers pipeline folder or "

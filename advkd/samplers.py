@@ -9,7 +9,6 @@ from __future__ import annotations
 import inspect
 import time
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 

@@ -6,7 +6,6 @@ import csv
 import hashlib
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import BadInputError, atomic_path, load_tensors, provenance, save_tensors, write_json
+from .io import BadInputError, load_tensors, provenance, save_tensors, write_json
 
 log = logging.getLogger(__name__)
 
