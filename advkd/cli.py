@@ -93,7 +93,6 @@ def cmd_report(a):
     print(json.dumps(summary, indent=1))
 
 
-# --- metrics stages (command functions) ---
 def cmd_evaluator(a):
     from .metrics.evaluator import evaluator_stage
 
@@ -136,16 +135,12 @@ def cmd_sanity(a):
     print("\n".join(f"{r['set']:>16}  FD {r['fd']:10.3f}  recall {r['recall']:.3f}" for r in rows))
 
 
-# --- end metrics stages ---
-
-# --- student stages (command functions) ---
 def cmd_distill(a):
     from .students import distill
 
     result = distill(a.method, json.loads(a.spec), {"trajectories": a.trajectories, "teacher": a.teacher,
                                                     "out": a.out, "seed": a.seed, "device": _device(a)})
     print(json.dumps({k: result[k] for k in ("done", "seconds_this_call") if k in result}))
-# --- end student stages ---
 
 
 def main(argv=None):
@@ -212,7 +207,6 @@ def main(argv=None):
     s.add_argument("--results", required=True, help="results/<experiment>")
     s.add_argument("--out", required=True, help="paper_figures/<experiment>")
 
-    # --- metrics stages (parsers) ---
     s = stage("evaluator", cmd_evaluator, "install (shipped), train, or locate (inception) the fixed judge",
               device=True)
     s.add_argument("--evaluator", required=True, help="the evaluator: block as JSON")
@@ -259,9 +253,7 @@ def main(argv=None):
     s.add_argument("--metrics", required=True, help="the metrics: block as JSON")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="path stem: writes STEM.json and STEM.csv")
-    # --- end metrics stages (parsers) ---
 
-    # --- student stages (parsers) ---
     s = stage("distill", cmd_distill, "train one student method on the teacher's trajectories (resumable)",
               device=True)
     s.add_argument("--method", required=True)
@@ -270,7 +262,6 @@ def main(argv=None):
     s.add_argument("--teacher", default=None, help="teacher.json (students initialised from the teacher)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="student folder: student.safetensors, student.json, loss.csv, ...")
-    # --- end student stages (parsers) ---
 
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if a.verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
