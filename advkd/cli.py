@@ -117,13 +117,9 @@ def cmd_quality(a):
 
 
 def cmd_cost(a):
-    from .metrics.cost import cost_stage
+    from .metrics.cost import cost_context, cost_stage
 
-    ctx = {"teacher": a.teacher, "device": _device(a), "student_dir": a.student_dir}
-    card = json.loads(Path(a.teacher).read_text())
-    if card["source"] == "random":  # cost-only experiment: students are costed with random weights too
-        ctx["random_weights"] = {"resolution": card["sample_size"], "channels": card["channels"],
-                                 "checkpoints": a.checkpoints, "seed": card["seed"]}
+    ctx = cost_context(a.teacher, _device(a), a.student_dir, a.checkpoints)
     row = cost_stage(a.method, json.loads(a.spec), ctx, json.loads(a.cost), a.out, cfg=json.loads(a.cfg or "null"))
     print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "latency_batch1", "images_per_s")}))
 

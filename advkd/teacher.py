@@ -298,7 +298,6 @@ def describe_teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu"
     """The `teacher` stage: load the teacher once (proving it loads) and write its card: where it is, sha256 of
     its weights, parameters and FLOPs per network call."""
     from .io import sha256_file
-    from .metrics.cost import count_flops
 
     if teacher_cfg["source"] == "random":
         return _describe_random_teacher(teacher_cfg, out_json)
@@ -306,15 +305,10 @@ def describe_teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu"
     unet, sched = load_pipeline_dir(src, "cpu")
     weights = sorted(Path(unet.config._name_or_path).glob("*.safetensors")) if Path(
         str(unet.config._name_or_path)).is_dir() else []
-    c, h = unet.config.in_channels, unet.config.sample_size
-    with torch.inference_mode():
-        flops = count_flops(lambda: unet(torch.zeros(1, c, h, h), torch.tensor([500])))
     card = {
         "source": teacher_cfg["source"], "pipeline": str(Path(src).resolve()) if Path(src).exists() else src,
         "weights_sha256": {w.name: sha256_file(w) for w in weights},
-        "parameters": sum(p.numel() for p in unet.parameters()),
-        "flops_per_call": flops, "sample_size": h, "channels": c,
-        "scheduler": dict(sched.config),
+        **_network_card(unet), "scheduler": dict(sched.config),
     }
     shipped_info = Path(src) / "teacher.json"
     if shipped_info.exists():
@@ -323,19 +317,24 @@ def describe_teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu"
     return card
 
 
-def _describe_random_teacher(teacher_cfg: dict, out_json) -> dict:
-    """Cost-only experiments: the teacher's architecture with seeded random weights. Parameters, FLOPs and
-    latency depend only on the architecture, so the paper's cost comparison needs no weights."""
+def _network_card(unet) -> dict:
+    """What every teacher card says about the network: size, image shape, FLOPs of one call at batch 1."""
     from .metrics.cost import count_flops
 
-    torch.manual_seed(teacher_cfg["seed"])
-    unet = build_unet(teacher_cfg["architecture"]).eval()
     c, h = unet.config.in_channels, unet.config.sample_size
     with torch.inference_mode():
         flops = count_flops(lambda: unet(torch.zeros(1, c, h, h), torch.tensor([500])))
+    return {"parameters": sum(p.numel() for p in unet.parameters()), "flops_per_call": flops, "sample_size": h,
+            "channels": c}
+
+
+def _describe_random_teacher(teacher_cfg: dict, out_json) -> dict:
+    """Cost-only experiments: the teacher's architecture with seeded random weights. Parameters, FLOPs and
+    latency depend only on the architecture, so the paper's cost comparison needs no weights."""
+    torch.manual_seed(teacher_cfg["seed"])
+    unet = build_unet(teacher_cfg["architecture"]).eval()
     card = {"source": "random", "architecture": teacher_cfg["architecture"], "seed": teacher_cfg["seed"],
-            "pipeline": None, "parameters": sum(p.numel() for p in unet.parameters()), "flops_per_call": flops,
-            "sample_size": h, "channels": c, "scheduler": dict(build_scheduler().config),
+            "pipeline": None, **_network_card(unet), "scheduler": dict(build_scheduler().config),
             "note": "random weights: valid for cost only, never for quality"}
     write_json(out_json, card)
     return card

@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from advkd.config import load_config  # noqa: E402
-from advkd.metrics.cost import cost_stage  # noqa: E402
+from advkd.metrics.cost import cost_context, cost_stage  # noqa: E402
 from advkd.teacher import describe_teacher, pick_device  # noqa: E402
 
 
@@ -41,10 +41,8 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     device = pick_device(a.device)
     out = Path(a.out)
-    card = describe_teacher(cfg["teacher"], out / "teacher" / "teacher.json")
-    ctx = {"teacher": str(out / "teacher" / "teacher.json"), "device": device,
-           "random_weights": {"resolution": card["sample_size"], "channels": card["channels"],
-                              "checkpoints": cfg["trajectories"]["checkpoints"], "seed": card["seed"]}}
+    describe_teacher(cfg["teacher"], out / "teacher" / "teacher.json")
+    ctx = cost_context(out / "teacher" / "teacher.json", device, checkpoints=cfg["trajectories"]["checkpoints"])
     for name, spec in cfg["methods"].items():
         row = cost_stage(name, spec, ctx, cfg["metrics"]["cost"], out / "metrics" / "cost" / f"{name}.json",
                          cfg={"method": spec, "cost": cfg["metrics"]["cost"], "device": str(device)})

@@ -129,6 +129,20 @@ def measure_cost(method, device, cost: dict, seed: int = 0) -> dict:
             "matmul_peak_gflops": peak, "achieved_gflops": achieved, "fraction_of_peak": achieved / peak}
 
 
+def cost_context(teacher_json, device, student_dir=None, checkpoints: int = 11) -> dict:
+    """The build context of a method to be costed. With a random-weight teacher (a cost-only experiment) students
+    are built with random weights at the teacher's image shape, distilling `checkpoints` checkpoints."""
+    import json
+    from pathlib import Path
+
+    ctx = {"teacher": str(teacher_json), "device": device, "student_dir": student_dir}
+    card = json.loads(Path(teacher_json).read_text())
+    if card["source"] == "random":
+        ctx["random_weights"] = {"resolution": card["sample_size"], "channels": card["channels"],
+                                 "checkpoints": checkpoints, "seed": card["seed"]}
+    return ctx
+
+
 def cost_stage(name: str, spec: dict, ctx: dict, cost: dict, out, cfg=None) -> dict:
     """The `cost` rule: build the method from the registry (sampler or student alike) and write one JSON."""
     from ..io import provenance, write_json
