@@ -70,10 +70,19 @@ def cmd_sample(a):
     method = build_method(a.method, json.loads(a.spec), {"teacher": a.teacher, "device": device,
                                                          "student_dir": a.student_dir})
     out = Path(a.out)
-    stats = sample_method(method, a.n, a.seed, a.batch_size, out.with_suffix(".npz"), out.with_suffix(".png"),
-                          out.with_suffix(".json"), a.grid, device)
-    print(json.dumps({k: stats[k] for k in ("method", "n", "seconds", "images_per_s", "achieved_gflops",
+    stats = sample_method(method, a.n, a.seed, a.batch_size, out.with_suffix(".npz"), out.with_suffix(".json"),
+                          device, a.part, a.part_size)
+    print(json.dumps({k: stats[k] for k in ("method", "n", "start", "seconds", "images_per_s", "achieved_gflops",
                                             "matmul_peak_gflops", "fraction_of_peak")}))
+
+
+def cmd_merge_samples(a):
+    from .methods import merge_samples
+
+    out = Path(a.out)
+    stats = merge_samples(a.parts, a.n, out.with_suffix(".npz"), out.with_suffix(".png"), out.with_suffix(".json"),
+                          a.grid)
+    print(json.dumps({k: stats[k] for k in ("method", "n", "parts", "seconds", "images_per_s")}))
 
 
 def cmd_trajectories(a):
@@ -187,9 +196,17 @@ def main(argv=None):
     s.add_argument("--n", type=int, required=True)
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--batch-size", type=int, default=250)
+    s.add_argument("--part", type=int, default=0, help="which part of the run: images [part*part_size, ...)")
+    s.add_argument("--part-size", type=int, default=None,
+                   help="images per part, a multiple of --batch-size (default: all n in one part)")
+    s.add_argument("--out", required=True, help="path stem: writes STEM.npz and STEM.json")
+    s.add_argument("--student-dir", default=None, help="the trained student's folder (student methods only)")
+
+    s = stage("merge-samples", cmd_merge_samples, "join the parts of one sample run into .npz, PNG grid, JSON")
+    s.add_argument("--parts", nargs="+", required=True, help="part stems (STEM.npz + STEM.json, from `sample`)")
+    s.add_argument("--n", type=int, required=True, help="images in the whole run (checked against the parts)")
     s.add_argument("--grid", type=int, default=64)
     s.add_argument("--out", required=True, help="path stem: writes STEM.npz, STEM.png, STEM.json")
-    s.add_argument("--student-dir", default=None, help="the trained student's folder (student methods only)")
 
     s = stage("trajectories", cmd_trajectories, "write one shard of teacher trajectories", device=True)
     s.add_argument("--teacher", required=True, help="teacher.json")

@@ -95,6 +95,10 @@ def semantic_errors(cfg: dict) -> list[str]:
                                 f"{tr['checkpoints']}")
                 if sp != sorted(sp) or sp[-1] != steps - 1:
                     errs.append(f"trajectories.spacing: step indices must increase and end at {steps - 1} (x_0)")
+    sm = cfg.get("sampling", {})
+    if sm.get("shard_size") and sm["shard_size"] % sm["batch_size"]:
+        errs.append(f"sampling.shard_size: {sm['shard_size']} must be a multiple of sampling.batch_size "
+                    f"({sm['batch_size']}), so that a shard's draws are those of the unsharded run")
     errs += method_errors(cfg)
     from .metrics.quality import config_errors as sample_count_errors
     from .teacher import config_errors as teacher_errors

@@ -23,18 +23,19 @@ class Method:
     name: str
     family: str
     nfe: int                                     # network evaluations per sample
-    sample: Callable                             # (n, seed, batch_size, progress) -> (float (n,C,H,W) [-1,1], stats)
+    sample: Callable                             # (n, seed, batch_size, progress, first_batch=0)
+                                                 #   -> (float (n,C,H,W) in [-1,1], stats)
     network: torch.nn.Module                     # one network evaluation (for FLOPs, latency, params)
     network_inputs: Callable                     # batch -> args for one network evaluation
     inference_parameters: int                    # parameters used to sample
     all_parameters: int                          # parameters trained/stored (e.g. with discriminators, heads)
     info: dict = field(default_factory=dict)
 
-    def generate(self, n: int, seed: int, batch_size: int = 250, progress: bool = True):
-        """uint8 images (n,H,W,C) and sampling stats."""
+    def generate(self, n: int, seed: int, batch_size: int = 250, progress: bool = True, first_batch: int = 0):
+        """uint8 images (n,H,W,C) and sampling stats; batches first_batch.. of the seed's run (see samplers)."""
         from .data import to_uint8
 
-        x, stats = self.sample(n, seed, batch_size, progress)
+        x, stats = self.sample(n, seed, batch_size, progress, first_batch)
         return to_uint8(x), stats
 
 
@@ -62,9 +63,9 @@ def _build_sampler(name, params, ctx) -> Method:
     unet, train_config, card = load_teacher(ctx["teacher"], ctx["device"])
     steps = params["steps"]
 
-    def sample(n, seed, batch_size, progress):
+    def sample(n, seed, batch_size, progress, first_batch=0):
         x0, _, _, stats = run_sampler(unet, spec, steps, train_config, n, seed, batch_size, ctx["device"],
-                                      progress=progress, desc=name)
+                                      progress=progress, desc=name, first_batch=first_batch)
         return x0, stats
 
     c, h = unet.config.in_channels, unet.config.sample_size
@@ -148,22 +149,64 @@ def build_method(name: str, params: dict, ctx: dict) -> Method:
     return FAMILIES[params["family"]].build(name, params, ctx)
 
 
-def sample_method(method: Method, n: int, seed: int, batch_size: int, out_npz, out_png, out_json, grid: int,
-                  device, progress=True) -> dict:
-    """The sample stage: generate n images with one seed; write .npz, PNG grid and a JSON of speed figures."""
-    from .data import save_grid
+def sample_method(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json, device,
+                  part: int = 0, part_size: int | None = None, progress=True) -> dict:
+    """The sample stage: images [part*part_size, ...) of the seed's n-image run (all n by default) to .npz, with a
+    JSON of speed figures. Batch b of the run always draws from batch_seed(seed, b), so the parts of a run, merged
+    by `merge_samples`, equal the run made in one piece; part_size must therefore be a multiple of batch_size."""
     from .io import provenance, save_images, write_json
     from .metrics.cost import count_flops, matmul_peak_gflops
 
-    images, stats = method.generate(n, seed, batch_size, progress)
+    part_size = part_size or n
+    start = part * part_size
+    if part_size % batch_size and part_size < n:
+        raise BadInputError(f"sampling.shard_size: {part_size} must be a multiple of sampling.batch_size "
+                            f"({batch_size}) so that every shard starts at a batch boundary")
+    if not 0 <= start < n:
+        raise BadInputError(f"part {part} of size {part_size} starts at image {start}, beyond n = {n}")
+    count = min(part_size, n - start)
+    images, stats = method.generate(count, seed, batch_size, progress, first_batch=start // batch_size)
     with torch.inference_mode():
         flops_per_call = count_flops(lambda: method.network(*method.network_inputs(1)))
     peak = matmul_peak_gflops(device)
-    achieved = flops_per_call * method.nfe * n / stats["seconds"] / 1e9
-    stats |= {"method": method.name, "family": method.family, "nfe": method.nfe,
+    achieved = flops_per_call * method.nfe * count / stats["seconds"] / 1e9
+    stats |= {"method": method.name, "family": method.family, "nfe": method.nfe, "start": start,
               "flops_per_image": flops_per_call * method.nfe, "achieved_gflops": achieved,
               "matmul_peak_gflops": peak, "fraction_of_peak": achieved / peak}
-    save_images(out_npz, images, seed=np.int64(seed))
-    save_grid(out_png, images[:grid])
+    save_images(out_npz, images, seed=np.int64(seed), start=np.int64(start))
     write_json(out_json, stats | {"provenance": provenance(device=device), **method.info})
     return stats
+
+
+def merge_samples(parts, n: int, out_npz, out_png, out_json, grid: int) -> dict:
+    """Join the parts of one method's run for one seed (stems: STEM.npz + STEM.json, from `sample_method`) into
+    the run's .npz, PNG grid and JSON; speed figures are over the summed sampling time of all parts."""
+    import json
+    from pathlib import Path
+
+    from .data import save_grid
+    from .io import load_images, save_images, write_json
+
+    stats = [json.loads(Path(f"{p}.json").read_text()) for p in parts]
+    order = sorted(range(len(parts)), key=lambda i: stats[i]["start"])
+    images = [load_images(f"{parts[i]}.npz") for i in order]
+    stats = [stats[i] for i in order]
+    seeds = {s["seed"] for s in stats}
+    starts = [s["start"] for s in stats]
+    expected = np.cumsum([0] + [len(x) for x in images[:-1]]).tolist()
+    if len(seeds) != 1 or starts != expected or sum(map(len, images)) != n:
+        raise BadInputError(f"the sample parts {list(parts)} do not tile images 0..{n - 1} of one seed "
+                            f"(seeds {sorted(seeds)}, starts {starts}, sizes {[len(x) for x in images]}); "
+                            "delete them and rerun")
+    images = np.concatenate(images)
+    seconds = sum(s["seconds"] for s in stats)
+    first = stats[0]
+    achieved = first["flops_per_image"] * n / seconds / 1e9
+    peak = float(np.median([s["matmul_peak_gflops"] for s in stats]))
+    merged = {k: v for k, v in first.items() if k not in ("start",)} | {
+        "n": n, "seconds": round(seconds, 3), "images_per_s": n / seconds, "achieved_gflops": achieved,
+        "matmul_peak_gflops": peak, "fraction_of_peak": achieved / peak, "parts": len(parts)}
+    save_images(out_npz, images, seed=np.int64(first["seed"]))
+    save_grid(out_png, images[:grid])
+    write_json(out_json, merged)
+    return merged

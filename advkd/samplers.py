@@ -38,8 +38,9 @@ def make_scheduler(spec: SchedulerSpec, steps: int, train_config):
 
 @torch.inference_mode()
 def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, seed: int, batch_size: int, device,
-                keep_steps=(), progress=True, desc=None):
-    """Run the teacher's reverse process for n samples.
+                keep_steps=(), progress=True, desc=None, first_batch: int = 0):
+    """Run the teacher's reverse process for n samples: batches first_batch, first_batch+1, ... of the seed's run
+    (a shard of a larger run starts at its first batch and gets exactly that run's draws).
 
     Returns (x0 float (n,C,H,W) in [-1,1] on CPU, x_T (n,C,H,W), states (n,len(keep_steps),C,H,W) or None, stats),
     where states[:, j] is the sample right after step index keep_steps[j] (0-based; steps-1 is x_0).
@@ -52,7 +53,7 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
     bar = tqdm(total=n * steps, disable=not progress, desc=desc, unit="img-step", mininterval=2)
     for b in range(n_batches):
         m = min(batch_size, n - b * batch_size)
-        gen = torch.Generator().manual_seed(batch_seed(seed, b))
+        gen = torch.Generator().manual_seed(batch_seed(seed, first_batch + b))
         sched = make_scheduler(spec, steps, train_config)
         x = torch.randn((m, c, h, h), generator=gen)
         inits.append(x.clone())

@@ -51,6 +51,7 @@ def test_defaults_are_filled(ci):
     (lambda c: c["trajectories"].update(checkpoints=20), r"trajectories.checkpoints: 20 checkpoints need at least"),
     (lambda c: c["trajectories"].update(sampler="euler-5"), r"trajectories.sampler: 'euler-5' is not <sampler>-<steps>"),
     (lambda c: c["teacher"].update(source="pretrained"), r"teacher.pretrained: required"),
+    (lambda c: c["sampling"].update(shard_size=24), r"sampling.shard_size: 24 must be a multiple of sampling.batch"),
 ])
 def test_bad_configs_name_the_key(ci, edit, message):
     cfg = copy.deepcopy(ci)

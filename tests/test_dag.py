@@ -1,6 +1,7 @@
 """The real Snakemake DAG: lint, dry-run every experiment, and run the ci experiment end to end."""
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -52,3 +53,21 @@ def test_ci_experiment_end_to_end(venv_bin, repo_root, tmp_path):
     assert not list(res.rglob("*.tmp*"))
     r = snakemake(venv_bin, repo_root, tmp_path, "-n", "--cores", "2", "--configfile", cfg_path)
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout
+
+
+def test_sample_shards_are_separate_jobs(venv_bin, repo_root, tmp_path):
+    """sampling.shard_size splits each method's run for a seed into jobs a cluster can run side by side."""
+    from advkd.methods import FAMILIES
+
+    cfg = yaml.safe_load((repo_root / "experiments" / "ci.yaml").read_text())
+    cfg["sampling"].update(batch_size=8, shard_size=16)
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    r = snakemake(venv_bin, repo_root, tmp_path, "-n", "--cores", "2", "--configfile", tmp_path / "cfg.yaml")
+    assert r.returncode == 0, r.stdout + r.stderr
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", r.stdout, re.M))
+    seeds = len(cfg["sampling"]["seeds"])
+    parts = {kind: sum(-(-spec.get("n", cfg["sampling"]["n"]) // 16) * seeds for spec in cfg["methods"].values()
+                       if FAMILIES[spec["family"]].kind == kind) for kind in ("sampler", "student")}
+    assert parts["sampler"] + parts["student"] > len(cfg["methods"]) * seeds     # some runs were split
+    assert int(jobs["sample_baseline"]) == parts["sampler"] and int(jobs["sample_student"]) == parts["student"]
+    assert int(jobs["merge_samples"]) == len(cfg["methods"]) * seeds

@@ -21,6 +21,10 @@ PARAMS = {
                     "description": "explicit trajectory checkpoint indices, one per phase, increasing, ending at "
                     "the last (x_0): the checkpoint-spacing ablation"},
     "width": {"type": "number", "exclusiveMinimum": 0, "description": "multiplier on the preset's block widths"},
+    "widths": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1,
+               "description": "base channel widths from the first block to the last (replace the preset's; "
+               "spread over the blocks by relative depth, then scaled by `width`): e.g. wide early blocks, as in "
+               "DCGAN, instead of the published growth"},
     "layers_per_block": {"type": "integer", "minimum": 1, "maximum": 8,
                          "description": "plain layers per block (default: the published 1-2 pattern)"},
     "noise_resolution": {"oneOf": [{"type": "integer", "minimum": 1}, {"const": "full"}],
@@ -50,7 +54,8 @@ PARAMS = {
                  "runs only"},
 }
 
-DEFAULTS = {"preset": "embedded", "phases": None, "checkpoints": None, "width": 1.0, "layers_per_block": None,
+DEFAULTS = {"preset": "embedded", "phases": None, "checkpoints": None, "width": 1.0, "widths": None,
+            "layers_per_block": None,
             "noise_resolution": None, "heads": True, "loss": "adversarial", "regression": "mse", "reg_weight": 1.0,
             "adv_weight": 1.0, "gradient_penalty": 10.0, "clip": 0.1, "training": "phases", "epochs_scale": 1.0,
             "batch_size": None, "lr": 1e-4, "d_lr": None, "disc_width": None, "max_runs": None}
@@ -67,7 +72,7 @@ def resolve(name: str, params: dict, available: int, resolution: int, channels: 
     phases = p["phases"] or (len(p["checkpoints"]) if p["checkpoints"] else available)
     nr = p["noise_resolution"] or preset["noise_resolution"]
     nr = resolution if nr == "full" else nr
-    layout = block_layout(phases, nr, resolution, preset["widths"], p["width"], p["layers_per_block"])
+    layout = block_layout(phases, nr, resolution, p["widths"] or preset["widths"], p["width"], p["layers_per_block"])
     return {**p, "family": family, "name": name, "phases": phases, "noise_resolution": nr,
             "checkpoints": select_checkpoints(available, phases, p["checkpoints"]),
             "resolution": resolution, "image_channels": channels, "layout": layout,

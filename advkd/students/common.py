@@ -110,13 +110,13 @@ def student_method(name: str, family: str, generator, noise_input, inference_net
     from ..methods import Method
     from ..samplers import batch_seed
 
-    def sample(n, seed, batch_size, progress):
+    def sample(n, seed, batch_size, progress, first_batch=0):
         outs = []
         t0 = time.perf_counter()
         with torch.inference_mode():
             for b in range(-(-n // batch_size)):
                 m = min(batch_size, n - b * batch_size)
-                x_T = torch.randn((m, *image_shape), generator=torch.Generator().manual_seed(batch_seed(seed, b)))
+                x_T = torch.randn((m, *image_shape), generator=torch.Generator().manual_seed(batch_seed(seed, first_batch + b)))
                 outs.append(inference_net(noise_input(x_T.to(device))).float().cpu())
         seconds = time.perf_counter() - t0
         return torch.cat(outs), {"n": n, "seed": seed, "steps": 1, "nfe_per_sample": 1, "batch_size": batch_size,

@@ -45,6 +45,13 @@ def method_n(method):
     return METHODS[method].get("n", config["sampling"]["n"])
 
 
+def sample_parts(wildcards):
+    """Part stems of one method's run for one seed: sampling.shard_size images each (rule merge_samples)."""
+    n = method_n(wildcards.method)
+    parts = shard_ranges(n, config["sampling"]["shard_size"] or n)
+    return [f"{R}/samples/{wildcards.method}/seed{wildcards.seed}/part-{i:05d}" for i in range(len(parts))]
+
+
 def sample_files(methods):
     return expand(f"{R}/samples/{{method}}/seed{{seed}}.npz", method=methods, seed=SEEDS)
 

@@ -46,24 +46,24 @@ rule sample_student:
         weights=f"{R}/students/{{method}}/student.safetensors",
         spec=f"{R}/students/{{method}}/student.json",
     output:
-        npz=f"{R}/samples/{{method}}/seed{{seed}}.npz",
-        grid=report(f"{R}/samples/{{method}}/seed{{seed}}.png", category="Samples", subcategory="{method}",
-                    caption="../report/samples.rst"),
-        stats=f"{R}/samples/{{method}}/seed{{seed}}.json",
+        npz=temp(f"{R}/samples/{{method}}/seed{{seed}}/part-{{part}}.npz"),
+        stats=temp(f"{R}/samples/{{method}}/seed{{seed}}/part-{{part}}.json"),
     wildcard_constraints:
         method="|".join(map(re.escape, STUDENT_METHODS)) or "$^",
         seed=r"\d+",
+        part=r"\d{5}",
     params:
         spec=lambda w: as_json(METHODS[w.method]),
         n=lambda w: method_n(w.method),
         s=config["sampling"],
+        part_size=lambda w: config["sampling"]["shard_size"] or method_n(w.method),
         device=DEVICE,
         out=lambda w, output: os.path.splitext(output.npz)[0],
         student=lambda w, input: os.path.dirname(input.weights),
     log:
-        f"{LOGS}/sample/{{method}}-seed{{seed}}.log",
+        f"{LOGS}/sample/{{method}}-seed{{seed}}-part{{part}}.log",
     benchmark:
-        f"{R}/benchmarks/sample/{{method}}-seed{{seed}}.tsv"
+        f"{R}/benchmarks/sample/{{method}}-seed{{seed}}-part{{part}}.tsv"
     threads: workflow.cores
     resources:
         mem_mb=4000,
@@ -74,4 +74,5 @@ rule sample_student:
     shell:
         "advkd sample --method {wildcards.method} --spec {params.spec:q} --teacher {input.teacher}"
         " --student-dir {params.student} --n {params.n} --seed {wildcards.seed} --batch-size {params.s[batch_size]}"
-        " --grid {params.s[grid]} --device {params.device} --threads {threads} --out {params.out} > {log} 2>&1"
+        " --part {wildcards.part} --part-size {params.part_size} --device {params.device} --threads {threads}"
+        " --out {params.out} > {log} 2>&1"
