@@ -68,7 +68,7 @@ def cmd_sample(a):
 
     device = _device(a)
     method = build_method(a.method, json.loads(a.spec), {"teacher": a.teacher, "device": device,
-                                                         "student_dir": a.student_dir})
+                                                         "student_dir": a.student_dir, "compile": a.compile})
     out = Path(a.out)
     stats = sample_method(method, a.n, a.seed, a.batch_size, out.with_suffix(".npz"), out.with_suffix(".json"),
                           device, a.part, a.part_size)
@@ -201,6 +201,7 @@ def main(argv=None):
                    help="images per part, a multiple of --batch-size (default: all n in one part)")
     s.add_argument("--out", required=True, help="path stem: writes STEM.npz and STEM.json")
     s.add_argument("--student-dir", default=None, help="the trained student's folder (student methods only)")
+    s.add_argument("--compile", action="store_true", help="torch.compile the teacher network (sampling.compile)")
 
     s = stage("merge-samples", cmd_merge_samples, "join the parts of one sample run into .npz, PNG grid, JSON")
     s.add_argument("--parts", nargs="+", required=True, help="part stems (STEM.npz + STEM.json, from `sample`)")

@@ -65,7 +65,8 @@ def _build_sampler(name, params, ctx) -> Method:
 
     def sample(n, seed, batch_size, progress, first_batch=0):
         x0, _, _, stats = run_sampler(unet, spec, steps, train_config, n, seed, batch_size, ctx["device"],
-                                      progress=progress, desc=name, first_batch=first_batch)
+                                      progress=progress, desc=name, first_batch=first_batch,
+                                      compile=ctx.get("compile", False))
         return x0, stats
 
     c, h = unet.config.in_channels, unet.config.sample_size
@@ -133,13 +134,13 @@ def method_errors(cfg: dict) -> list[str]:
             continue
         before = len(errs)
         schema = {"type": "object", "additionalProperties": False, "required": ["family", *fam.required],
-                  "properties": {"family": {}, "n": {}, **fam.params}}
+                  "properties": {"family": {}, "n": {}, "seeds": {}, **fam.params}}
         for e in Draft202012Validator(schema).iter_errors(params):
             where = ".".join(["methods", name, *map(str, e.absolute_path)])
             hint = f"; {fam.params[e.path[0]]['description']}" if e.path and e.path[0] in fam.params and \
                 "description" in fam.params[e.path[0]] else ""
             errs.append(f"{where}: {e.message} (family {params['family']}: allowed keys "
-                        f"{sorted(['family', 'n', *fam.params])}){hint}")
+                        f"{sorted(['family', 'n', 'seeds', *fam.params])}){hint}")
         if fam.check is not None and len(errs) == before:
             errs += fam.check(name, params, cfg)
     return errs

@@ -7,12 +7,15 @@ Seeds: batch b of a run with seed s draws x_T and every ancestral noise from its
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 
 import torch
 from tqdm.auto import tqdm
 
 from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -36,18 +39,36 @@ def make_scheduler(spec: SchedulerSpec, steps: int, train_config):
     return sched
 
 
+def compiled_network(unet, x, t):
+    """unet under torch.compile (inductor, static shapes), compiled now by one call on (x, t) so that sampling
+    times leave the compilation out; the eager unet, with a warning, where it cannot be compiled (on CPU inductor
+    needs a C++ compiler). Compiled kernels are cached (e.g. /tmp/torchinductor_$USER): later jobs start fast."""
+    try:
+        net = torch.compile(unet, dynamic=False)
+        net(x, t)
+        return net, True
+    except Exception as e:  # noqa: BLE001 - any backend failure leaves eager sampling, which is always correct
+        log.warning("torch.compile failed (%s: %s); sampling eagerly", type(e).__name__, str(e).splitlines()[0])
+        return unet, False
+
+
 @torch.inference_mode()
 def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, seed: int, batch_size: int, device,
-                keep_steps=(), progress=True, desc=None, first_batch: int = 0):
+                keep_steps=(), progress=True, desc=None, first_batch: int = 0, compile: bool = False):
     """Run the teacher's reverse process for n samples: batches first_batch, first_batch+1, ... of the seed's run
     (a shard of a larger run starts at its first batch and gets exactly that run's draws).
 
     Returns (x0 float (n,C,H,W) in [-1,1] on CPU, x_T (n,C,H,W), states (n,len(keep_steps),C,H,W) or None, stats),
     where states[:, j] is the sample right after step index keep_steps[j] (0-based; steps-1 is x_0).
+    compile: run the network through torch.compile (compiled before the clock starts; see compiled_network).
     """
     c, h = unet.config.in_channels, unet.config.sample_size
     keep = {int(i): j for j, i in enumerate(keep_steps)}
     outs, inits, kept = [], [], []
+    net, is_compiled = unet, False
+    if compile:
+        x = torch.zeros((min(batch_size, n), c, h, h), device=device).contiguous(memory_format=torch.channels_last)
+        net, is_compiled = compiled_network(unet, x, make_scheduler(spec, steps, train_config).timesteps[0])
     t0 = time.perf_counter()
     n_batches = -(-n // batch_size)
     bar = tqdm(total=n * steps, disable=not progress, desc=desc, unit="img-step", mininterval=2)
@@ -64,7 +85,7 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
         if "generator" in inspect.signature(sched.step).parameters:
             step_kwargs["generator"] = gen
         for i, t in enumerate(sched.timesteps):
-            eps = unet(sched.scale_model_input(x, t), t).sample
+            eps = net(sched.scale_model_input(x, t), t).sample
             x = sched.step(eps, t, x, **step_kwargs).prev_sample
             if i in keep:
                 states[keep[i]] = x.float().cpu()
@@ -77,5 +98,5 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     stats = {"n": n, "seed": seed, "steps": steps, "nfe_per_sample": len(sched.timesteps), "batch_size": batch_size,
-             "seconds": round(seconds, 3), "images_per_s": n / seconds}
+             "seconds": round(seconds, 3), "images_per_s": n / seconds, "compiled": is_compiled}
     return torch.cat(outs), torch.cat(inits), (torch.cat(kept) if keep else None), stats

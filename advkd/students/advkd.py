@@ -67,7 +67,7 @@ def published_batch(k: int) -> int:
 
 def resolve(name: str, params: dict, available: int, resolution: int, channels: int, family: str = "advkd") -> dict:
     """The full recipe: defaults filled, checkpoints chosen, layout computed. Saved as student.json."""
-    p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", "n")}
+    p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", "n", "seeds")}
     preset = PRESETS[p["preset"]]
     phases = p["phases"] or (len(p["checkpoints"]) if p["checkpoints"] else available)
     nr = p["noise_resolution"] or preset["noise_resolution"]

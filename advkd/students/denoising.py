@@ -75,7 +75,7 @@ def _unet_from_config(unet_config: dict):
 
 
 def resolve(name, params, available, resolution, channels, teacher_card=None) -> dict:
-    p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", "n")}
+    p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", "n", "seeds")}
     if p["architecture"] == "progressive":
         cfg = adv.resolve(name, _progressive_params(p), available, resolution, channels, family="denoising-student")
         return cfg | {"architecture": "progressive", "epochs": p["epochs"], "init": "random"}

@@ -29,6 +29,7 @@ R = f"results/{config['experiment']}"
 LOGS = f"{R}/logs"
 DEVICE = config["device"]
 SEEDS = config["sampling"]["seeds"]
+COMPILE = "--compile" if config["sampling"]["compile"] else ""
 METHODS = config["methods"]
 SAMPLER_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind == "sampler"]
 STUDENT_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind == "student"]
@@ -45,6 +46,16 @@ def method_n(method):
     return METHODS[method].get("n", config["sampling"]["n"])
 
 
+def method_seeds(method):
+    return METHODS[method].get("seeds", SEEDS)
+
+
+def method_block(method):
+    """What a method's jobs are given (and rerun on): its block without n and seeds, so scoring a method on more
+    samples or seeds never retrains or re-costs it."""
+    return {k: v for k, v in METHODS[method].items() if k not in ("n", "seeds")}
+
+
 def sample_parts(wildcards):
     """Part stems of one method's run for one seed: sampling.shard_size images each (rule merge_samples)."""
     n = method_n(wildcards.method)
@@ -52,12 +63,16 @@ def sample_parts(wildcards):
     return [f"{R}/samples/{wildcards.method}/seed{wildcards.seed}/part-{i:05d}" for i in range(len(parts))]
 
 
+def per_seed(pattern, methods):
+    return [pattern.format(method=m, seed=s) for m in methods for s in method_seeds(m)]
+
+
 def sample_files(methods):
-    return expand(f"{R}/samples/{{method}}/seed{{seed}}.npz", method=methods, seed=SEEDS)
+    return per_seed(f"{R}/samples/{{method}}/seed{{seed}}.npz", methods)
 
 
 def quality_files(methods):
-    return expand(f"{R}/metrics/quality/{{method}}/seed{{seed}}.json", method=list(methods), seed=SEEDS)
+    return per_seed(f"{R}/metrics/quality/{{method}}/seed{{seed}}.json", methods)
 
 
 def cost_inputs(wildcards):
@@ -100,7 +115,7 @@ def report_inputs(wildcards):
     return {
         "quality": quality_files(METHODS),
         "cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
-        "samples": expand(f"{R}/samples/{{method}}/seed{{seed}}.png", method=METHODS, seed=SEEDS),
+        "samples": per_seed(f"{R}/samples/{{method}}/seed{{seed}}.png", METHODS),
         "students": expand(f"{R}/students/{{method}}/loss.csv", method=STUDENT_METHODS),
     }
 

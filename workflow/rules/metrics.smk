@@ -72,7 +72,7 @@ rule quality:
     params:
         metrics=as_json(METRICS),
         # the config slice that determines this number, hashed into its provenance
-        cfg=lambda w: as_json({"method": METHODS[w.method], "metrics": METRICS, "evaluator": EVAL,
+        cfg=lambda w: as_json({"method": method_block(w.method), "metrics": METRICS, "evaluator": EVAL,
                                "data": config["data"]}),
         ref=lambda w, input: input.reference.removesuffix(".safetensors"),
         device=DEVICE,
@@ -99,9 +99,9 @@ rule cost:
     output:
         f"{R}/metrics/cost/{{method}}.json",
     params:
-        spec=lambda w: as_json(METHODS[w.method]),
+        spec=lambda w: as_json(method_block(w.method)),
         cost=as_json(METRICS["cost"]),
-        cfg=lambda w: as_json({"method": METHODS[w.method], "cost": METRICS["cost"], "device": DEVICE}),
+        cfg=lambda w: as_json({"method": method_block(w.method), "cost": METRICS["cost"], "device": DEVICE}),
         teacher=f"{R}/teacher/teacher.json",
         student_dir=lambda w: f"{R}/students/{w.method}",
         checkpoints=config["trajectories"]["checkpoints"],

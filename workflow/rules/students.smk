@@ -19,7 +19,7 @@ rule distill:
     wildcard_constraints:
         method="|".join(map(re.escape, STUDENT_METHODS)) or "$^",
     params:
-        spec=lambda w: as_json(METHODS[w.method]),
+        spec=lambda w: as_json(method_block(w.method)),
         seed=config["seed"],
         device=DEVICE,
         out=lambda w, output: os.path.dirname(output.weights),
@@ -53,7 +53,7 @@ rule sample_student:
         seed=r"\d+",
         part=r"\d{5}",
     params:
-        spec=lambda w: as_json(METHODS[w.method]),
+        spec=lambda w: as_json(method_block(w.method)),
         n=lambda w: method_n(w.method),
         s=config["sampling"],
         part_size=lambda w: config["sampling"]["shard_size"] or method_n(w.method),

@@ -62,10 +62,11 @@ rule sample_baseline:
         seed=r"\d+",
         part=r"\d{5}",
     params:
-        spec=lambda w: as_json(METHODS[w.method]),
+        spec=lambda w: as_json(method_block(w.method)),
         n=lambda w: method_n(w.method),
         s=config["sampling"],
         part_size=lambda w: config["sampling"]["shard_size"] or method_n(w.method),
+        compile=COMPILE,
         device=DEVICE,
         out=lambda w, output: os.path.splitext(output.npz)[0],
     log:
@@ -82,7 +83,8 @@ rule sample_baseline:
     shell:
         "advkd sample --method {wildcards.method} --spec {params.spec:q} --teacher {input} --n {params.n}"
         " --seed {wildcards.seed} --batch-size {params.s[batch_size]} --part {wildcards.part}"
-        " --part-size {params.part_size} --device {params.device} --threads {threads} --out {params.out} > {log} 2>&1"
+        " --part-size {params.part_size} {params.compile} --device {params.device} --threads {threads}"
+        " --out {params.out} > {log} 2>&1"
 
 
 rule trajectories:
@@ -128,7 +130,7 @@ rule merge_samples:
         seed=r"\d+",
     params:
         # the method's spec too: a changed method reruns this job and so its parts (temporary, gone by then)
-        spec=lambda w: as_json(METHODS[w.method]),
+        spec=lambda w: as_json(method_block(w.method)),
         stems=lambda w: " ".join(sample_parts(w)),
         n=lambda w: method_n(w.method),
         grid=config["sampling"]["grid"],
