@@ -78,7 +78,8 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         "params (M)": (df.params_inference / 1e6).map("{:.2f}".format),
         "GFLOPs/img": df.gflops_per_image.map("{:.2f}".format),
         "latency b=1 (ms)": df.latency_ms_batch1.map("{:.1f}".format) + np.where(df.latency_extrapolated, "†", ""),
-        "img/s": df.images_per_s.map("{:.1f}".format),
+        # two significant digits below 1 img/s, so paper-scale samplers on a CPU do not print as 0
+        "img/s": df.images_per_s.map(lambda v: f"{v:.1f}" if v >= 1 else f"{v:.2g}"),
         "speed-up": df.speedup_vs_ddpm1000.map("{:.0f}x".format),
         "FD": [_pm(m, s) + ("" if c else "‡") for m, s, c in zip(df.fd_mean, df.fd_std, df.fd_comparable)],
         "KID x1e3": [_pm(1e3 * m, 1e3 * s) for m, s in zip(df.kid_mean, df.kid_std)],

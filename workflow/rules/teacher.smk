@@ -137,6 +137,12 @@ rule merge_samples:
         out=lambda w, output: os.path.splitext(output.npz)[0],
     log:
         f"{LOGS}/sample/{{method}}-seed{{seed}}-merge.log",
+    threads: 1
+    resources:
+        # the parts and the joined array in memory at once (50,000 RGB 256x256 images: ~20 GB)
+        mem_mb=lambda w: 1000 + 2 * method_n(w.method) * config["data"]["resolution"] ** 2
+        * config["data"]["channels"] // 2**20,
+        runtime=30,
     localrule: True
     conda:
         ENV
