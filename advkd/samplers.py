@@ -39,13 +39,15 @@ def make_scheduler(spec: SchedulerSpec, steps: int, train_config):
     return sched
 
 
-def compiled_network(unet, x, t):
-    """unet under torch.compile (inductor, static shapes), compiled now by one call on (x, t) so that sampling
-    times leave the compilation out; the eager unet, with a warning, where it cannot be compiled (on CPU inductor
-    needs a C++ compiler). Compiled kernels are cached (e.g. /tmp/torchinductor_$USER): later jobs start fast."""
+def compiled_network(unet, xs, t):
+    """unet under torch.compile (inductor, static shapes), compiled now by one call per input in `xs` (each
+    batch shape the run will use: a shorter last batch is a shape of its own) so that sampling times leave the
+    compilation out; the eager unet, with a warning, where it cannot be compiled (on CPU inductor needs a C++
+    compiler). Compiled kernels are cached (e.g. /tmp/torchinductor_$USER): later jobs start fast."""
     try:
         net = torch.compile(unet, dynamic=False)
-        net(x, t)
+        for x in xs:
+            net(x, t)
         return net, True
     except Exception as e:  # noqa: BLE001 - any backend failure leaves eager sampling, which is always correct
         log.warning("torch.compile failed (%s: %s); sampling eagerly", type(e).__name__, str(e).splitlines()[0])
@@ -66,11 +68,12 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
     keep = {int(i): j for j, i in enumerate(keep_steps)}
     outs, inits, kept = [], [], []
     net, is_compiled = unet, False
-    if compile:
-        x = torch.zeros((min(batch_size, n), c, h, h), device=device).contiguous(memory_format=torch.channels_last)
-        net, is_compiled = compiled_network(unet, x, make_scheduler(spec, steps, train_config).timesteps[0])
-    t0 = time.perf_counter()
     n_batches = -(-n // batch_size)
+    if compile:
+        sizes = sorted({min(batch_size, n - b * batch_size) for b in (0, n_batches - 1)})
+        xs = [torch.zeros((m, c, h, h), device=device).contiguous(memory_format=torch.channels_last) for m in sizes]
+        net, is_compiled = compiled_network(unet, xs, make_scheduler(spec, steps, train_config).timesteps[0])
+    t0 = time.perf_counter()
     bar = tqdm(total=n * steps, disable=not progress, desc=desc, unit="img-step", mininterval=2)
     for b in range(n_batches):
         m = min(batch_size, n - b * batch_size)

@@ -125,22 +125,46 @@ def _rows(path):
         return [{k: v for k, v in r.items() if k != "seconds"} for r in csv.DictReader(f)]
 
 
-def test_training_writes_its_files_and_resume_equals_an_uninterrupted_run(tiny_shard, tmp_path):
+@pytest.mark.parametrize("extra", [{}, {"ema": 0.9, "augment": True}], ids=["published", "ema+augment"])
+def test_training_writes_its_files_and_resume_equals_an_uninterrupted_run(tiny_shard, tmp_path, extra):
+    params = TINY | extra
     full, cut = tmp_path / "full", tmp_path / "cut"
-    assert _distill(TINY, tiny_shard, full)["done"]
+    assert _distill(params, tiny_shard, full)["done"]
     for f in ("student.safetensors", "student.json", "loss.csv", "panel.png", "grid.png", "train.json",
               "checkpoint.safetensors"):
         assert (full / f).stat().st_size > 0, f
-    r = _distill(TINY, tiny_shard, cut, stop_after_epochs=2)   # interrupted inside phase 1 (epochs 1, 2)
+    r = _distill(params, tiny_shard, cut, stop_after_epochs=2)   # interrupted inside phase 1 (epochs 1, 2)
     assert not r["done"] and (cut / "checkpoint.safetensors").exists() and not (cut / "student.safetensors").exists()
     assert len(_rows(cut / "loss.csv")) == 2
-    r = _distill(TINY, tiny_shard, cut)
+    r = _distill(params, tiny_shard, cut)
     assert r["done"] and r["resumed_from"] == {"phase": 1, "epoch": 1}
     a, b = load_tensors(full / "student.safetensors"), load_tensors(cut / "student.safetensors")
     assert a.keys() == b.keys() and any(k.startswith("disc.") for k in a)
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert _rows(full / "loss.csv") == _rows(cut / "loss.csv")
+
+
+def test_ema_student_is_the_average_not_the_last_weights(tiny_shard, tmp_path):
+    _distill(TINY | {"ema": 0.9}, tiny_shard, tmp_path)
+    saved, ck = load_tensors(tmp_path / "student.safetensors"), load_tensors(tmp_path / "checkpoint.safetensors")
+    w = "blocks.0.0.0.weight"
+    assert torch.equal(saved[f"gen.{w}"], ck[f"ema.{w}"]) and not torch.equal(saved[f"gen.{w}"], ck[f"gen.{w}"])
+    # BatchNorm statistics were re-measured for the averaged weights, not copied from the live generator
+    bn = "blocks.0.0.1.running_mean"
+    assert not torch.equal(saved[f"gen.{bn}"], ck[f"gen.{bn}"])
+
+
+def test_diff_augment_is_seeded_differentiable_and_shape_preserving():
+    from advkd.students.training import diff_augment
+
+    x = torch.randn(5, 1, 16, 16, requires_grad=True)
+    y1 = diff_augment(x, torch.Generator().manual_seed(1))
+    y2 = diff_augment(x, torch.Generator().manual_seed(1))
+    assert y1.shape == x.shape and torch.equal(y1, y2)
+    assert not torch.equal(y1, x) and (y1 == 0).flatten(1).sum(1).min() >= 8 * 8  # a half-side cutout each
+    y1.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
 
 
 def test_sampling_is_one_forward_pass_of_the_inference_path(tiny_shard, tmp_path):

@@ -50,6 +50,11 @@ PARAMS = {
     "lr": {"type": "number", "exclusiveMinimum": 0, "description": "Adam learning rate (1e-4 published)"},
     "d_lr": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "critic learning rate (null = lr)"},
     "disc_width": {"type": "integer", "minimum": 1, "description": "first critic conv width (default: preset's)"},
+    "ema": {"type": ["number", "null"], "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+            "description": "sample from an exponential moving average of the generator weights with this decay "
+            "per generator step, e.g. 0.95 for a few hundred steps (null = off, published)"},
+    "augment": {"type": "boolean", "description": "DiffAugment (random shift + cutout) on every image a critic "
+                "sees, against critic overfitting on few trajectories (false = published)"},
     "max_runs": {"type": ["integer", "null"], "minimum": 2, "description": "train on the first N trajectory "
                  "runs only"},
 }
@@ -58,7 +63,8 @@ DEFAULTS = {"preset": "embedded", "phases": None, "checkpoints": None, "width": 
             "layers_per_block": None,
             "noise_resolution": None, "heads": True, "loss": "adversarial", "regression": "mse", "reg_weight": 1.0,
             "adv_weight": 1.0, "gradient_penalty": 10.0, "clip": 0.1, "training": "phases", "epochs_scale": 1.0,
-            "batch_size": None, "lr": 1e-4, "d_lr": None, "disc_width": None, "max_runs": None}
+            "batch_size": None, "lr": 1e-4, "d_lr": None, "disc_width": None, "ema": None, "augment": False,
+            "max_runs": None}
 
 
 def published_batch(k: int) -> int:
@@ -145,7 +151,7 @@ def make_phases(cfg: dict) -> list[Phase]:
 def make_recipe(cfg: dict) -> Recipe:
     return Recipe(loss=cfg["loss"], regression=cfg["regression"], adv_weight=cfg["adv_weight"],
                   reg_weight=cfg["reg_weight"], gradient_penalty=cfg["gradient_penalty"], clip=cfg["clip"] or None,
-                  lr=cfg["lr"], d_lr=cfg["d_lr"])
+                  lr=cfg["lr"], d_lr=cfg["d_lr"], ema=cfg["ema"], augment=cfg["augment"])
 
 
 def train(name: str, params: dict, ctx: dict) -> dict:

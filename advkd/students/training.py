@@ -11,6 +11,7 @@ optimisers and the loss history at an epoch boundary, so a resumed run replays t
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -50,6 +51,7 @@ class Student:
     head_resolution: dict           # head id -> resolution
     discriminators: nn.ModuleDict = field(default_factory=nn.ModuleDict)   # str(head) -> critic (adversarial)
     trainable: Callable = None      # phase -> parameters the generator optimiser updates
+    ema: nn.Module | None = None    # running average of the generator's weights (Recipe.ema), what is sampled
 
 
 @dataclass
@@ -63,6 +65,8 @@ class Recipe:
     lr: float = 1e-4
     betas: tuple = (0.5, 0.999)
     d_lr: float | None = None       # None = lr
+    ema: float | None = None        # decay of an exponential moving average of the generator weights; None = off
+    augment: bool = False           # DiffAugment (translation + cutout) on every image the critics see
 
 
 def epoch_seed(seed: int, phase: int, epoch: int) -> int:
@@ -84,17 +88,68 @@ def gradient_penalty(critic, real, fake, noise, gen: torch.Generator):
     return ((g.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
+def diff_augment(x, gen: torch.Generator):
+    """DiffAugment (Zhao et al. 2020) for small data: a random shift by up to 1/8 of the side (zero fill) and a
+    random half-side cutout, drawn per image from `gen`. Differentiable in x, so the generator learns through it;
+    the critic sees real and fake images under the same distribution of transforms and cannot memorise the few
+    real ones."""
+    n, _, h, w = x.shape
+    s = max(1, h // 8)
+    shift = torch.randint(-s, s + 1, (n, 2), generator=gen).to(x.device)
+    ys = (torch.arange(h, device=x.device)[None] - shift[:, :1]).clamp(-1, h)   # source rows, -1/h = outside
+    xs = (torch.arange(w, device=x.device)[None] - shift[:, 1:]).clamp(-1, w)
+    pad = F.pad(x, (1, 1, 1, 1))
+    x = pad[torch.arange(n, device=x.device)[:, None, None], :, ys[:, :, None] + 1, xs[:, None, :] + 1]
+    x = x.permute(0, 3, 1, 2)
+    ch, cw = h // 2, w // 2
+    cy = torch.randint(0, h - ch + 1, (n,), generator=gen).to(x.device)
+    cx = torch.randint(0, w - cw + 1, (n,), generator=gen).to(x.device)
+    r, c = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+    keep = ~(((r[None] >= cy[:, None]) & (r[None] < cy[:, None] + ch))[:, :, None]
+             & ((c[None] >= cx[:, None]) & (c[None] < cx[:, None] + cw))[:, None, :])
+    return x * keep[:, None].to(x.dtype)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for pe, p in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(p, 1 - decay)
+    for be, b in zip(ema.buffers(), model.buffers()):
+        be.copy_(b)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(net: nn.Module, z_all, batch_size: int) -> None:
+    """BatchNorm statistics of the averaged weights, measured on the training noise (the live generator's running
+    statistics belong to other weights)."""
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the pass
+    net.train()
+    for s in range(0, len(z_all), batch_size):
+        if len(z_all[s:s + batch_size]) >= 2:
+            net(z_all[s:s + batch_size])
+    for m, mom in zip(bns, momenta):
+        m.momentum = mom
+    net.eval()
+
+
 def train_step(student: Student, phase: Phase, recipe: Recipe, z, targets: dict, opt_g, opt_d, gen) -> dict:
     """One batch: a critic step per supervised head (adversarial losses), then one generator step."""
     adv = recipe.loss in ("adversarial", "both")
     reg = recipe.loss in ("regression", "both")
     stats = dict.fromkeys(["g_adv", "reg", "d_loss", "gp", "d_real", "d_fake"], 0.0)
     fake = student.generator.render(z, phase.last_block, phase.heads)
+    aug = (lambda x: diff_augment(x, gen)) if recipe.augment else (lambda x: x)  # noqa: E731
     if adv:
         d_loss = 0.0
         for h in phase.heads:
             critic = student.discriminators[str(h)]
-            real, f = targets[h], fake[h].detach()
+            real, f = aug(targets[h]), aug(fake[h].detach())
             d_real, d_fake = critic(real, z), critic(f, z)
             loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
             if recipe.gradient_penalty:
@@ -117,7 +172,7 @@ def train_step(student: Student, phase: Phase, recipe: Recipe, z, targets: dict,
     for h in phase.heads:
         if adv:
             critic = student.discriminators[str(h)]
-            ga = F.softplus(-critic(fake[h], z)).mean()
+            ga = F.softplus(-critic(aug(fake[h]), z)).mean()
             g_loss = g_loss + recipe.adv_weight * ga
             stats["g_adv"] += ga.item()
         if reg:
@@ -127,6 +182,8 @@ def train_step(student: Student, phase: Phase, recipe: Recipe, z, targets: dict,
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_g.step()
+    if student.ema is not None:
+        update_ema(student.ema, student.generator, recipe.ema)
     stats["g_loss"] = g_loss.item()
     return stats
 
@@ -155,6 +212,8 @@ def _load_optimizer(opt, prefix: str, tensors: dict, meta: dict) -> None:
 def save_checkpoint(path, student: Student, opt_g, opt_d, progress: dict, history: list) -> None:
     tensors = {f"gen.{k}": v for k, v in student.generator.state_dict().items()}
     tensors |= {f"disc.{k}": v for k, v in student.discriminators.state_dict().items()}
+    if student.ema is not None:
+        tensors |= {f"ema.{k}": v for k, v in student.ema.state_dict().items()}
     tensors["rng.torch"] = torch.get_rng_state()
     tg, mg = _flat_optimizer("opt_g", opt_g)
     tensors |= tg
@@ -214,6 +273,8 @@ def train(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets, o
     device = torch.device(device)
     student.generator.to(device)
     student.discriminators.to(device)
+    if recipe.ema:
+        student.ema = copy.deepcopy(student.generator).requires_grad_(False)
     n = len(x_T)
     start_phase, start_epoch, history, resumed = 0, 0, [], None
     ck = None
@@ -227,6 +288,8 @@ def train(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets, o
         prog = json.loads(meta["progress"])
         student.generator.load_state_dict(_strip(tensors, "gen."))
         student.discriminators.load_state_dict(_strip(tensors, "disc."))
+        if student.ema is not None:
+            student.ema.load_state_dict(_strip(tensors, "ema."))
         torch.set_rng_state(tensors["rng.torch"])
         history = json.loads(meta["history"])
         start_phase, start_epoch = prog["phase"], prog["epoch"]
@@ -277,6 +340,9 @@ def train(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets, o
                 log.info("phase %d/%d epoch %d/%d: %s", p + 1, len(phases), epoch + 1, phase.epochs,
                          {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
     write_loss_csv(out_dir / "loss.csv", history)
+    if student.ema is not None:  # the averaged weights are the student from here on
+        student.generator.load_state_dict(student.ema.state_dict())
+        recalibrate_batchnorm(student.generator, student.noise_input(x_T).to(device), phases[-1].batch_size)
     return {"done": True, "history": history, "resumed_from": resumed,
             "seconds_this_call": round(time.perf_counter() - t_start, 3)}
 

@@ -97,7 +97,7 @@ rule trajectories:
     params:
         traj=as_json(TRAJ),
         seed=config["seed"],
-        batch_size=config["sampling"]["batch_size"],
+        batch_size=TRAJ["batch_size"] or config["sampling"]["batch_size"],
         device=DEVICE,
     log:
         f"{LOGS}/trajectories/shard-{{shard}}.log",
