@@ -14,6 +14,9 @@ from .io import BadInputError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+# Keys of a method block that say how the method is scored, not what it is: never passed to its training, cost
+# or sampling code, so changing them only resamples and rescores.
+SCORING_KEYS = ("n", "seeds")
 
 
 def _key(path) -> str:

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .config import SCORING_KEYS
 from .io import BadInputError
 
 
@@ -134,13 +135,13 @@ def method_errors(cfg: dict) -> list[str]:
             continue
         before = len(errs)
         schema = {"type": "object", "additionalProperties": False, "required": ["family", *fam.required],
-                  "properties": {"family": {}, "n": {}, "seeds": {}, **fam.params}}
+                  "properties": {"family": {}, **dict.fromkeys(SCORING_KEYS, {}), **fam.params}}
         for e in Draft202012Validator(schema).iter_errors(params):
             where = ".".join(["methods", name, *map(str, e.absolute_path)])
             hint = f"; {fam.params[e.path[0]]['description']}" if e.path and e.path[0] in fam.params and \
                 "description" in fam.params[e.path[0]] else ""
             errs.append(f"{where}: {e.message} (family {params['family']}: allowed keys "
-                        f"{sorted(['family', 'n', 'seeds', *fam.params])}){hint}")
+                        f"{sorted(['family', *SCORING_KEYS, *fam.params])}){hint}")
         if fam.check is not None and len(errs) == before:
             errs += fam.check(name, params, cfg)
     return errs

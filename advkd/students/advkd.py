@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import SCORING_KEYS
 from .common import checkpoint_errors, run_distillation, select_checkpoints, student_config, student_method
 from .generator import (PRESETS, Discriminator, InferencePath, ProgressiveGenerator, block_layout, count,
                         downsample_noise, log2_ratio)
@@ -73,7 +74,7 @@ def published_batch(k: int) -> int:
 
 def resolve(name: str, params: dict, available: int, resolution: int, channels: int, family: str = "advkd") -> dict:
     """The full recipe: defaults filled, checkpoints chosen, layout computed. Saved as student.json."""
-    p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", "n", "seeds")}
+    p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", *SCORING_KEYS)}
     preset = PRESETS[p["preset"]]
     phases = p["phases"] or (len(p["checkpoints"]) if p["checkpoints"] else available)
     nr = p["noise_resolution"] or preset["noise_resolution"]

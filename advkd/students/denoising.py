@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import SCORING_KEYS
 from . import advkd as adv
 from .common import run_distillation, student_config, student_method
 from .generator import count
@@ -75,7 +76,7 @@ def _unet_from_config(unet_config: dict):
 
 
 def resolve(name, params, available, resolution, channels, teacher_card=None) -> dict:
-    p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", "n", "seeds")}
+    p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", *SCORING_KEYS)}
     if p["architecture"] == "progressive":
         cfg = adv.resolve(name, _progressive_params(p), available, resolution, channels, family="denoising-student")
         return cfg | {"architecture": "progressive", "epochs": p["epochs"], "init": "random"}

@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-from advkd.config import validate_config
+from advkd.config import SCORING_KEYS, validate_config
 from advkd.io import BadInputError
 from advkd.methods import FAMILIES
 from advkd.trajectories import shard_ranges
@@ -53,7 +53,7 @@ def method_seeds(method):
 def method_block(method):
     """What a method's jobs are given (and rerun on): its block without n and seeds, so scoring a method on more
     samples or seeds never retrains or re-costs it."""
-    return {k: v for k, v in METHODS[method].items() if k not in ("n", "seeds")}
+    return {k: v for k, v in METHODS[method].items() if k not in SCORING_KEYS}
 
 
 def sample_parts(wildcards):
