@@ -88,16 +88,12 @@ def semantic_errors(cfg: dict) -> list[str]:
         except BadInputError as e:
             errs.append(f"trajectories.sampler: {e}")
         else:
-            if tr["checkpoints"] > steps:
-                errs.append(f"trajectories.checkpoints: {tr['checkpoints']} checkpoints need at least as many sampler "
-                            f"steps, but {tr['sampler']} has {steps}")
-            sp = tr["spacing"]
-            if isinstance(sp, list):
-                if len(sp) != tr["checkpoints"]:
-                    errs.append(f"trajectories.spacing: {len(sp)} step indices given but checkpoints is "
-                                f"{tr['checkpoints']}")
-                if sp != sorted(sp) or sp[-1] != steps - 1:
-                    errs.append(f"trajectories.spacing: step indices must increase and end at {steps - 1} (x_0)")
+            from .trajectories import checkpoint_steps
+
+            try:
+                checkpoint_steps(steps, tr["checkpoints"], tr["spacing"])
+            except BadInputError as e:
+                errs.append(f"{e} ({tr['sampler']})")
     sm = cfg.get("sampling", {})
     if sm.get("shard_size") and sm["shard_size"] % sm["batch_size"]:
         errs.append(f"sampling.shard_size: {sm['shard_size']} must be a multiple of sampling.batch_size "

@@ -11,9 +11,19 @@ from .io import BadInputError, load_tensors, provenance, save_tensors
 
 def checkpoint_steps(steps: int, k: int, spacing="uniform") -> list[int]:
     """0-based step indices after which a state is kept. `uniform` gives floor(j*N/(K-1)) for j < K-1 plus the last
-    step: for DDPM-1000 and K=11 the states after t = 999, 899, ..., 99 and x_0, as the paper stores them."""
+    step: for DDPM-1000 and K=11 the states after t = 999, 899, ..., 99 and x_0, as the paper stores them.
+    K distinct states need K sampler steps; anything else is a BadInputError naming the config key."""
+    if k > steps:
+        raise BadInputError(f"trajectories.checkpoints: {k} checkpoints need at least as many sampler steps, but the "
+                            f"sampler has {steps}")
     if isinstance(spacing, list):
-        return [int(i) for i in spacing]
+        keep = [int(i) for i in spacing]
+        if len(keep) != k:
+            raise BadInputError(f"trajectories.spacing: {len(keep)} step indices given but checkpoints is {k}")
+        if keep != sorted(set(keep)) or keep[0] < 0 or keep[-1] != steps - 1:
+            raise BadInputError(f"trajectories.spacing: step indices must strictly increase and end at {steps - 1} "
+                                "(x_0)")
+        return keep
     if k == 1:
         return [steps - 1]
     return [(j * steps) // (k - 1) for j in range(k - 1)] + [steps - 1]

@@ -49,6 +49,7 @@ def test_defaults_are_filled(ci):
     (lambda c: c["methods"].update({"ddim-0": {"family": "ddim", "steps": 0}}), r"methods.ddim-0.steps: 0 is less"),
     (lambda c: c["methods"].update({"ddim-x": {"family": "ddim", "stepz": 3}}), r"methods.ddim-x: 'steps' is a required"),
     (lambda c: c["trajectories"].update(checkpoints=20), r"trajectories.checkpoints: 20 checkpoints need at least"),
+    (lambda c: c["trajectories"].update(spacing=[0, 5, 4, 9]), r"trajectories.spacing: step indices must strictly"),
     (lambda c: c["trajectories"].update(sampler="euler-5"), r"trajectories.sampler: 'euler-5' is not <sampler>-<steps>"),
     (lambda c: c["teacher"].update(source="pretrained"), r"teacher.pretrained: required"),
     (lambda c: c["sampling"].update(shard_size=24), r"sampling.shard_size: 24 must be a multiple of sampling.batch"),

@@ -7,6 +7,7 @@ import csv
 import pytest
 import torch
 import yaml
+from torch import nn
 
 from advkd.io import BadInputError, load_tensors, save_tensors
 from advkd.students import advkd as adv
@@ -37,6 +38,24 @@ def test_paper_preset_flops_match_published_44_6_gflop():
     assert fc.get_total_flops() == pytest.approx(44.6e9, rel=0.02)
 
 
+def test_nearest_upsampling_has_the_published_parameters_and_no_checkerboard():
+    from advkd.students.generator import _layer
+
+    g = ProgressiveGenerator(block_layout(11, 4, 256, PRESETS["paper"]["widths"]), 3, 3, upsample="nearest")
+    assert count(g) == count(paper_generator())
+    interiors = {}
+    for mode in ("transposed", "nearest"):
+        conv = nn.Sequential(*_layer("up", 1, 1, mode)[:-2])  # without BatchNorm/activation
+        for m in conv:
+            if hasattr(m, "weight"):
+                nn.init.ones_(m.weight), nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            interiors[mode] = conv(torch.ones(1, 1, 4, 4))[0, 0, 1:-1, 1:-1]
+    # A flat input stays flat under resize-conv; the stride-2 transposed conv gives 1-, 2- and 4-tap pixels.
+    assert interiors["nearest"].unique().tolist() == [9.0]
+    assert interiors["transposed"].unique().tolist() == [1.0, 2.0, 4.0]
+
+
 def test_embedded_every_head_and_critic_has_its_phase_shape():
     cfg = adv.resolve("e", {}, available=11, resolution=32, channels=1)
     assert [b["resolution"] for b in cfg["layout"]] == [8, 8, 16, 16, 32, 32, 32, 32, 32, 32, 32]
@@ -50,6 +69,14 @@ def test_embedded_every_head_and_critic_has_its_phase_shape():
         d = Discriminator(1, r, 1, 4, cfg["disc_width"])
         assert d(img, z).shape == (3,)
     assert g(z).shape == (3, 1, 32, 32)
+
+
+def test_unconditional_critic_ignores_the_noise_and_the_published_one_does_not():
+    img, z1, z2 = torch.randn(4, 1, 32, 32), torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    for critic, depends in (("conditional", True), ("unconditional", False)):
+        cfg = adv.resolve("e", {"noise_resolution": 8, "critic": critic}, available=11, resolution=32, channels=1)
+        d = adv.make_discriminators(cfg, adv.make_generator(cfg))["10"]
+        assert (not torch.equal(d(img, z1), d(img, z2))) == depends
 
 
 @pytest.mark.parametrize("phases,expect", [(1, [32]), (4, [8, 8, 16, 32]), (11, None)])
@@ -74,6 +101,7 @@ def _ci_config(repo_root, **methods):
 @pytest.mark.parametrize("params,key", [
     ({"family": "advkd", "phases": 5}, "methods.bad.phases"),           # ci keeps 4 checkpoints
     ({"family": "advkd", "loss": "hinge"}, "methods.bad.loss"),
+    ({"family": "advkd", "upsample": "bilinear"}, "methods.bad.upsample"),
     ({"family": "advkd", "checkpoints": [0, 2]}, "methods.bad.checkpoints"),   # must end at x_0 (index 3)
     ({"family": "advkd", "heads": False}, "methods.bad.heads"),           # needs training: joint
     ({"family": "advkd", "noise_resolution": 3}, "methods.bad.noise_resolution"),

@@ -30,6 +30,10 @@ def test_published_checkpoint_spacing():
     assert [int(s.timesteps[i]) for i in ddpm] == [999, 899, 799, 699, 599, 499, 399, 299, 199, 99, 0]
     assert checkpoint_steps(50, 11) == [0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 49]
     assert checkpoint_steps(50, 1) == [49]
+    # More states than steps would repeat a step (and write a shard with duplicate checkpoints): refused up front,
+    # also when the trajectories stage is called without a validated config.
+    with pytest.raises(BadInputError, match="trajectories.checkpoints: 11 checkpoints need"):
+        checkpoint_steps(10, 11)
 
 
 def test_paper_teacher_architecture_is_exact():

@@ -31,6 +31,9 @@ PARAMS = {
     "noise_resolution": {"oneOf": [{"type": "integer", "minimum": 1}, {"const": "full"}],
                          "description": "resolution x_T is downsampled to before the generator: 4 (published) .. "
                          "the image resolution, or 'full'"},
+    "upsample": {"enum": ["transposed", "nearest"], "description": "up layers: transposed = the published "
+                 "stride-2 3x3 transposed conv; nearest = nearest upsampling + 3x3 conv (no checkerboard, same "
+                 "parameters, 4x the FLOPs of that layer)"},
     "heads": {"type": "boolean", "description": "intermediate heads (true = published); false keeps only the "
               "last head and needs training: joint"},
     "loss": {"enum": ["adversarial", "regression", "both"],
@@ -50,6 +53,8 @@ PARAMS = {
                    "32 (k=8), 16 (k>=9)"},
     "lr": {"type": "number", "exclusiveMinimum": 0, "description": "Adam learning rate (1e-4 published)"},
     "d_lr": {"type": ["number", "null"], "exclusiveMinimum": 0, "description": "critic learning rate (null = lr)"},
+    "critic": {"enum": ["conditional", "unconditional"], "description": "conditional = published: the critic "
+               "judges (image, input noise) pairs; unconditional = the image alone (realism, not the match to x_T)"},
     "disc_width": {"type": "integer", "minimum": 1, "description": "first critic conv width (default: preset's)"},
     "ema": {"type": ["number", "null"], "exclusiveMinimum": 0, "exclusiveMaximum": 1,
             "description": "sample from an exponential moving average of the generator weights with this decay "
@@ -61,11 +66,11 @@ PARAMS = {
 }
 
 DEFAULTS = {"preset": "embedded", "phases": None, "checkpoints": None, "width": 1.0, "widths": None,
-            "layers_per_block": None,
+            "layers_per_block": None, "upsample": "transposed",
             "noise_resolution": None, "heads": True, "loss": "adversarial", "regression": "mse", "reg_weight": 1.0,
             "adv_weight": 1.0, "gradient_penalty": 10.0, "clip": 0.1, "training": "phases", "epochs_scale": 1.0,
-            "batch_size": None, "lr": 1e-4, "d_lr": None, "disc_width": None, "ema": None, "augment": False,
-            "max_runs": None}
+            "batch_size": None, "lr": 1e-4, "d_lr": None, "disc_width": None, "critic": "conditional", "ema": None,
+            "augment": False, "max_runs": None}
 
 
 def published_batch(k: int) -> int:
@@ -113,14 +118,17 @@ def check(name: str, params: dict, cfg: dict) -> list[str]:
 
 
 def make_generator(cfg: dict) -> ProgressiveGenerator:
-    return ProgressiveGenerator(cfg["layout"], cfg["image_channels"], cfg["image_channels"], cfg["heads"])
+    # .get: students saved before the knob existed used the published layer
+    return ProgressiveGenerator(cfg["layout"], cfg["image_channels"], cfg["image_channels"], cfg["heads"],
+                                cfg.get("upsample", "transposed"))
 
 
 def make_discriminators(cfg: dict, gen: ProgressiveGenerator) -> nn.ModuleDict:
     if cfg["loss"] == "regression":
         return nn.ModuleDict()
+    noise_channels = 0 if cfg.get("critic") == "unconditional" else cfg["image_channels"]
     return nn.ModuleDict({str(h): Discriminator(cfg["image_channels"], cfg["layout"][h]["resolution"],
-                                                cfg["image_channels"], cfg["noise_resolution"], cfg["disc_width"])
+                                                noise_channels, cfg["noise_resolution"], cfg["disc_width"])
                           for h in gen.head_ids()})
 
 

@@ -80,10 +80,16 @@ def block_layout(n_blocks: int, noise_res: int, out_res: int, base_widths=PAPER_
     return blocks
 
 
-def _layer(kind: str, cin: int, cout: int) -> nn.Sequential:
-    conv = (nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1) if kind == "up"
-            else nn.Conv2d(cin, cout, 3, padding=1))
-    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
+def _layer(kind: str, cin: int, cout: int, upsample: str = "transposed") -> nn.Sequential:
+    if kind != "up":
+        conv = [nn.Conv2d(cin, cout, 3, padding=1)]
+    elif upsample == "transposed":  # the published layer
+        conv = [nn.ConvTranspose2d(cin, cout, 3, stride=2, padding=1, output_padding=1)]
+    else:
+        # Resize-convolution (Odena et al. 2016): a stride-2 transposed conv covers output pixels unevenly and
+        # leaves a checkerboard; nearest upsampling then a 3x3 conv does not. Same parameters, 4x the FLOPs.
+        conv = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1)]
+    return nn.Sequential(*conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
 
 
 def _head(c: int, image_channels: int) -> nn.Sequential:
@@ -94,7 +100,8 @@ def _head(c: int, image_channels: int) -> nn.Sequential:
 class ProgressiveGenerator(nn.Module):
     """Blocks = denoising phases. `render` runs blocks 0..upto and returns the requested heads' images."""
 
-    def __init__(self, layout: list[dict], noise_channels: int, image_channels: int, heads: bool = True):
+    def __init__(self, layout: list[dict], noise_channels: int, image_channels: int, heads: bool = True,
+                 upsample: str = "transposed"):
         super().__init__()
         self.layout = layout
         self.blocks = nn.ModuleList()
@@ -102,7 +109,7 @@ class ProgressiveGenerator(nn.Module):
         for blk in layout:
             layers = []
             for j, kind in enumerate(blk["layers"]):
-                layers.append(_layer(kind, cin if j == 0 else blk["width"], blk["width"]))
+                layers.append(_layer(kind, cin if j == 0 else blk["width"], blk["width"], upsample))
             self.blocks.append(nn.Sequential(*layers))
             cin = blk["width"]
         last = len(layout) - 1
@@ -150,9 +157,12 @@ class Discriminator(nn.Module):
                  width: int = 16, max_width: int = 256, hidden: int = 128):
         super().__init__()
         self.image = self._branch(image_channels, resolution, width, max_width)
-        self.noise = self._branch(noise_channels, noise_resolution, max(4, width // 2), max_width)
-        feats = self._features(self.image, image_channels, resolution) + \
-            self._features(self.noise, noise_channels, noise_resolution)
+        feats = self._features(self.image, image_channels, resolution)
+        # noise_channels 0: an unconditional critic (an ablation; it judges realism, not the match to x_T)
+        self.noise = self._branch(noise_channels, noise_resolution, max(4, width // 2), max_width) \
+            if noise_channels else None
+        if self.noise is not None:
+            feats += self._features(self.noise, noise_channels, noise_resolution)
         self.mlp = nn.Sequential(nn.Linear(feats, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
 
     @staticmethod
@@ -171,7 +181,8 @@ class Discriminator(nn.Module):
             return branch(torch.zeros(1, cin, res, res)).numel()
 
     def forward(self, image, noise):
-        return self.mlp(torch.cat([self.image(image).flatten(1), self.noise(noise).flatten(1)], 1)).squeeze(1)
+        feats = [self.image(image).flatten(1)] + ([self.noise(noise).flatten(1)] if self.noise is not None else [])
+        return self.mlp(torch.cat(feats, 1)).squeeze(1)
 
 
 def downsample_noise(x_T, resolution: int):
