@@ -247,6 +247,47 @@ def fig_training(results, methods, out):
     return _save(fig, out, "training_curves")
 
 
+SPEED_COLUMNS = ["method", "kind", "seed", "n", "batch_size", "compiled", "nfe", "seconds", "images_per_s",
+                 "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak", "device"]
+
+
+def sampling_speed(results, kinds: dict) -> pd.DataFrame:
+    """One row per sampling job (a method and seed, its shards merged) from results/<exp>/samples/*/seed*.json."""
+    rows = []
+    for path in sorted((Path(results) / "samples").glob("*/seed*.json")):
+        s = read_json(path)
+        rows.append({"method": s["method"], "kind": kinds.get(s["method"], ""), "seed": s["seed"], "n": s["n"],
+                     "batch_size": s["batch_size"], "compiled": bool(s.get("compiled", False)), "nfe": s["nfe"],
+                     "seconds": s["seconds"], "images_per_s": s["images_per_s"],
+                     "achieved_gflops": s["achieved_gflops"], "matmul_peak_gflops": s["matmul_peak_gflops"],
+                     "fraction_of_peak": s["fraction_of_peak"], "device": s.get("provenance", {}).get("device", "")})
+    return pd.DataFrame(rows, columns=SPEED_COLUMNS)
+
+
+def write_speed_tables(speed: pd.DataFrame, out_dirs, target: float = 0.8) -> None:
+    """sampling_speed.{csv,md}; the .md's note counts the teacher samplers at or above `target` of the peak."""
+    teacher = speed[speed.kind == "sampler"].fraction_of_peak
+    summary = (f"Teacher samplers: median fraction of peak {teacher.median():.3f} over {len(teacher)} jobs "
+               f"(range {teacher.min():.3f}-{teacher.max():.3f}; {(teacher >= target).sum()} of {len(teacher)} at "
+               f"{target} or more). " if len(teacher) else "No teacher sampling jobs in this experiment. ")
+    notes = (summary + "One row per sampling job (one method and seed; shards merged). achieved GFLOP/s = the "
+             "network's FLOPs per image (torch.utils.flop_counter: convolutions and matmuls, multiply-add = 2) x "
+             "NFE x n / sampling seconds (compilation before the clock). matmul peak = a 2048x2048 fp32 matmul "
+             "(the fastest of 5 calls) timed in the same process before and after sampling, the higher kept "
+             "(the median over shards for a sharded run). Students are single calls of small networks: their "
+             "fraction says little.")
+    fmt = {"seconds": "{:.1f}", "images_per_s": "{:.1f}", "achieved_gflops": "{:.1f}",
+           "matmul_peak_gflops": "{:.1f}", "fraction_of_peak": "{:.3f}"}
+    disp = speed.drop(columns=["kind"]).assign(**{c: speed[c].map(f.format) for c, f in fmt.items()}).rename(
+        columns={"batch_size": "batch", "images_per_s": "img/s", "achieved_gflops": "GFLOP/s",
+                 "matmul_peak_gflops": "peak GFLOP/s", "fraction_of_peak": "fraction of peak"})
+    md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
+    for d in out_dirs:
+        with atomic_path(Path(d) / "sampling_speed.csv") as tmp:
+            speed.to_csv(tmp, index=False)
+        write_text(Path(d) / "sampling_speed.md", md)
+
+
 def report(results, out, paper_out=None) -> dict:
     """Write tables (results/<exp>/tables and paper_figures/<exp>) and figures (paper_figures/<exp>)."""
     import matplotlib
@@ -258,6 +299,7 @@ def report(results, out, paper_out=None) -> dict:
     results, out = Path(results), Path(out)
     df = collect(results)
     write_tables(df, [results / "tables", out])
+    write_speed_tables(sampling_speed(results, dict(zip(df.method, df.kind))), [results / "tables", out])
     students = df.method[df.kind == "student"].tolist()
     figs = []
     if df.fd_mean.notna().any():
@@ -270,6 +312,7 @@ def report(results, out, paper_out=None) -> dict:
                       "phase_panels", title_fn=lambda m: f"{m}: teacher | heads",
                       file_fn=lambda m: results / "students" / m / "panel.png", ncols=2)
     figs += fig_training(results, students, out)
-    summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": ["summary.csv", "summary.md", "summary.tex"]}
+    tables = ["summary.csv", "summary.md", "summary.tex", "sampling_speed.csv", "sampling_speed.md"]
+    summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables}
     write_text(out / "index.json", json.dumps(summary, indent=2) + "\n")
     return summary

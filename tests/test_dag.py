@@ -5,6 +5,7 @@ import re
 import subprocess
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -44,6 +45,12 @@ def test_ci_experiment_end_to_end(venv_bin, repo_root, tmp_path):
             assert stats["seed"] == seed and stats["images_per_s"] > 0 and stats["matmul_peak_gflops"] > 0
             assert stats["provenance"]["versions"]["diffusers"]
             assert (res / "samples" / method / f"seed{seed}.png").stat().st_size > 0
+    # The report's sampling-speed table: one row per sampling job, its fraction of the peak as recorded.
+    speed = pd.read_csv(res / "tables" / "sampling_speed.csv")
+    jobs = {(m, seed) for m in cfg["methods"] for seed in cfg["sampling"]["seeds"]}
+    assert set(zip(speed.method, speed.seed)) == jobs and len(speed) == len(jobs)
+    assert np.allclose(speed.fraction_of_peak, speed.achieved_gflops / speed.matmul_peak_gflops)
+    assert "Teacher samplers: median fraction of peak" in (res / "tables" / "sampling_speed.md").read_text()
     a = load_images(res / "samples" / "ddim-5" / "seed0.npz")
     b = load_images(res / "samples" / "ddim-5" / "seed1.npz")
     assert not np.array_equal(a, b)

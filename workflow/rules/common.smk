@@ -116,6 +116,7 @@ def report_inputs(wildcards):
         "quality": quality_files(METHODS),
         "cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
         "samples": per_seed(f"{R}/samples/{{method}}/seed{{seed}}.png", METHODS),
+        "sample_stats": per_seed(f"{R}/samples/{{method}}/seed{{seed}}.json", METHODS),
         "students": expand(f"{R}/students/{{method}}/loss.csv", method=STUDENT_METHODS),
     }
 

@@ -4,6 +4,9 @@ rule report:
         unpack(report_inputs),
     output:
         tables=multiext(f"{R}/tables/summary", ".csv", ".md", ".tex"),
+        speed=multiext(f"{R}/tables/sampling_speed", ".csv", ".md"),
+        paper_speed_csv=report(f"{PAPER}/sampling_speed.csv", category="Tables", caption="../report/sampling_speed.rst"),
+        paper_speed_md=f"{PAPER}/sampling_speed.md",
         paper_csv=report(f"{PAPER}/summary.csv", category="Tables", caption="../report/summary.rst"),
         paper_md=f"{PAPER}/summary.md",
         paper_tex=f"{PAPER}/summary.tex",
