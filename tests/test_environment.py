@@ -54,3 +54,31 @@ def test_ci_runs_the_readme_test_command(repo_root):
     readme = (repo_root / "README.md").read_text()
     ci = (repo_root / ".ci" / "run").read_text()
     assert "make test" in readme and "make test" in ci
+
+
+def test_setup_refuses_a_full_disk_before_installing(repo_root, tmp_path):
+    """With too little space for the environment, setup.sh stops with the reason before pip starts."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    (tmp_path / "scripts").mkdir()
+    for f in ("scripts/setup.sh", "requirements.txt", "pyproject.toml"):
+        shutil.copy(repo_root / f, tmp_path / f)
+    (tmp_path / ".venv" / "bin").mkdir(parents=True)
+    (tmp_path / ".venv" / "bin" / "python").symlink_to(sys.executable)
+    # pip must never be reached: a stand-in that records being called
+    pip = tmp_path / ".venv" / "bin" / "pip"
+    pip.write_text(f"#!/bin/sh\ntouch {tmp_path}/pip-ran\n")
+    pip.chmod(0o755)
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    (fake / "df").write_text("#!/bin/sh\necho 'Filesystem 1024-blocks Used Available Capacity Mounted'\n"
+                             "echo '/dev/x 100000000 99000000 3000000 97% /'\n")  # 3,000,000 KiB ~ 2.9 GB free
+    (fake / "df").chmod(0o755)
+    env = os.environ | {"PATH": f"{fake}:{os.environ['PATH']}"}
+    r = subprocess.run(["bash", tmp_path / "scripts" / "setup.sh"], capture_output=True, text=True, env=env)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "2 GB free" in r.stderr and "needs ~8 GB" in r.stderr, r.stderr
+    assert not (tmp_path / "pip-ran").exists()
