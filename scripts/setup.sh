@@ -22,13 +22,14 @@ fi
 stamp=.venv/.advkd-installed
 want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  # The pinned torch is a CUDA build: ~6 GB in .venv, and pip unpacks it in $TMPDIR first. A full disk would
-  # stop pip half-way with a bare OSError, so say what is missing before starting.
+  # The pinned torch is a CUDA build: ~6 GB in .venv, and pip needs scratch space in $TMPDIR. A full disk
+  # stops pip half-way with a bare OSError, so say what is missing before starting.
   for dir in . "${TMPDIR:-/tmp}"; do
     free_gb=$(( $(df -Pk "$dir" | awk 'NR==2 {print $4}') / 1048576 ))
     if [ "$free_gb" -lt 8 ]; then
       echo "setup: $(cd "$dir" && pwd) has ${free_gb} GB free; installing the pinned environment needs ~8 GB" \
-           "there (.venv ~6 GB, pip's unpacking in \$TMPDIR). Free some space (or point TMPDIR elsewhere) and rerun." >&2
+           "there (.venv ~6 GB, pip's scratch space in \$TMPDIR)." \
+           "Free some space (or point TMPDIR elsewhere) and rerun." >&2
       exit 1
     fi
   done
