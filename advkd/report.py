@@ -86,7 +86,7 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         "IS": [_pm(m, s) for m, s in zip(df.inception_score_mean, df.inception_score_std)],
         "precision": df.precision_mean.map("{:.3f}".format),
         "recall": df.recall_mean.map("{:.3f}".format),
-        "classes": df.classes_covered_mean.map("{:.0f}".format),
+        "classes": df.classes_covered_mean.map(lambda v: f"{v:.1f}".removesuffix(".0")),  # 9.5 = 9 and 10
         "top class": df.largest_share_mean.map("{:.0%}".format),
         "n": df.n, "seeds": df.seeds,
     })
@@ -109,7 +109,8 @@ def footnotes(df: pd.DataFrame) -> str:
             "‡ = scored on fewer samples than the other rows: FD is biased upward at small n, compare this row by "
             "KID (unbiased in n). Speed-up = latency of ddpm-1000 / latency of the row, both at batch 1, measured "
             "by the cost rule one method after another on the same machine. classes = judge classes with at least "
-            "1% of the samples; top class = the largest share (mode collapse shows as few classes / a large share).")
+            "1% of the samples and top class = the largest share, both means over the seeds (mode collapse shows "
+            "as few classes / a large share).")
 
 
 def write_tables(df: pd.DataFrame, out_dirs) -> None:
