@@ -119,11 +119,14 @@ def write_tables(df: pd.DataFrame, out_dirs) -> None:
     md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
     tex = disp.to_latex(index=False, escape=True, caption=notes.replace("±", r"$\pm$"), label="tab:advkd")
     for d in out_dirs:
-        d = Path(d)
-        with atomic_path(d / "summary.csv") as tmp:
-            df.to_csv(tmp, index=False)
-        write_text(d / "summary.md", md)
-        write_text(d / "summary.tex", tex)
+        _write_csv_md(Path(d), "summary", df, md)
+        write_text(Path(d) / "summary.tex", tex)
+
+
+def _write_csv_md(d: Path, stem: str, df: pd.DataFrame, md: str) -> None:
+    with atomic_path(d / f"{stem}.csv") as tmp:
+        df.to_csv(tmp, index=False)
+    write_text(d / f"{stem}.md", md)
 
 
 def _save(fig, out: Path, name: str) -> list[Path]:
@@ -284,9 +287,7 @@ def write_speed_tables(speed: pd.DataFrame, out_dirs, target: float = 0.8) -> No
                  "matmul_peak_gflops": "peak GFLOP/s", "fraction_of_peak": "fraction of peak"})
     md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
     for d in out_dirs:
-        with atomic_path(Path(d) / "sampling_speed.csv") as tmp:
-            speed.to_csv(tmp, index=False)
-        write_text(Path(d) / "sampling_speed.md", md)
+        _write_csv_md(Path(d), "sampling_speed", speed, md)
 
 
 def report(results, out, paper_out=None) -> dict:
