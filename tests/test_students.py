@@ -105,6 +105,8 @@ def _ci_config(repo_root, **methods):
     ({"family": "advkd", "checkpoints": [0, 2]}, "methods.bad.checkpoints"),   # must end at x_0 (index 3)
     ({"family": "advkd", "heads": False}, "methods.bad.heads"),           # needs training: joint
     ({"family": "advkd", "noise_resolution": 3}, "methods.bad.noise_resolution"),
+    ({"family": "advkd", "reg_resolution": 12}, "methods.bad.reg_resolution"),
+    ({"family": "advkd", "generator": "teacher-unet", "widths": [8, 8]}, "methods.bad.widths"),  # the UNet is fixed
     ({"family": "advkd", "preset": "paper"}, "methods.bad.preset"),       # 256x256 RGB, data is 32x32 grey
     ({"family": "advkd", "epochs": 3}, "methods.bad"),                  # unknown key
     ({"family": "denoising-student", "architecture": "transformer"}, "methods.bad.architecture"),
@@ -195,6 +197,18 @@ def test_diff_augment_is_seeded_differentiable_and_shape_preserving():
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
+def test_low_resolution_regression_leaves_detail_to_the_critic():
+    from advkd.students.training import regression_loss
+
+    target = torch.rand(2, 1, 32, 32)
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 2.0 - 1  # zero mean over every 2x2 cell
+    pred = target + 0.5 * checker
+    assert regression_loss("mse", pred, target) == pytest.approx(0.25)
+    assert regression_loss("mse", pred, target, resolution=8) == pytest.approx(0.0, abs=1e-12)
+    shifted = target + 0.5  # a change of the layout itself is still penalised
+    assert regression_loss("l1", shifted, target, resolution=8) == pytest.approx(0.5)
+
+
 def test_sampling_is_one_forward_pass_of_the_inference_path(tiny_shard, tmp_path):
     from advkd.methods import build_method
 
@@ -214,6 +228,21 @@ def test_regression_student_reduces_its_loss(tiny_shard, tmp_path):
     _distill(params, tiny_shard, tmp_path)
     reg = [float(r["reg"]) for r in _rows(tmp_path / "loss.csv")]
     assert len(reg) == 12 and reg[-1] < 0.6 * reg[0]
+
+
+@pytest.mark.parametrize("output,start", [("residual", "blank"), ("x0", "noise")])
+def test_teacher_initialised_unet_student_starts_where_its_output_says(repo_root, output, start):
+    from advkd.students.generator import UNetStudent
+    from advkd.teacher import load_pipeline_dir
+
+    unet, _ = load_pipeline_dir(str(repo_root / "experiments/assets/teacher-fmnist32"))
+    z = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        x = UNetStudent(unet.float(), 999, residual=output == "residual")(z)
+    # At t=999 the teacher's noise estimate is ~x_T: as x0 that is the noise itself, as a residual ~0
+    dist_to_noise = (x - z).pow(2).mean().sqrt().item()
+    assert (dist_to_noise > 0.9 if start == "blank" else dist_to_noise < 0.1), dist_to_noise
+    assert (x.abs().mean() < 0.1) == (start == "blank")
 
 
 def test_build_refuses_a_student_of_another_family(tiny_shard, tmp_path):

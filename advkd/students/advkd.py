@@ -8,12 +8,17 @@ import torch
 from torch import nn
 
 from ..config import SCORING_KEYS
-from .common import checkpoint_errors, run_distillation, select_checkpoints, student_config, student_method
-from .generator import (PRESETS, Discriminator, InferencePath, ProgressiveGenerator, block_layout, count,
-                        downsample_noise, log2_ratio)
+from .common import (checkpoint_errors, run_distillation, select_checkpoints, student_config, student_method,
+                     teacher_unet)
+from .generator import (PRESETS, Discriminator, InferencePath, ProgressiveGenerator, UNetStudent, block_layout,
+                        count, downsample_noise, log2_ratio, unet_from_config)
 from .training import Phase, Recipe, Student
 
 PARAMS = {
+    "generator": {"enum": ["progressive", "teacher-unet"], "description": "progressive = the published "
+                  "generator (blocks = phases, each with a head); teacher-unet = the teacher's UNet initialised from "
+                  "its weights, fed the whole x_T, its output read as x_T minus the image (the Denoising Student's "
+                  "network): one phase on x_0, trained with this recipe's losses and critics (not published)"},
     "preset": {"enum": sorted(PRESETS), "description": "paper = published 256x256 RGB student; embedded = the same "
                "design at quarter width for 1x32x32 (default)"},
     "phases": {"type": "integer", "minimum": 1, "description": "student phases = blocks = teacher checkpoints "
@@ -40,6 +45,10 @@ PARAMS = {
              "description": "adversarial = published; regression = Denoising-Student-style; both = sum"},
     "regression": {"enum": ["mse", "l1"], "description": "regression loss kind"},
     "reg_weight": {"type": "number", "minimum": 0, "description": "weight of the regression loss"},
+    "reg_resolution": {"type": ["integer", "null"], "minimum": 1, "description": "compare student and teacher "
+                       "images area-averaged to this side (a power-of-2 divisor of the image) in the regression "
+                       "loss, so that it anchors the layout the input noise determines and leaves the detail to "
+                       "the critic; null = at the rendered resolution (published)"},
     "adv_weight": {"type": "number", "minimum": 0, "description": "weight of the generator's adversarial loss"},
     "gradient_penalty": {"type": "number", "minimum": 0, "description": "gradient-penalty weight (10 published, "
                          "0 = off)"},
@@ -65,9 +74,9 @@ PARAMS = {
                  "runs only"},
 }
 
-DEFAULTS = {"preset": "embedded", "phases": None, "checkpoints": None, "width": 1.0, "widths": None,
-            "layers_per_block": None, "upsample": "transposed",
-            "noise_resolution": None, "heads": True, "loss": "adversarial", "regression": "mse", "reg_weight": 1.0,
+DEFAULTS = {"generator": "progressive", "preset": "embedded", "phases": None, "checkpoints": None, "width": 1.0,
+            "widths": None, "layers_per_block": None, "upsample": "transposed", "noise_resolution": None,
+            "heads": True, "loss": "adversarial", "regression": "mse", "reg_weight": 1.0, "reg_resolution": None,
             "adv_weight": 1.0, "gradient_penalty": 10.0, "clip": 0.1, "training": "phases", "epochs_scale": 1.0,
             "batch_size": None, "lr": 1e-4, "d_lr": None, "disc_width": None, "critic": "conditional", "ema": None,
             "augment": False, "max_runs": None}
@@ -82,6 +91,10 @@ def resolve(name: str, params: dict, available: int, resolution: int, channels: 
     p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", *SCORING_KEYS)}
     preset = PRESETS[p["preset"]]
     phases = p["phases"] or (len(p["checkpoints"]) if p["checkpoints"] else available)
+    if p["generator"] == "teacher-unet":  # one network on the whole x_T: no blocks, heads or noise resizing
+        return {**p, "family": family, "name": name, "phases": 1, "noise_resolution": resolution, "heads": False,
+                "training": "joint", "checkpoints": [available - 1], "resolution": resolution,
+                "image_channels": channels, "layout": None, "disc_width": p["disc_width"] or preset["disc_width"]}
     nr = p["noise_resolution"] or preset["noise_resolution"]
     nr = resolution if nr == "full" else nr
     layout = block_layout(phases, nr, resolution, p["widths"] or preset["widths"], p["width"], p["layers_per_block"])
@@ -98,6 +111,13 @@ def check(name: str, params: dict, cfg: dict) -> list[str]:
     available = cfg["trajectories"]["checkpoints"]
     res, ch = cfg["data"]["resolution"], cfg["data"]["channels"]
     errs = checkpoint_errors(where, available, p["phases"], p["checkpoints"])
+    if p["generator"] == "teacher-unet":
+        fixed = {"phases": 1, "noise_resolution": "full", "heads": False, "training": "joint"}
+        for key in ("phases", "checkpoints", "width", "widths", "layers_per_block", "upsample", "noise_resolution",
+                    "heads", "training", "preset"):
+            if key in params and params[key] != fixed.get(key, object()):
+                errs.append(f"{where}.{key}: does not apply to generator: teacher-unet (the teacher's UNet on the "
+                            "whole x_T, one phase on x_0); remove it")
     preset = PRESETS[p["preset"]]
     for key in ("resolution", "image_channels"):
         want, have = preset[key], res if key == "resolution" else ch
@@ -107,6 +127,9 @@ def check(name: str, params: dict, cfg: dict) -> list[str]:
     nr = p["noise_resolution"] or preset["noise_resolution"]
     if nr != "full" and log2_ratio(res, nr) is None:
         errs.append(f"{where}.noise_resolution: {nr} must divide the image resolution {res} by a power of 2")
+    rr = p["reg_resolution"]
+    if rr is not None and log2_ratio(res, rr) is None:
+        errs.append(f"{where}.reg_resolution: {rr} must divide the image resolution {res} by a power of 2")
     if not p["heads"] and p["training"] != "joint":
         errs.append(f"{where}.heads: false leaves the intermediate phases without an image to supervise; set "
                     "training: joint")
@@ -117,7 +140,13 @@ def check(name: str, params: dict, cfg: dict) -> list[str]:
     return errs
 
 
-def make_generator(cfg: dict) -> ProgressiveGenerator:
+def head_resolution(cfg: dict, head: int) -> int:
+    return cfg["resolution"] if cfg["layout"] is None else cfg["layout"][head]["resolution"]
+
+
+def make_generator(cfg: dict) -> nn.Module:
+    if cfg.get("generator") == "teacher-unet":
+        return UNetStudent(unet_from_config(cfg["unet_config"]), cfg["timestep"], residual=True)
     # .get: students saved before the knob existed used the published layer
     return ProgressiveGenerator(cfg["layout"], cfg["image_channels"], cfg["image_channels"], cfg["heads"],
                                 cfg.get("upsample", "transposed"))
@@ -127,7 +156,7 @@ def make_discriminators(cfg: dict, gen: ProgressiveGenerator) -> nn.ModuleDict:
     if cfg["loss"] == "regression":
         return nn.ModuleDict()
     noise_channels = 0 if cfg.get("critic") == "unconditional" else cfg["image_channels"]
-    return nn.ModuleDict({str(h): Discriminator(cfg["image_channels"], cfg["layout"][h]["resolution"],
+    return nn.ModuleDict({str(h): Discriminator(cfg["image_channels"], head_resolution(cfg, h),
                                                 noise_channels, cfg["noise_resolution"], cfg["disc_width"])
                           for h in gen.head_ids()})
 
@@ -137,12 +166,15 @@ def make_student(cfg: dict) -> Student:
     nr = cfg["noise_resolution"]
 
     def trainable(phase: Phase):
+        if cfg.get("generator") == "teacher-unet":
+            yield from gen.parameters()
+            return
         for b in range(phase.last_block + 1):
             yield from gen.blocks[b].parameters()
         for h in phase.heads:
             yield from gen.heads[str(h)].parameters()
 
-    return Student(gen, lambda x: downsample_noise(x, nr), {h: cfg["layout"][h]["resolution"] for h in gen.head_ids()},
+    return Student(gen, lambda x: downsample_noise(x, nr), {h: head_resolution(cfg, h) for h in gen.head_ids()},
                    make_discriminators(cfg, gen), trainable)
 
 
@@ -159,7 +191,8 @@ def make_phases(cfg: dict) -> list[Phase]:
 
 def make_recipe(cfg: dict) -> Recipe:
     return Recipe(loss=cfg["loss"], regression=cfg["regression"], adv_weight=cfg["adv_weight"],
-                  reg_weight=cfg["reg_weight"], gradient_penalty=cfg["gradient_penalty"], clip=cfg["clip"] or None,
+                  reg_weight=cfg["reg_weight"], reg_resolution=cfg.get("reg_resolution"),
+                  gradient_penalty=cfg["gradient_penalty"], clip=cfg["clip"] or None,
                   lr=cfg["lr"], d_lr=cfg["d_lr"], ema=cfg["ema"], augment=cfg["augment"])
 
 
@@ -170,14 +203,23 @@ def train(name: str, params: dict, ctx: dict) -> dict:
     traj = load_distillation_set(ctx["trajectories"], params.get("max_runs"))
     _, available, ch, res, _ = traj["states"].shape
     cfg = resolve(name, params, available, res, ch)
+    unet = None
+    if cfg["generator"] == "teacher-unet":
+        unet, unet_cfg, _ = teacher_unet(ctx["teacher"])
+        cfg |= unet_cfg
     torch.manual_seed(ctx["seed"])  # initial weights are part of the run: a resumed or repeated run must match
-    return run_distillation(make_student(cfg), make_phases(cfg), make_recipe(cfg), cfg, traj, ctx["out"],
+    student = make_student(cfg)
+    if unet is not None:
+        student.generator.unet.load_state_dict(unet.state_dict())
+    return run_distillation(student, make_phases(cfg), make_recipe(cfg), cfg, traj, ctx["out"],
                             ctx["seed"], ctx.get("device", "cpu"), ctx.get("stop_after_epochs"),
                             ctx.get("progress", True))
 
 
 def build(name: str, params: dict, ctx: dict):
     cfg, tensors = student_config(name, params, ctx, "advkd", resolve)
+    if tensors is None and cfg.get("generator") == "teacher-unet":  # cost only: the teacher's architecture
+        cfg |= teacher_unet(ctx["teacher"])[1]
     gen = make_generator(cfg)
     if tensors is not None:
         gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
@@ -186,5 +228,6 @@ def build(name: str, params: dict, ctx: dict):
     info = {"phases": cfg["phases"], "checkpoints": cfg["checkpoints"], "noise_resolution": nr,
             "loss": cfg["loss"], "training": cfg["training"], "generator_parameters": count(gen),
             "discriminator_parameters": count(discs)}
-    return student_method(name, "advkd", gen, lambda x: downsample_noise(x, nr), InferencePath(gen), (c, r, r),
+    net = gen if cfg.get("generator") == "teacher-unet" else InferencePath(gen)
+    return student_method(name, "advkd", gen, lambda x: downsample_noise(x, nr), net, (c, r, r),
                           (c, nr, nr), count(gen) + count(discs), info, ctx.get("device", "cpu"))

@@ -82,6 +82,15 @@ def run_distillation(student, phases, recipe, cfg: dict, traj: dict, out_dir, se
     return result
 
 
+def teacher_unet(card_path) -> tuple:
+    """(the teacher's UNet in fp32, {"unet_config", "timestep"} to rebuild it as a one-step student, card)."""
+    from ..teacher import load_teacher
+
+    unet, train_config, card = load_teacher(card_path, "cpu")
+    unet = unet.to(memory_format=torch.contiguous_format).float()
+    return unet, {"unet_config": dict(unet.config), "timestep": int(train_config["num_train_timesteps"]) - 1}, card
+
+
 def load_student(student_dir, family: str) -> tuple[dict, dict]:
     """(resolved config, tensors) of a trained student; a missing or foreign folder is a BadInputError."""
     d = Path(student_dir or "")

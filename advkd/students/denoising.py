@@ -16,13 +16,18 @@ from torch import nn
 from ..config import SCORING_KEYS
 from . import advkd as adv
 from .common import run_distillation, student_config, student_method
-from .generator import count
+from .common import teacher_unet as teacher_unet_of
+from .generator import UNetStudent, count, unet_from_config
 from .training import Phase, Recipe, Student
 
 PARAMS = {
     "architecture": {"enum": ["unet", "progressive"], "description": "unet = the teacher's UNet (default); "
                      "progressive = the Adv-KD generator at full-resolution noise, last head only"},
     "init": {"enum": ["teacher", "random"], "description": "unet weights to start from (teacher = Luhman & Luhman)"},
+    "output": {"enum": ["residual", "x0"], "description": "what the unet's output means: residual (default) = "
+               "x_T minus the image, so that a teacher-initialised student, whose output at the last timestep is "
+               "its noise estimate (close to x_T), starts near a blank image; x0 = the image itself, so it starts "
+               "near x_T and must first unlearn the noise"},
     "regression": {"enum": ["mse", "l1"], "description": "regression loss kind"},
     "epochs": {"type": "integer", "minimum": 1, "description": "passes over the (x_T, x_0) pairs"},
     "batch_size": {"type": "integer", "minimum": 2},
@@ -31,22 +36,8 @@ PARAMS = {
     "layers_per_block": adv.PARAMS["layers_per_block"],
     "max_runs": adv.PARAMS["max_runs"],
 }
-DEFAULTS = {"architecture": "unet", "init": "teacher", "regression": "mse", "epochs": 20, "batch_size": 64,
-            "lr": 1e-4, "width": 1.0, "layers_per_block": None, "max_runs": None}
-
-
-class UNetStudent(nn.Module):
-    """The teacher's UNet as a one-step x_T -> x_0 map: the timestep input is pinned to the last training step."""
-
-    def __init__(self, unet, timestep: int):
-        super().__init__()
-        self.unet, self.timestep = unet, int(timestep)
-
-    def forward(self, z):
-        return self.unet(z, self.timestep).sample
-
-    def render(self, z, upto, heads):
-        return {0: self(z)}
+DEFAULTS = {"architecture": "unet", "init": "teacher", "output": "residual", "regression": "mse", "epochs": 20,
+            "batch_size": 64, "lr": 1e-4, "width": 1.0, "layers_per_block": None, "max_runs": None}
 
 
 def check(name: str, params: dict, cfg: dict) -> list[str]:
@@ -55,6 +46,8 @@ def check(name: str, params: dict, cfg: dict) -> list[str]:
     if p["architecture"] == "unet" and (p["width"] != 1.0 or p["layers_per_block"] is not None):
         errs.append(f"methods.{name}.width: width/layers_per_block apply to architecture progressive only (the unet "
                     "student copies the teacher's architecture)")
+    if p["architecture"] == "progressive" and "output" in params:
+        errs.append(f"methods.{name}.output: applies to architecture unet only")
     if p["architecture"] == "progressive" and p["init"] == "teacher" and "init" in params:
         errs.append(f"methods.{name}.init: teacher initialisation needs architecture unet")
     if p["max_runs"] is not None and p["max_runs"] > cfg["trajectories"]["count"]:
@@ -69,12 +62,6 @@ def _progressive_params(p: dict) -> dict:
             "layers_per_block": p["layers_per_block"], "checkpoints": None}
 
 
-def _unet_from_config(unet_config: dict):
-    from diffusers import UNet2DModel
-
-    return UNet2DModel.from_config(unet_config)
-
-
 def resolve(name, params, available, resolution, channels, teacher_card=None) -> dict:
     p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", *SCORING_KEYS)}
     if p["architecture"] == "progressive":
@@ -87,8 +74,8 @@ def resolve(name, params, available, resolution, channels, teacher_card=None) ->
 def _make(cfg: dict, teacher_unet=None) -> Student:
     if cfg["architecture"] == "progressive":
         return adv.make_student(cfg)
-    unet = teacher_unet if teacher_unet is not None else _unet_from_config(cfg["unet_config"])
-    gen = UNetStudent(unet, cfg["timestep"])
+    unet = teacher_unet if teacher_unet is not None else unet_from_config(cfg["unet_config"])
+    gen = UNetStudent(unet, cfg["timestep"], cfg.get("output") == "residual")  # .get: students saved before it
     return Student(gen, lambda x: x, {0: cfg["resolution"]}, nn.ModuleDict(), lambda phase: gen.parameters())
 
 
@@ -101,15 +88,11 @@ def train(name: str, params: dict, ctx: dict) -> dict:
     _, available, ch, res, _ = traj["states"].shape
     teacher_unet = None
     if p["architecture"] == "unet":
-        from ..teacher import load_teacher
-
-        teacher_unet, train_config, card = load_teacher(ctx["teacher"], "cpu")
-        teacher_unet = teacher_unet.to(memory_format=torch.contiguous_format).float()
+        teacher_unet, unet_cfg, card = teacher_unet_of(ctx["teacher"])
         if p["init"] == "random":
             torch.manual_seed(ctx["seed"])
-            teacher_unet = _unet_from_config(dict(teacher_unet.config))
-        cfg = resolve(name, params, available, res, ch, teacher_card=card.get("pipeline"))
-        cfg |= {"unet_config": dict(teacher_unet.config), "timestep": int(train_config["num_train_timesteps"]) - 1}
+            teacher_unet = unet_from_config(unet_cfg["unet_config"])
+        cfg = resolve(name, params, available, res, ch, teacher_card=card.get("pipeline")) | unet_cfg
     else:
         cfg = resolve(name, params, available, res, ch)
     torch.manual_seed(ctx["seed"])  # initial weights are part of the run: a resumed or repeated run must match
@@ -130,10 +113,7 @@ def _jsonable(cfg: dict) -> dict:
 def build(name: str, params: dict, ctx: dict):
     cfg, tensors = student_config(name, params, ctx, "denoising-student", resolve)
     if tensors is None and cfg["architecture"] == "unet":  # cost only: the (random) teacher's architecture
-        from ..teacher import load_teacher
-
-        unet, train_config, _ = load_teacher(ctx["teacher"], "cpu")
-        cfg |= {"unet_config": dict(unet.config), "timestep": int(train_config["num_train_timesteps"]) - 1}
+        cfg |= teacher_unet_of(ctx["teacher"])[1]
     student = _make(cfg)
     gen = student.generator
     if tensors is not None:

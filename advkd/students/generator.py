@@ -210,3 +210,27 @@ def count(module: nn.Module) -> int:
 
 def is_power_of_two(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0 and math.log2(n) == int(math.log2(n))
+
+
+class UNetStudent(nn.Module):
+    """The teacher's UNet as a one-step x_T -> x_0 map: the timestep input is pinned to the last training step."""
+
+    def __init__(self, unet, timestep: int, residual: bool = False):
+        super().__init__()
+        self.unet, self.timestep, self.residual = unet, int(timestep), residual
+
+    def forward(self, z):
+        out = self.unet(z, self.timestep).sample
+        return z - out if self.residual else out
+
+    def render(self, z, upto, heads):
+        return {0: self(z)}
+
+    def head_ids(self):
+        return [0]
+
+
+def unet_from_config(unet_config: dict):
+    from diffusers import UNet2DModel
+
+    return UNet2DModel.from_config(unet_config)

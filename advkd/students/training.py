@@ -60,6 +60,7 @@ class Recipe:
     regression: str = "mse"         # mse | l1
     adv_weight: float = 1.0
     reg_weight: float = 1.0
+    reg_resolution: int | None = None  # compare student and teacher area-averaged to this side; None = as rendered
     gradient_penalty: float = 10.0  # weight on (||grad D(interpolate)|| - 1)^2; 0 = off
     clip: float | None = 0.1        # critic weights clamped to +-clip after each step; None = off
     lr: float = 1e-4
@@ -75,7 +76,11 @@ def epoch_seed(seed: int, phase: int, epoch: int) -> int:
 
 # ----------------------------------------------------------------------------------------------- losses
 
-def regression_loss(kind: str, pred, target):
+def regression_loss(kind: str, pred, target, resolution: int | None = None):
+    """kind = mse | l1; with `resolution`, both images are first area-averaged to that side (detail finer than
+    that is left to the critic)."""
+    if resolution and resolution < pred.shape[-1]:
+        pred, target = resize_to(pred, resolution), resize_to(target, resolution)
     return F.l1_loss(pred, target) if kind == "l1" else F.mse_loss(pred, target)
 
 
@@ -176,7 +181,7 @@ def train_step(student: Student, phase: Phase, recipe: Recipe, z, targets: dict,
             g_loss = g_loss + recipe.adv_weight * ga
             stats["g_adv"] += ga.item()
         if reg:
-            r = regression_loss(recipe.regression, fake[h], targets[h])
+            r = regression_loss(recipe.regression, fake[h], targets[h], recipe.reg_resolution)
             g_loss = g_loss + recipe.reg_weight * r
             stats["reg"] += r.item()
     opt_g.zero_grad(set_to_none=True)
