@@ -91,7 +91,7 @@ def resolve(name: str, params: dict, available: int, resolution: int, channels: 
     p = DEFAULTS | {k: v for k, v in params.items() if k not in ("family", *SCORING_KEYS)}
     preset = PRESETS[p["preset"]]
     phases = p["phases"] or (len(p["checkpoints"]) if p["checkpoints"] else available)
-    if p["generator"] == "teacher-unet":  # one network on the whole x_T: no blocks, heads or noise resizing
+    if teacher_unet_generator(p):  # one network on the whole x_T: no blocks, heads or noise resizing
         return {**p, "family": family, "name": name, "phases": 1, "noise_resolution": resolution, "heads": False,
                 "training": "joint", "checkpoints": [available - 1], "resolution": resolution,
                 "image_channels": channels, "layout": None, "disc_width": p["disc_width"] or preset["disc_width"]}
@@ -111,7 +111,7 @@ def check(name: str, params: dict, cfg: dict) -> list[str]:
     available = cfg["trajectories"]["checkpoints"]
     res, ch = cfg["data"]["resolution"], cfg["data"]["channels"]
     errs = checkpoint_errors(where, available, p["phases"], p["checkpoints"])
-    if p["generator"] == "teacher-unet":
+    if teacher_unet_generator(p):
         fixed = {"phases": 1, "noise_resolution": "full", "heads": False, "training": "joint"}
         for key in ("phases", "checkpoints", "width", "widths", "layers_per_block", "upsample", "noise_resolution",
                     "heads", "training", "preset"):
@@ -140,12 +140,16 @@ def check(name: str, params: dict, cfg: dict) -> list[str]:
     return errs
 
 
+def teacher_unet_generator(cfg: dict) -> bool:
+    return cfg.get("generator") == "teacher-unet"  # .get: students saved before the knob are progressive
+
+
 def head_resolution(cfg: dict, head: int) -> int:
     return cfg["resolution"] if cfg["layout"] is None else cfg["layout"][head]["resolution"]
 
 
 def make_generator(cfg: dict) -> nn.Module:
-    if cfg.get("generator") == "teacher-unet":
+    if teacher_unet_generator(cfg):
         return UNetStudent(unet_from_config(cfg["unet_config"]), cfg["timestep"], residual=True)
     # .get: students saved before the knob existed used the published layer
     return ProgressiveGenerator(cfg["layout"], cfg["image_channels"], cfg["image_channels"], cfg["heads"],
@@ -166,7 +170,7 @@ def make_student(cfg: dict) -> Student:
     nr = cfg["noise_resolution"]
 
     def trainable(phase: Phase):
-        if cfg.get("generator") == "teacher-unet":
+        if teacher_unet_generator(cfg):
             yield from gen.parameters()
             return
         for b in range(phase.last_block + 1):
@@ -204,7 +208,7 @@ def train(name: str, params: dict, ctx: dict) -> dict:
     _, available, ch, res, _ = traj["states"].shape
     cfg = resolve(name, params, available, res, ch)
     unet = None
-    if cfg["generator"] == "teacher-unet":
+    if teacher_unet_generator(cfg):
         unet, unet_cfg, _ = teacher_unet(ctx["teacher"])
         cfg |= unet_cfg
     torch.manual_seed(ctx["seed"])  # initial weights are part of the run: a resumed or repeated run must match
@@ -218,7 +222,7 @@ def train(name: str, params: dict, ctx: dict) -> dict:
 
 def build(name: str, params: dict, ctx: dict):
     cfg, tensors = student_config(name, params, ctx, "advkd", resolve)
-    if tensors is None and cfg.get("generator") == "teacher-unet":  # cost only: the teacher's architecture
+    if tensors is None and teacher_unet_generator(cfg):  # cost only: the teacher's architecture
         cfg |= teacher_unet(ctx["teacher"])[1]
     gen = make_generator(cfg)
     if tensors is not None:
@@ -228,6 +232,6 @@ def build(name: str, params: dict, ctx: dict):
     info = {"phases": cfg["phases"], "checkpoints": cfg["checkpoints"], "noise_resolution": nr,
             "loss": cfg["loss"], "training": cfg["training"], "generator_parameters": count(gen),
             "discriminator_parameters": count(discs)}
-    net = gen if cfg.get("generator") == "teacher-unet" else InferencePath(gen)
+    net = gen if teacher_unet_generator(cfg) else InferencePath(gen)
     return student_method(name, "advkd", gen, lambda x: downsample_noise(x, nr), net, (c, r, r),
                           (c, nr, nr), count(gen) + count(discs), info, ctx.get("device", "cpu"))
