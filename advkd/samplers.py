@@ -101,5 +101,5 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
     stats = {"n": n, "seed": seed, "steps": steps, "nfe_per_sample": len(sched.timesteps), "batch_size": batch_size,
-             "seconds": round(seconds, 3), "images_per_s": n / seconds, "compiled": is_compiled}
+             "seconds": seconds, "images_per_s": n / seconds, "compiled": is_compiled}
     return torch.cat(outs), torch.cat(inits), (torch.cat(kept) if keep else None), stats

@@ -87,3 +87,25 @@ def test_sharded_sampling_gives_the_same_bits(setup):
                  "--n", "12", "--seed", "0", "--batch-size", "4", "--part", "1", "--part-size", "6", "--device",
                  "cpu", "--out", str(tmp / "bad" / "p1")]) == 2
     assert not (tmp / "bad").exists()
+
+
+def test_peak_probed_through_the_job_without_changing_the_images(setup, monkeypatch):
+    """A sampling job measures the matmul peak between chunks of its batches: the fraction of peak uses their
+    median, the best one is kept beside it, and the chunked run is the run made in one call."""
+    import advkd.metrics.cost as cost
+    from advkd.methods import PEAK_CHUNKS, build_method
+
+    tmp, card, _ = setup
+    probes = iter(range(100, 200, 10))
+    monkeypatch.setattr(cost, "matmul_peak_gflops", lambda device: float(next(probes)))
+    n, batch = 40, 4  # 10 batches -> PEAK_CHUNKS chunks -> PEAK_CHUNKS + 1 probes
+    out = _sample(card, tmp / "probed" / "seed0", seed=3, n=n)
+    stats = json.loads((tmp / "probed" / "seed0-part0.json").read_text())
+    peaks = [100.0 + 10 * i for i in range(PEAK_CHUNKS + 1)]
+    assert stats["matmul_peak_gflops_probes"] == peaks
+    assert stats["matmul_peak_gflops"] == float(np.median(peaks)) and stats["matmul_peak_gflops_best"] == peaks[-1]
+    assert np.isclose(stats["fraction_of_peak"], stats["achieved_gflops"] / np.median(peaks))
+    assert np.isclose(stats["fraction_of_best_peak"], stats["achieved_gflops"] / peaks[-1])
+    method = build_method("ddpm-3", {"family": "ddpm", "steps": 3}, {"teacher": str(card), "device": "cpu"})
+    whole, _ = method.generate(n, 3, batch, progress=False)
+    assert np.array_equal(load_images(out), whole)
