@@ -78,6 +78,7 @@ def test_sharded_sampling_gives_the_same_bits(setup):
     assert whole.read_bytes() == parts.read_bytes()
     stats = json.loads((tmp / "parts" / "seed0.json").read_text())
     assert stats["n"] == 12 and stats["parts"] == 3 and (tmp / "parts" / "seed0.png").exists()
+    assert len(stats["matmul_peak_gflops_probes"]) == 3  # each part's probes kept in the merged record
     # parts that do not tile the run (one missing) are refused, naming them; nothing is written
     assert main(["merge-samples", "--parts", str(tmp / "parts" / "seed0-part0"), str(tmp / "parts" / "seed0-part2"),
                  "--n", "12", "--out", str(tmp / "bad" / "seed0")]) == 2
