@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -22,11 +23,16 @@ class BadInputError(RuntimeError):
 def atomic_path(path):
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds.
 
-    A reader therefore sees either the old file or the complete new one, never a half-written file.
+    A reader therefore sees either the old file or the complete new one, never a half-written file. A writer
+    killed mid-write (kill -9, a lost node) cannot remove its temporary file; the next write of the same file
+    does (Snakemake's lock keeps two jobs from writing one file at once).
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        # mkstemp's names: prefix + 8 random characters + suffix
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}.tmp{glob.escape(path.suffix)}"):
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
     except OSError as e:  # read-only results, a full disk, someone else's folder: say where, not a traceback
         raise BadInputError(f"{path.parent}: cannot write {path.name} there ({e.strerror}); make the results "

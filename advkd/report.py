@@ -266,7 +266,8 @@ def sampling_speed(results, kinds: dict) -> pd.DataFrame:
                      "achieved_gflops": s["achieved_gflops"], "matmul_peak_gflops": s["matmul_peak_gflops"],
                      "fraction_of_peak": s["fraction_of_peak"],
                      # sample JSONs written before the peak was probed through the job have no best-peak figure
-                     "fraction_of_best_peak": s.get("fraction_of_best_peak", np.nan), "device": s.get("provenance", {}).get("device", "")})
+                     "fraction_of_best_peak": s.get("fraction_of_best_peak", np.nan),
+                     "device": s.get("provenance", {}).get("device", "")})
     return pd.DataFrame(rows, columns=SPEED_COLUMNS)
 
 

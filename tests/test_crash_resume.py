@@ -184,3 +184,26 @@ def test_killed_runs_resume_to_the_uninterrupted_result(uninterrupted, tmp_path,
                               ",".join(row.split(",")[:-1]) for row in p.read_text().splitlines()]
     for curve in (R / "teacher/train/loss.csv", R / "students/student/loss.csv"):
         assert drop_seconds(a / curve) == drop_seconds(b / curve), curve
+
+
+def test_write_killed_midway_leaves_a_temp_file_the_next_write_removes(tmp_path):
+    """kill -9 during an atomic write leaves the target as it was plus the writer's temporary file; the rerun's
+    write of the same file removes that leftover, and leaves the temporary files of other targets alone."""
+    from advkd.io import write_text
+
+    target = tmp_path / "checkpoint.safetensors"
+    write_text(target, "epoch 1")
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from advkd.io import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    open(tmp, 'w').write('half of epoch 2'); print('writing', flush=True); time.sleep(60)"), str(target)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "writing"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    leftover = list(tmp_path.glob(".checkpoint.safetensors.*"))
+    assert len(leftover) == 1 and target.read_text() == "epoch 1"
+    other_tmp = tmp_path / ".checkpoint.safetensors.old.safetensors.abcd1234.tmp.safetensors"
+    other_tmp.write_text("another target's write in progress")
+    write_text(target, "epoch 2")
+    assert target.read_text() == "epoch 2" and not leftover[0].exists() and other_tmp.exists()
