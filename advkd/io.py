@@ -152,6 +152,40 @@ def sha256_file(path, chunk=1 << 20) -> str:
     return h.hexdigest()
 
 
+def tensors_sha256(tensors) -> str:
+    """One digest of named tensors (dtype, shape and bytes): what a checkpoint's identity says of its inputs."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def sources_sha256(folder) -> str:
+    """One digest of the Python sources under `folder`: the code that a checkpoint's arithmetic came from."""
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).rglob("*.py")):
+        h.update(f"{f.relative_to(folder)}|".encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def identity_mismatch(stored: dict | None, wanted: dict) -> list[str]:
+    """The keys (dotted, one level into dicts) in which a checkpoint's stored identity differs from the run's."""
+    if not isinstance(stored, dict):
+        return ["(no identity recorded)"]
+    out = []
+    for k in sorted(stored.keys() | wanted.keys()):
+        a, b = stored.get(k), wanted.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{k}.{j}" for j in sorted(a.keys() | b.keys()) if a.get(j) != b.get(j)]
+        elif a != b:
+            out.append(k)
+    return out
+
+
 def config_hash(cfg) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

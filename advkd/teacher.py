@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import BadInputError, load_tensors, provenance, save_tensors, write_json
+from .io import (BadInputError, identity_mismatch, load_tensors, provenance, read_metadata, save_tensors, sha256_file,
+                 write_json)
 
 log = logging.getLogger(__name__)
 
@@ -208,17 +209,19 @@ def train_teacher(train_images: np.ndarray, out_dir, *, architecture="fmnist32",
     opt = torch.optim.Adam(unet.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
     ckpt = out_dir / "checkpoint.safetensors"
-    # Everything but the epoch count must match for a checkpoint to be resumed; otherwise it is another run.
-    recipe = json.dumps({"architecture": architecture, "batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps,
-                         "ema_decay": ema_decay, "seed": seed, "images": int(len(train_images)),
-                         "images_sha256": hashlib.sha256(np.ascontiguousarray(train_images).tobytes()).hexdigest()},
-                        sort_keys=True)
+    # Everything but the epoch count must match for a checkpoint to be resumed; otherwise it is another run. More
+    # epochs continue a finished run: the lr is constant after warm-up, so that equals training them at once.
+    identity = {"architecture": architecture, "batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps,
+                "ema_decay": ema_decay, "seed": seed, "images": int(len(train_images)),
+                "images_sha256": hashlib.sha256(np.ascontiguousarray(train_images).tobytes()).hexdigest(),
+                "code_sha256": sha256_file(__file__), "torch": torch.__version__}
     step, start_epoch, history = 0, 0, []
     if ckpt.exists():
-        from .io import read_metadata
-
-        if read_metadata(ckpt).get("recipe") != recipe:
-            log.warning("ignoring %s: it was written by a run with other settings or data; starting afresh", ckpt)
+        stored = read_metadata(ckpt).get("recipe")
+        stale = identity_mismatch(json.loads(stored) if stored else None, identity)
+        if stale:
+            log.warning("not resuming %s: it was made for another run (differs in: %s); training afresh", ckpt,
+                        ", ".join(stale))
         else:
             step, start_epoch, history = _load_state(ckpt, unet, ema, opt, gen)
             if start_epoch > epochs:
@@ -261,7 +264,8 @@ def train_teacher(train_images: np.ndarray, out_dir, *, architecture="fmnist32",
                "seconds": round(time.time() - t_epoch, 2), "images_per_s": round(n / (time.time() - t_epoch), 1)}
         log.info("epoch %(epoch)d step %(step)d loss %(loss).5f (%(images_per_s).0f img/s)", row)
         history.append(row)
-        save_tensors(ckpt, _state_tensors(unet, ema, opt, gen, step, done_epochs, history), {"recipe": recipe})
+        save_tensors(ckpt, _state_tensors(unet, ema, opt, gen, step, done_epochs, history),
+                     {"recipe": json.dumps(identity, sort_keys=True)})
         _write_curve(curve_path, history)
         if max_minutes is not None and (time.time() - t_start) / 60 > max_minutes and done_epochs < epochs:
             log.warning("stopping after epoch %d: max_minutes=%s reached", done_epochs, max_minutes)
@@ -297,7 +301,6 @@ def teacher_source_dir(teacher_cfg: dict, trained_dir=None) -> str:
 def describe_teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu") -> dict:
     """The `teacher` stage: load the teacher once (proving it loads) and write its card: where it is, sha256 of
     its weights, parameters and FLOPs per network call."""
-    from .io import sha256_file
 
     if teacher_cfg["source"] == "random":
         return _describe_random_teacher(teacher_cfg, out_json)

@@ -160,9 +160,9 @@ def test_training_writes_its_files_and_resume_equals_an_uninterrupted_run(tiny_s
     params = TINY | extra
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert _distill(params, tiny_shard, full)["done"]
-    for f in ("student.safetensors", "student.json", "loss.csv", "panel.png", "grid.png", "train.json",
-              "checkpoint.safetensors"):
+    for f in ("student.safetensors", "student.json", "loss.csv", "panel.png", "grid.png", "train.json"):
         assert (full / f).stat().st_size > 0, f
+    assert not (full / "checkpoint.safetensors").exists(), "a finished run must leave no state to resume"
     r = _distill(params, tiny_shard, cut, stop_after_epochs=2)   # interrupted inside phase 1 (epochs 1, 2)
     assert not r["done"] and (cut / "checkpoint.safetensors").exists() and not (cut / "student.safetensors").exists()
     assert len(_rows(cut / "loss.csv")) == 2
@@ -176,13 +176,57 @@ def test_training_writes_its_files_and_resume_equals_an_uninterrupted_run(tiny_s
 
 
 def test_ema_student_is_the_average_not_the_last_weights(tiny_shard, tmp_path):
-    _distill(TINY | {"ema": 0.9}, tiny_shard, tmp_path)
-    saved, ck = load_tensors(tmp_path / "student.safetensors"), load_tensors(tmp_path / "checkpoint.safetensors")
-    w = "blocks.0.0.0.weight"
-    assert torch.equal(saved[f"gen.{w}"], ck[f"ema.{w}"]) and not torch.equal(saved[f"gen.{w}"], ck[f"gen.{w}"])
+    # The average never feeds back into training, so the run without it ends on the EMA run's last live weights.
+    _distill(TINY | {"ema": 0.9}, tiny_shard, tmp_path / "ema")
+    _distill(TINY, tiny_shard, tmp_path / "live")
+    saved, live = load_tensors(tmp_path / "ema/student.safetensors"), load_tensors(tmp_path / "live/student.safetensors")
+    w = "gen.blocks.0.0.0.weight"
+    assert not torch.equal(saved[w], live[w])
     # BatchNorm statistics were re-measured for the averaged weights, not copied from the live generator
-    bn = "blocks.0.0.1.running_mean"
-    assert not torch.equal(saved[f"gen.{bn}"], ck[f"gen.{bn}"])
+    bn = "gen.blocks.0.0.1.running_mean"
+    assert not torch.equal(saved[bn], live[bn])
+
+
+def _same_student(a, b):
+    ta, tb = load_tensors(a / "student.safetensors"), load_tensors(b / "student.safetensors")
+    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+@pytest.mark.parametrize("change", ["lr", "reg_weight", "trajectories"])
+def test_a_checkpoint_made_for_another_run_is_not_resumed(tiny_shard, tmp_path, change, caplog):
+    """Issue 10/18 item 1: an interrupted run's checkpoint, then a changed recipe (same tensor shapes) or new
+    trajectories of the same count: the rerun trains afresh, says why, and equals a clean run of the new recipe."""
+    old = TINY
+    new, shard = dict(TINY), tiny_shard
+    if change == "trajectories":
+        t = load_tensors(tiny_shard[0])
+        shard = [str(tmp_path / "other-shard.safetensors")]
+        save_tensors(shard[0], t | {"x_T": t["x_T"].flip(0), "states": t["states"].flip(0)})
+    else:
+        new[change] = 0.5 * TINY.get(change, 1.0)
+    _distill(old, tiny_shard, tmp_path / "cut", stop_after_epochs=2)
+    assert (tmp_path / "cut/checkpoint.safetensors").exists()
+    with caplog.at_level("WARNING"):
+        r = _distill(new, shard, tmp_path / "cut")
+    assert r["done"] and r["resumed_from"] is None
+    expect = {"lr": "recipe.lr", "reg_weight": "recipe.reg_weight", "trajectories": "distillation_set_sha256"}
+    assert "made for another run" in caplog.text and expect[change] in caplog.text, caplog.text
+    _distill(new, shard, tmp_path / "clean")
+    assert _same_student(tmp_path / "cut", tmp_path / "clean")
+    assert _rows(tmp_path / "cut/loss.csv") == _rows(tmp_path / "clean/loss.csv")
+
+
+def test_a_rerun_of_a_finished_student_trains_anew(tiny_shard, tmp_path, caplog):
+    """`snakemake -f` on a student: no finished checkpoint is "resumed" in no time; the same bits come from
+    training again."""
+    _distill(TINY, tiny_shard, tmp_path / "a")
+    first = load_tensors(tmp_path / "a/student.safetensors")
+    with caplog.at_level("INFO"):
+        r = _distill(TINY, tiny_shard, tmp_path / "a")
+    assert r["resumed_from"] is None and "resuming" not in caplog.text
+    assert len(_rows(tmp_path / "a/loss.csv")) == len(r["history"]) > 0
+    again = load_tensors(tmp_path / "a/student.safetensors")
+    assert all(torch.equal(first[k], again[k]) for k in first)
 
 
 def test_diff_augment_is_seeded_differentiable_and_shape_preserving():

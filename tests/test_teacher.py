@@ -117,7 +117,7 @@ def test_shipped_teacher_matches_its_card():
     assert np.isclose(sched.config.beta_start, 1e-4) and np.isclose(sched.config.beta_end, 0.02)
 
 
-def test_resume_survives_deleted_curve_and_ignores_foreign_checkpoints(tmp_path):
+def test_resume_survives_deleted_curve_and_ignores_foreign_checkpoints(tmp_path, caplog):
     from advkd.data import load_split
     images = load_split({"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 128}, "train")["images"]
     kw = dict(architecture="digits8", batch_size=64, warmup_steps=2, seed=1, device="cpu")
@@ -128,8 +128,14 @@ def test_resume_survives_deleted_curve_and_ignores_foreign_checkpoints(tmp_path)
     assert info["epochs"] == 2
     with pytest.raises(BadInputError, match="already trained 2 epochs, more than the 1 asked for"):
         T.train_teacher(images, tmp_path, epochs=1, **kw)
-    info = T.train_teacher(images, tmp_path, epochs=1, **(kw | {"lr": 1e-3}))   # other recipe: start afresh
+    with caplog.at_level("WARNING"):
+        info = T.train_teacher(images, tmp_path, epochs=1, **(kw | {"lr": 1e-3}))   # other recipe: start afresh
     assert info["epochs"] == 1 and len((tmp_path / "loss.csv").read_text().splitlines()) == 2
+    assert "made for another run (differs in: lr)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):   # other images of the same count: afresh too
+        info = T.train_teacher(255 - images, tmp_path, epochs=2, **(kw | {"lr": 1e-3}))
+    assert info["epochs"] == 2 and "differs in: images_sha256" in caplog.text
 
 
 def test_compiled_sampling_matches_eager(tiny):

@@ -50,16 +50,18 @@ def load_distillation_set(paths, max_runs: int | None = None) -> dict:
 
 def run_distillation(student, phases, recipe, cfg: dict, traj: dict, out_dir, seed: int, device="cpu",
                      stop_after_epochs=None, progress=True, grid: int = 64) -> dict:
-    """Train (resuming if a checkpoint is there) and write the stage's files. `cfg` is the resolved config that
-    `build` needs to rebuild the networks; it is saved as student.json."""
+    """Train (resuming a checkpoint there only if it was made for exactly this run) and write the stage's files.
+    `cfg` is the resolved config that `build` needs to rebuild the networks; it is saved as student.json. The
+    checkpoint is removed once the student's files are written: a rerun (`snakemake -f`) trains anew."""
     from ..data import save_grid, to_uint8
-    from .training import phase_panel, save_json_summary, train
+    from .training import phase_panel, run_identity, save_json_summary, train
 
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
     targets = traj["states"][:, cfg["checkpoints"]]
+    identity = run_identity(student, phases, recipe, traj["x_T"], targets, seed, cfg)
     result = train(student, phases, recipe, traj["x_T"], targets, out_dir, seed, device, stop_after_epochs,
-                   progress)
+                   progress, identity=identity)
     if not result["done"]:
         return result
     student.generator.cpu().eval()
@@ -78,7 +80,9 @@ def run_distillation(student, phases, recipe, cfg: dict, traj: dict, out_dir, se
     n_disc = sum(p.numel() for p in student.discriminators.parameters())
     save_json_summary(out_dir / "train.json", cfg, result,
                       {"generator_parameters": n_gen, "discriminator_parameters": n_disc,
-                       "trajectory_runs": len(traj["x_T"]), "trajectory_steps": traj["timesteps"].tolist()})
+                       "trajectory_runs": len(traj["x_T"]), "trajectory_steps": traj["timesteps"].tolist(),
+                       "run_identity": identity})
+    (out_dir / "checkpoint.safetensors").unlink(missing_ok=True)
     return result
 
 

@@ -4,7 +4,10 @@ resumable checkpoints, loss CSV, phase panel and sample grid.
 A family hands over a `Student` (its generator, how noise becomes its input, the discriminators) and a list of
 phases; this module owns everything about running them so that every family trains, logs and resumes alike.
 
-Resume is exact on CPU: every random draw of an epoch (data order, gradient-penalty interpolation weights) comes
+A checkpoint carries the identity of the run it belongs to (the resolved recipe, the phases, the seed, digests of
+the distillation set, of the initial weights (the teacher's, for a teacher-initialised student) and of the
+training code); it is resumed only when that identity equals the new run's, otherwise training starts afresh
+and the log says which parts differ. Resume is exact on CPU: every random draw of an epoch (data order, gradient-penalty interpolation weights) comes
 from a generator seeded by (seed, phase, epoch), and a checkpoint holds the weights, BatchNorm statistics, both
 optimisers and the loss history at an epoch boundary, so a resumed run replays the same arithmetic.
 """
@@ -18,7 +21,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -26,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import BadInputError, atomic_path, load_tensors, provenance, save_tensors, write_json
+from ..io import (BadInputError, atomic_path, identity_mismatch, load_tensors, provenance, save_tensors,
+                  sources_sha256, tensors_sha256, write_json)
 from .generator import resize_to
 
 log = logging.getLogger(__name__)
@@ -214,7 +218,7 @@ def _load_optimizer(opt, prefix: str, tensors: dict, meta: dict) -> None:
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(path, student: Student, opt_g, opt_d, progress: dict, history: list) -> None:
+def save_checkpoint(path, student: Student, opt_g, opt_d, progress: dict, history: list, identity: dict) -> None:
     tensors = {f"gen.{k}": v for k, v in student.generator.state_dict().items()}
     tensors |= {f"disc.{k}": v for k, v in student.discriminators.state_dict().items()}
     if student.ema is not None:
@@ -222,7 +226,8 @@ def save_checkpoint(path, student: Student, opt_g, opt_d, progress: dict, histor
     tensors["rng.torch"] = torch.get_rng_state()
     tg, mg = _flat_optimizer("opt_g", opt_g)
     tensors |= tg
-    meta = {"progress": json.dumps(progress), "history": json.dumps(history), "opt_g": json.dumps(mg)}
+    meta = {"progress": json.dumps(progress), "history": json.dumps(history), "opt_g": json.dumps(mg),
+            "identity": json.dumps(identity, sort_keys=True)}
     if opt_d is not None:
         td, md = _flat_optimizer("opt_d", opt_d)
         tensors |= td
@@ -265,10 +270,24 @@ def write_loss_csv(path, history: list) -> None:
         Path(tmp).write_text(buf.getvalue())
 
 
+def run_identity(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets, seed: int,
+                 resolved: dict | None = None) -> dict:
+    """What a checkpoint must have been made for to be resumed by this run (see the module docstring). Call it
+    before training: the initial weights are part of it."""
+    init = {f"gen.{k}": v for k, v in student.generator.state_dict().items()}
+    init |= {f"disc.{k}": v for k, v in student.discriminators.state_dict().items()}
+    identity = {"student": resolved, "recipe": asdict(recipe), "phases": [asdict(p) for p in phases], "seed": seed,
+                "distillation_set_sha256": tensors_sha256({"x_T": x_T, "targets": targets}),
+                "initial_weights_sha256": tensors_sha256(init),
+                "code_sha256": sources_sha256(Path(__file__).resolve().parent), "torch": torch.__version__}
+    return json.loads(json.dumps(identity, sort_keys=True, default=str))   # as it reads back from the file
+
+
 def train(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets, out_dir, seed: int,
-          device="cpu", stop_after_epochs: int | None = None, progress: bool = True) -> dict:
+          device="cpu", stop_after_epochs: int | None = None, progress: bool = True, *, identity: dict) -> dict:
     """Run (or resume) the phases. `targets` is (N, J, C, H, W) teacher states at full resolution; phase heads
-    are compared with targets[:, phase.targets[i]] resized to the head's resolution.
+    are compared with targets[:, phase.targets[i]] resized to the head's resolution. `identity` is this run's
+    `run_identity`: a checkpoint with another one is not resumed.
 
     Writes out_dir/checkpoint.safetensors and loss.csv after every epoch. `stop_after_epochs` ends the call after
     that many epochs of this call (to simulate an interruption); returns {"done": bool, ...}.
@@ -288,6 +307,12 @@ def train(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets, o
             ck = load_checkpoint(ckpt_path)
         except BadInputError as e:  # a half-written checkpoint cannot exist (atomic writes); a foreign one can
             log.warning("ignoring unreadable checkpoint: %s", e)
+    if ck is not None:
+        stale = identity_mismatch(json.loads(ck[1].get("identity", "null")), identity)
+        if stale:
+            log.warning("not resuming %s: it was made for another run (differs in: %s); training afresh",
+                        ckpt_path, ", ".join(stale))
+            ck = None
     if ck is not None:
         tensors, meta = ck
         prog = json.loads(meta["progress"])
@@ -339,7 +364,7 @@ def train(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets, o
             # The epoch boundary after a phase's last epoch is stored as the start of the next phase, whose
             # optimisers are fresh: nothing of the finished phase's optimisers is needed to resume.
             prog = {"phase": p + 1, "epoch": 0} if last_epoch else {"phase": p, "epoch": epoch + 1}
-            save_checkpoint(ckpt_path, student, opt_g, opt_d, prog, history)
+            save_checkpoint(ckpt_path, student, opt_g, opt_d, prog, history, identity)
             write_loss_csv(out_dir / "loss.csv", history)
             if progress:
                 log.info("phase %d/%d epoch %d/%d: %s", p + 1, len(phases), epoch + 1, phase.epochs,

@@ -9,11 +9,15 @@ from advkd.io import BadInputError
 from advkd.methods import FAMILIES
 from advkd.trajectories import shard_ranges
 
-# A dry run or lint shows the plan even where user-supplied inputs (data, weights) are not there yet; a real run
-# stops on them before any job. Snakemake does not tell a Snakefile it is dry-running, hence the argv check.
-# ADVKD_PLAN_ONLY=1 does the same for tools that load the workflow through Snakemake's API.
+# A dry run, lint or a bookkeeping command (--unlock, --cleanup-metadata, --list-*, --summary) shows or mends the
+# plan even where user-supplied inputs (data, weights) are not there yet; a real run stops on them before any job.
+# Snakemake does not tell a Snakefile which of these it runs, hence the argv check. ADVKD_PLAN_ONLY=1 does the same
+# for tools that load the workflow through Snakemake's API.
+NO_JOB_FLAGS = ("--dry-run", "--dryrun", "--lint", "--unlock", "--cleanup-metadata", "--summary",
+                "--detailed-summary")
 DRY_RUN = os.environ.get("ADVKD_PLAN_ONLY") == "1" or any(
-    a in ("--dry-run", "--dryrun", "--lint") or (a.startswith("-") and not a.startswith("--") and "n" in a)
+    a.split("=")[0] in NO_JOB_FLAGS or a.startswith("--list")
+    or (a.startswith("-") and not a.startswith("--") and any(f in a for f in "nSD"))
     for a in sys.argv[1:]
 )
 try:
@@ -36,6 +40,12 @@ STUDENT_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind =
 # A random-weight teacher gives cost numbers only: such an experiment runs teacher, cost and report.
 COST_ONLY = config["teacher"]["source"] == "random"
 N_SHARDS = len(shard_ranges(config["trajectories"]["count"], config["trajectories"]["shard_size"]))
+
+
+def all_cores(wildcards):
+    """`threads:` of the rules that run a network: every core Snakemake was given. A function, so that it is read
+    only when a job is made: `--unlock`, `--cleanup-metadata`, `--list-*` and `--summary` need no `--cores`."""
+    return workflow.cores
 
 
 def as_json(obj):

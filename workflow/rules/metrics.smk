@@ -21,7 +21,7 @@ rule evaluator:
         f"{LOGS}/evaluator.log",
     benchmark:
         f"{R}/benchmarks/evaluator.tsv"
-    threads: workflow.cores if EVAL["source"] == "train" else 1
+    threads: all_cores if EVAL["source"] == "train" else 1
     resources:
         mem_mb=4000,
         runtime=60,
@@ -48,7 +48,7 @@ rule reference_stats:
         f"{LOGS}/reference_stats.log",
     benchmark:
         f"{R}/benchmarks/reference_stats.tsv"
-    threads: workflow.cores
+    threads: all_cores
     resources:
         mem_mb=4000,
         runtime=30,
@@ -111,7 +111,7 @@ rule cost:
     benchmark:
         f"{R}/benchmarks/cost/{{method}}.tsv"
     # Timings want the machine to themselves: the job takes every core so no other job runs beside it.
-    threads: workflow.cores
+    threads: all_cores
     resources:
         mem_mb=8000,
         runtime=60,

@@ -27,7 +27,7 @@ rule distill:
         f"{LOGS}/distill/{{method}}.log",
     benchmark:
         f"{R}/benchmarks/distill/{{method}}.tsv"
-    threads: workflow.cores
+    threads: all_cores
     resources:
         mem_mb=6000,
         runtime=60,
@@ -64,7 +64,7 @@ rule sample_student:
         f"{LOGS}/sample/{{method}}-seed{{seed}}-part{{part}}.log",
     benchmark:
         f"{R}/benchmarks/sample/{{method}}-seed{{seed}}-part{{part}}.tsv"
-    threads: workflow.cores
+    threads: all_cores
     resources:
         mem_mb=4000,
         runtime=30,

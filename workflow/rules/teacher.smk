@@ -17,7 +17,7 @@ rule train_teacher:
         f"{LOGS}/train_teacher.log",
     benchmark:
         f"{R}/benchmarks/train_teacher.tsv"
-    threads: workflow.cores
+    threads: all_cores
     resources:
         mem_mb=8000,
         runtime=24 * 60,
@@ -73,7 +73,7 @@ rule sample_baseline:
         f"{LOGS}/sample/{{method}}-seed{{seed}}-part{{part}}.log",
     benchmark:
         f"{R}/benchmarks/sample/{{method}}-seed{{seed}}-part{{part}}.tsv"
-    threads: workflow.cores
+    threads: all_cores
     resources:
         mem_mb=8000,
         runtime=12 * 60,
@@ -103,7 +103,7 @@ rule trajectories:
         f"{LOGS}/trajectories/shard-{{shard}}.log",
     benchmark:
         f"{R}/benchmarks/trajectories/shard-{{shard}}.tsv"
-    threads: workflow.cores
+    threads: all_cores
     resources:
         mem_mb=8000,
         runtime=12 * 60,
