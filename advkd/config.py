@@ -143,6 +143,13 @@ def missing_inputs(cfg: dict) -> list[str]:
                     "Hugging Face cache, and nothing is downloaded at run time; on a machine with internet run "
                     f"`huggingface-cli download <hub id> --local-dir {t['pretrained']}` (safetensors weights)")
     ev = cfg.get("evaluator", {})
+    # A shipped teacher or judge must be the committed bytes before any job uses it.
+    from .assets import shipped_errors
+
+    for block in (t, ev):
+        folder = block.get("shipped")
+        if block.get("source") == "shipped" and folder:
+            errs += shipped_errors(folder if Path(folder).is_absolute() else REPO_ROOT / folder)
     if ev.get("source") == "inception":
         import os
 

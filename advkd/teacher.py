@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .assets import verify_shipped
 from .io import (BadInputError, identity_mismatch, load_tensors, provenance, read_metadata, save_tensors, sha256_file,
                  write_json)
 
@@ -99,6 +100,7 @@ def load_pipeline_dir(path_or_id: str, device="cpu"):
                 f"and set teacher.pretrained to that folder (it must hold unet/ with safetensors weights and "
                 f"scheduler/scheduler_config.json)."
             ) from None
+    verify_shipped(p)
     unet_dir = p / "unet" if (p / "unet").is_dir() else p
     sched_dir = p / "scheduler" if (p / "scheduler").is_dir() else p
     weights = list(unet_dir.glob("*.safetensors"))

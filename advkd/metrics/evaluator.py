@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..assets import verify_shipped
 from ..io import BadInputError, atomic_path, load_tensors, provenance, read_json, save_tensors, sha256_file, write_json
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,8 @@ def heldout_report(model, images, labels, device="cpu") -> dict:
 def load_evaluator(folder, device="cpu", verify=True) -> tuple[EvaluatorCNN, dict]:
     """The judge and its card; refuses weights whose sha256 differs from the card's (a judge must be fixed)."""
     folder = Path(folder)
+    if verify:
+        verify_shipped(folder)
     card = read_json(folder / CARD)
     weights = folder / card["weights"]
     if verify:
