@@ -3,8 +3,11 @@
     python scripts/compare_runs.py results_a/ci results_b/ci
 
 Arrays must match bit for bit: every .npz (samples, data) and .safetensors (weights, trajectories) in either
-tree, except training checkpoints (resumable state that also logs wall-clock time per epoch). JSON under samples/ and metrics/ must hold the same keys and the same numbers, except what measures the
-machine rather than the method (timings, speeds, memory, host, provenance). Exit status 1 on any difference.
+tree, except training checkpoints (resumable state that also logs wall-clock time per epoch). JSON under samples/
+and metrics/ must hold the same keys and the same numbers, except what measures the
+machine rather than the method (timings, speeds, memory, host, provenance: MEASURED below); every other key must
+be a known result (RESULTS), so that no new field is silently skipped or wrongly compared. Exit status 1 on any
+difference.
 """
 
 from __future__ import annotations
@@ -16,10 +19,40 @@ from pathlib import Path
 
 import numpy as np
 
-# Keys whose numbers depend on when and where a job ran, not on what it computed.
-MEASURED = re.compile(r"provenance|host|second|_s$|per_s|gflops|fraction_of_peak|latency|memory|throughput"
-                      r"|(^|_)time($|_)|timing|date|elapsed|wall", re.IGNORECASE)
+# Every key of a compared JSON is one of two kinds, decided here and nowhere else: a measurement of the machine
+# (MEASURED: timings, speeds, peaks, memory, host, provenance; not compared, nor anything below it) or a result
+# (RESULTS: compared, and so is what lies below it). A key that is neither is itself a difference ("unclassified"),
+# so a new field is sorted the first time a run writes it (tests/test_dag.py checks every key of the ci run)
+# instead of slipping through on either side.
+MEASURED = re.compile(r"provenance|host|device|second|_s$|_s_|^s_|per_s|gflops|peak|fraction_of|latency|memory"
+                      r"|throughput|compiled|extrapolated|^measured$|(^|_)time($|_)|timing|date|elapsed|wall",
+                      re.IGNORECASE)
+RESULTS = frozenset(
+    "all_hold architecture batch batch_size checkpoints checks class_coverage classes classes_covered coverage "
+    "density discriminator_parameters entropy_bits entropy_normalized epochs family fd feature_condition_number "
+    "feature_dim flops_counter flops_per_call flops_per_image generator_parameters heldout_class_coverage "
+    "heldout_inception_score histogram holds images inception_score info judge_kind judge_sha256 kid "
+    "kid_subset_size kind largest_share loss method metric n nearest_k nfe nfe_per_sample noise_resolution "
+    "parameters_all parameters_inference parts phases pr_reference_n precision real_source recall reference_n "
+    "repeats rows samples seed set source steps teacher than threads threshold training warmup worse".split())
 JSON_DIRS = ("samples", "metrics")
+
+
+def unclassified(obj, prefix="") -> list[str]:
+    """Key paths in a JSON tree that are neither MEASURED nor RESULTS (the walk stops at MEASURED keys)."""
+    out = []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            path = f"{prefix}.{k}" if prefix else str(k)
+            if MEASURED.search(str(k)):
+                continue
+            if k not in RESULTS:
+                out.append(path)
+            out += unclassified(v, path)
+    elif isinstance(obj, list):
+        for v in obj:
+            out += unclassified(v, f"{prefix}[]")
+    return sorted(set(out))
 
 
 def _arrays(path: Path) -> dict:
@@ -65,8 +98,11 @@ def _numbers(obj, prefix=""):
 
 
 def compare_json(a: Path, b: Path) -> tuple[list[str], int]:
-    x, y = dict(_numbers(json.loads(a.read_text()))), dict(_numbers(json.loads(b.read_text())))
-    out = [f"{k}: only in one run" for k in sorted(x.keys() ^ y.keys())]
+    ja, jb = json.loads(a.read_text()), json.loads(b.read_text())
+    out = [f"{k}: unclassified key (add it to MEASURED or RESULTS in scripts/compare_runs.py)"
+           for k in sorted(set(unclassified(ja)) | set(unclassified(jb)))]
+    x, y = dict(_numbers(ja)), dict(_numbers(jb))
+    out += [f"{k}: only in one run" for k in sorted(x.keys() ^ y.keys())]
     for k in sorted(x.keys() & y.keys()):
         # Same seeds, same threads: equal means equal, NaN included.
         both_nan = isinstance(x[k], float) and isinstance(y[k], float) and x[k] != x[k] and y[k] != y[k]

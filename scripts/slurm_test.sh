@@ -31,7 +31,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 S=$WORK/slurm
-mkdir -p "$S"/{munge,munge-socket,state,spool,log}
+mkdir -p "$S"/{state,spool,log}
+# munged runs as the munge user, which must reach its key and socket through every folder above them. WORK may lie
+# where only root can enter (pytest's temporary folders are mode 700, and so is /root), so munge gets a folder of
+# its own under /run, removed at the end (its log is copied to $S/log first).
+M=$(mktemp -d /run/advkd-munge.XXXXXX)
+chmod 755 "$M"
+mkdir -p "$M"/{munge,munge-socket}
 export SLURM_CONF=$S/slurm.conf
 PIDS=()
 RUNS=()
@@ -59,6 +65,8 @@ cleanup() {
     kill -KILL "${PIDS[i]}" 2>/dev/null || true
     wait "${PIDS[i]}" 2>/dev/null || true
   done
+  cp "$M/munge/munged.log" "$S/log/" 2>/dev/null || true
+  rm -rf "$M"
   [ $rc -eq 0 ] || echo "slurm_test: failed after $((SECONDS - T0))s; logs under $WORK" >&2
 }
 trap cleanup EXIT
@@ -68,16 +76,16 @@ free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1"
 
 # munge: its own key and socket; the daemon runs as the munge user, in the foreground so that $! is its PID.
 # Clients must reach the socket through every directory above it, but only munge may write next to it.
-chmod 755 "$WORK" "$S"
-chown munge:munge "$S/munge" "$S/munge-socket" && chmod 700 "$S/munge" && chmod 755 "$S/munge-socket"
-dd if=/dev/urandom of="$S/munge/munge.key" bs=1024 count=1 status=none
-chown munge:munge "$S/munge/munge.key" && chmod 600 "$S/munge/munge.key"
-setpriv --reuid=munge --regid=munge --clear-groups /usr/sbin/munged -F --socket="$S/munge-socket/munge.socket" \
-  --key-file="$S/munge/munge.key" --log-file="$S/munge/munged.log" --pid-file="$S/munge/munged.pid" \
-  --seed-file="$S/munge/munged.seed" >"$S/log/munged.out" 2>&1 &
+chmod 755 "$WORK" "$S" "$M"
+chown munge:munge "$M/munge" "$M/munge-socket" && chmod 700 "$M/munge" && chmod 755 "$M/munge-socket"
+dd if=/dev/urandom of="$M/munge/munge.key" bs=1024 count=1 status=none
+chown munge:munge "$M/munge/munge.key" && chmod 600 "$M/munge/munge.key"
+setpriv --reuid=munge --regid=munge --clear-groups /usr/sbin/munged -F --socket="$M/munge-socket/munge.socket" \
+  --key-file="$M/munge/munge.key" --log-file="$M/munge/munged.log" --pid-file="$M/munge/munged.pid" \
+  --seed-file="$M/munge/munged.seed" >"$S/log/munged.out" 2>&1 &
 PIDS+=($!)
-for _ in $(seq 50); do [ -S "$S/munge-socket/munge.socket" ] && break; sleep 0.2; done
-[ -S "$S/munge-socket/munge.socket" ] || fail "munged did not start: $(cat "$S/munge/munged.log" 2>/dev/null)"
+for _ in $(seq 50); do [ -S "$M/munge-socket/munge.socket" ] && break; sleep 0.2; done
+[ -S "$M/munge-socket/munge.socket" ] || fail "munged did not start: $(cat "$M/munge/munged.log" 2>/dev/null)"
 
 HOST=$(hostname -s)
 MEM_MB=$(awk '/MemTotal/ {print int($2 / 1024 * 0.8)}' /proc/meminfo)
@@ -90,7 +98,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$S/munge-socket/munge.socket
+AuthInfo=socket=$M/munge-socket/munge.socket
 StateSaveLocation=$S/state
 SlurmdSpoolDir=$S/spool
 SlurmctldPidFile=$S/slurmctld.pid

@@ -1,24 +1,31 @@
 """Crashes and concurrency on the real Snakemake DAG (docs/reliability.md).
 
-One tiny experiment (digits 8x8, a digits8 teacher trained in the DAG, 2 trajectory shards, one Adv-KD student)
-is run twice in two work directories:
-- A, uninterrupted. While it runs, a second `snakemake` on the same directory must be refused (Snakemake's
+One tiny experiment (digits 8x8, a digits8 teacher trained in the DAG, 2 trajectory shards, one Adv-KD student,
+one sampler) is run twice, each in a folder of its own that holds the repository's Snakefile, workflow/ and
+experiments/ (links), so that Snakemake commands run there exactly as a user types them:
+- A, uninterrupted. While it runs, a second `snakemake` on the same folder must be refused (Snakemake's
   incomplete-files check or its lock), and one with `--rerun-incomplete` by the lock.
-- B, SIGKILLed (the whole process group, like a lost node) three times: while the teacher trains, right after
-  the first trajectory shard's job ends, and while the student trains. Each time the same command is run again
-  after `snakemake --unlock` with `--rerun-incomplete`, as docs/reliability.md says.
-B's teacher, shards and student must equal A's bit for bit, finished shards must not be recomputed, and the
-interrupted jobs must have resumed from their checkpoints (their logs say so).
+- B, SIGKILLed (the whole process group, like a lost node) once in each long stage: teacher training, a
+  trajectory shard, student training, sampling. Each kill lands at a random point of the stage's job (seeded:
+  for a training job, a fraction of an epoch after its k-th epoch, k random in the first half; otherwise a
+  fraction of that job's duration in A, counted from when B's job starts). After each kill the README's
+  recovery commands, copied from the README, are run as written (the rerun with this experiment's
+  `--configfile` and targets added, as the README says).
+B's teacher, shards, student and samples must equal A's bit for bit, and the training jobs must have resumed from
+their checkpoints (their logs say so). The stages are killed in the order their jobs start.
 """
 
 import os
+import random
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -32,61 +39,66 @@ CONFIG = {
     "experiment": EXP, "seed": 0, "device": "cpu",
     "data": {"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 256},
     "teacher": {"source": "train", "architecture": "digits8", "epochs": 8, "batch_size": 64, "warmup_steps": 2},
-    "sampling": {"n": 16, "batch_size": 16, "seeds": [0], "grid": 16},
+    "sampling": {"n": 64, "batch_size": 16, "seeds": [0], "grid": 16},
     "trajectories": {"sampler": "ddim-4", "count": 32, "checkpoints": 2, "shard_size": 16},
     "evaluator": {"source": "train", "epochs": 1},
     "metrics": {"kid_subsets": 2, "sanity_n": 32},
-    "methods": {"student": {"family": "advkd", "epochs_scale": 1.0, "batch_size": 16}},
+    "methods": {"student": {"family": "advkd", "epochs_scale": 1.0, "batch_size": 16},
+                "ddpm-50": {"family": "ddpm", "steps": 50}},
 }
 R = Path("results") / EXP
 TEACHER_CKPT = R / "teacher/train/checkpoint.safetensors"
 TEACHER_WEIGHTS = R / "teacher/train/pipeline/unet/diffusion_pytorch_model.safetensors"
 SHARDS = [R / f"trajectories/shard-{i:05d}.safetensors" for i in range(2)]
-STUDENT_CKPT = R / "students/student/checkpoint.safetensors"
 STUDENT = R / "students/student/student.safetensors"
-TARGETS = [str(STUDENT), *map(str, SHARDS)]
+SAMPLES = [R / f"samples/{m}/seed0.npz" for m in ("ddpm-50", "student")]
+TARGETS = [str(STUDENT), *map(str, SHARDS), *map(str, SAMPLES)]
+CORES = ["--cores", "2"]   # the README's; the thread count of a job is part of its arithmetic
+
+# Each long stage by the log file(s) of its job(s), relative to the logs folder; a job's benchmark file (Snakemake
+# writes it when the job is over) has the same relative name under benchmarks/, with .tsv.
+STAGES = {"train_teacher": "train_teacher.log", "trajectories": "trajectories/shard-*.log",
+          "distill": "distill/student.log", "sample": "sample/ddpm-50-seed0-part*.log"}
 
 
-def _cmd(repo_root, workdir, *extra):
-    snakemake = Path(sys.executable).parent / "snakemake"
-    return [str(snakemake), "-s", str(repo_root / "Snakefile"), "-d", str(workdir), "--configfile",
-            str(workdir / "cfg.yaml"), "--cores", "1", *extra]
+def readme_recovery_commands():
+    """The README's recovery block, as written: [unlock command, rerun command] as argument lists."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Reliability"):]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    lines = [shlex.split(line, comments=True) for line in block.splitlines()]
+    lines = [w for w in lines if w]
+    assert len(lines) == 2 and "--unlock" in lines[0] and "--rerun-incomplete" in lines[1], lines
+    return lines
 
 
-def _setup(workdir):
-    workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
-    return workdir
+def workdir(path):
+    """A folder where `snakemake` finds this repository's workflow as it would in a clone, plus the config."""
+    path.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "workflow", "experiments", "environment.yml"):
+        (path / name).symlink_to(ROOT / name)
+    (path / "cfg.yaml").write_text(yaml.safe_dump(CONFIG))
+    return path
 
 
-def _start(cmd, log):
+def run_args(*extra):
+    # --configfile last: it takes every word after it up to the next option
+    return ["snakemake", *CORES, *extra, *TARGETS, "--configfile", "cfg.yaml"]
+
+
+def _start(cmd, cwd, log):
     # A session of its own, so one killpg reaches Snakemake and every job it started (a lost node, a kill -9).
-    return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(cmd, cwd=cwd, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _wait_for(proc, ready, timeout=600):
-    """Wait until `ready` (a path, or a function returning a truth value) holds while `proc` runs."""
-    check = ready if callable(ready) else ready.exists
+def _wait_for(proc, ready, what, timeout=600):
     t0 = time.time()
-    while not check():
+    while not ready():
         if proc.poll() is not None:
-            raise AssertionError(f"snakemake exited ({proc.returncode}) before {ready} held")
+            raise AssertionError(f"snakemake exited ({proc.returncode}) before {what}")
         if time.time() - t0 > timeout:
-            raise AssertionError(f"{ready} did not hold within {timeout}s")
+            raise AssertionError(f"{what} did not happen within {timeout}s")
         time.sleep(0.02)
-
-
-def _kill_when(repo_root, workdir, ready, name, extra=()):
-    """Start the DAG, SIGKILL its whole process group as soon as `ready` holds (see _wait_for)."""
-    p = _start(_cmd(repo_root, workdir, *extra, *TARGETS), workdir / f"kill-{name}.log")
-    _wait_for(p, workdir / ready if isinstance(ready, Path) else ready)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
-
-
-def _unlock(repo_root, workdir):
-    r = subprocess.run(_cmd(repo_root, workdir, "--unlock"), capture_output=True, text=True)
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def _equal_tensors(a, b):
@@ -96,15 +108,20 @@ def _equal_tensors(a, b):
         assert torch.equal(ta[k], tb[k]), f"{a} and {b} differ at {k}"
 
 
+def _job_seconds(benchmark: Path) -> float:
+    header, row = benchmark.read_text().splitlines()[:2]
+    return float(dict(zip(header.split("\t"), row.split("\t")))["s"])
+
+
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
-    """Run A to the end; while it runs, try a second run on the same directory (the concurrency check)."""
-    repo_root, wd = ROOT, _setup(tmp_path_factory.mktemp("uninterrupted"))
-    first = _start(_cmd(repo_root, wd, *TARGETS), wd / "first.log")
-    _wait_for(first, wd / R / "logs/prepare_data.log")   # the first run has started a job
-    second = subprocess.run(_cmd(repo_root, wd, *TARGETS), capture_output=True, text=True)
+    """Run A to the end; while it runs, try a second run on the same folder (the concurrency check)."""
+    wd = workdir(tmp_path_factory.mktemp("uninterrupted"))
+    first = _start(run_args(), wd, wd / "first.log")
+    _wait_for(first, (wd / R / "logs/prepare_data.log").exists, "the first run started a job")
+    second = subprocess.run(run_args(), cwd=wd, capture_output=True, text=True)
     # what a user might type next: --rerun-incomplete skips the incomplete-files check, so only the lock stops it
-    third = subprocess.run(_cmd(repo_root, wd, "--rerun-incomplete", *TARGETS), capture_output=True, text=True)
+    third = subprocess.run(run_args("--rerun-incomplete"), cwd=wd, capture_output=True, text=True)
     alive = first.poll() is None
     first_rc = first.wait()
     return wd, first_rc, second, third, alive
@@ -125,65 +142,74 @@ def test_second_run_on_the_same_results_is_refused(uninterrupted):
     assert not list((wd / R).rglob("*.tmp*"))
 
 
-def test_killed_runs_resume_to_the_uninterrupted_result(uninterrupted, tmp_path, repo_root):
+def test_killed_in_every_long_stage_the_readme_recovery_gives_the_uninterrupted_result(uninterrupted, tmp_path):
     a = uninterrupted[0]
     assert uninterrupted[1] == 0
-    b = _setup(tmp_path / "killed")
-    rerun = ("--rerun-incomplete",)
+    b = workdir(tmp_path / "killed")
+    unlock, rerun = readme_recovery_commands()
+    rerun = rerun + [*TARGETS, "--configfile", "cfg.yaml"]
+    # Where in its job each stage is killed, drawn from a seeded generator. A training job: after k of its A
+    # epochs (k in the first half, so that its checkpoint is there), plus a fraction of one epoch's time. Any other
+    # job: a fraction of its duration in A (at most 0.6 of it, so the job still runs on a host that is faster now
+    # than then), counted from the start of B's job.
+    rng = random.Random(18)
+    fraction = {stage: rng.uniform(0.0, 0.6) for stage in STAGES}
+    curves = {"train_teacher": R / "teacher/train/loss.csv", "distill": R / "students/student/loss.csv"}
+    epochs_before = {stage: rng.randint(1, (len((a / c).read_text().splitlines()) - 1) // 2)
+                     for stage, c in curves.items()}
+    command = run_args()
+    while fraction:
+        t_attempt = time.time()
 
-    # 1. killed while the teacher trains (after its first epoch's checkpoint)
-    _kill_when(repo_root, b, TEACHER_CKPT, "teacher")
-    assert not (b / R / "teacher/train/teacher.json").exists(), "the teacher finished before the kill"
-    epoch = int(load_tensors(b / TEACHER_CKPT)["progress"][1])
-    assert 1 <= epoch < CONFIG["teacher"]["epochs"]
-    # After a kill -9 Snakemake wants --rerun-incomplete (the killed job's outputs are marked incomplete) and
-    # --unlock (its lock stays behind). The plain rerun names one of them: the incomplete outputs when they were
-    # already on disk at the kill (the kill races the job's next write), otherwise the lock. The rerun with
-    # --rerun-incomplete always names the lock.
-    r = subprocess.run(_cmd(repo_root, b, *TARGETS), capture_output=True, text=True)
-    assert r.returncode != 0, r.stderr[-2000:]
-    if "--rerun-incomplete" in r.stderr:
-        assert "teacher/train/" in r.stderr, r.stderr[-2000:]
-    else:
-        assert "Directory cannot be locked" in r.stderr and "--unlock" in r.stderr, r.stderr[-2000:]
-    r = subprocess.run(_cmd(repo_root, b, *rerun, *TARGETS), capture_output=True, text=True)
-    assert r.returncode != 0 and "Directory cannot be locked" in r.stderr and "--unlock" in r.stderr
-    _unlock(repo_root, b)
+        def started():
+            """(stage, its job's log relative to logs/) of a job of a stage not yet killed that began just now."""
+            for stage in fraction:
+                for log in (b / R / "logs").glob(STAGES[stage]):
+                    if log.stat().st_mtime >= t_attempt:
+                        return stage, log.relative_to(b / R / "logs")
+            return None
 
-    # 2. resumed, then killed as soon as one trajectory shard's job is over and the other's has begun (Snakemake
-    #    may run either first; one killed between writing its file and Snakemake recording it is redone, to the
-    #    same bits)
-    def one_shard_done_other_started():
-        done = [s for s in SHARDS if (b / s).exists()]
-        started = [s for s in SHARDS if (b / R / "logs/trajectories" / s.with_suffix(".log").name).exists()]
-        return len(done) == 1 and len(started) == 2
-    _kill_when(repo_root, b, one_shard_done_other_started, "shards", rerun)
-    finished = next(s for s in SHARDS if (b / s).exists())
-    assert f"resumed from {TEACHER_CKPT} at epoch {epoch}" in (b / R / "logs/train_teacher.log").read_text()
-    first_shard = (b / finished).stat().st_mtime_ns
-    _unlock(repo_root, b)
-
-    # 3. killed while the student trains
-    _kill_when(repo_root, b, STUDENT_CKPT, "student", rerun)
-    assert not (b / STUDENT).exists(), "the student finished before the kill"
-    shard_times = [(b / s).stat().st_mtime_ns for s in SHARDS]
-    assert (b / finished).stat().st_mtime_ns == first_shard, "a finished shard was recomputed"
-    _unlock(repo_root, b)
-
-    # 4. the same command runs to the end
-    r = subprocess.run(_cmd(repo_root, b, *rerun, *TARGETS), capture_output=True, text=True)
+        p = _start(command, b, b / f"attempt-{len(STAGES) - len(fraction)}.log")
+        _wait_for(p, started, f"a job of one of {sorted(fraction)} started")
+        stage, log = started()
+        bench = Path("benchmarks") / log.with_suffix(".tsv")
+        if stage in curves:
+            k = epochs_before[stage]
+            _wait_for(p, lambda: (b / curves[stage]).exists()
+                      and len((b / curves[stage]).read_text().splitlines()) > k, f"{stage} trained {k} epochs")
+            epoch_s = np.median([float(r.split(",")[3 if stage == "train_teacher" else -1])
+                                 for r in (a / curves[stage]).read_text().splitlines()[1:]])
+            delay = fraction.pop(stage) * epoch_s
+        else:
+            delay = fraction.pop(stage) * _job_seconds(a / R / bench)
+        time.sleep(delay)
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        assert not (b / R / bench).exists(), f"the {stage} job {log} was over before the kill ({delay:.1f} s)"
+        # Snakemake refuses the same command until the recovery steps run: a plain rerun names the incomplete
+        # outputs or the lock (whichever it meets first), the README's rerun without --unlock names the lock.
+        r = subprocess.run(command, cwd=b, capture_output=True, text=True)
+        assert r.returncode != 0 and re.search("--rerun-incomplete|--unlock", r.stderr), r.stderr[-2000:]
+        r = subprocess.run(unlock, cwd=b, capture_output=True, text=True)
+        assert r.returncode == 0 and "Unlocked" in r.stdout + r.stderr, r.stdout + r.stderr
+        command = rerun   # from now on the README's rerun command, killed again in the next stage
+    r = subprocess.run(rerun, cwd=b, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "resuming from" in (b / R / "logs/distill/student.log").read_text()
-    assert [(b / s).stat().st_mtime_ns for s in SHARDS] == shard_times, "finished shards were recomputed"
     assert not list((b / R).rglob("*.tmp*"))
 
     # Bit for bit what the uninterrupted run produced (CPU, same thread count).
     for f in (TEACHER_WEIGHTS, *SHARDS, STUDENT):
         _equal_tensors(a / f, b / f)
+    for f in SAMPLES:
+        with np.load(a / f) as x, np.load(b / f) as y:
+            assert x.files == y.files and all(np.array_equal(x[k], y[k]) for k in x.files), f
     drop_seconds = lambda p: [row.rsplit(",", 2)[0] if "teacher" in str(p) else  # noqa: E731
                               ",".join(row.split(",")[:-1]) for row in p.read_text().splitlines()]
     for curve in (R / "teacher/train/loss.csv", R / "students/student/loss.csv"):
         assert drop_seconds(a / curve) == drop_seconds(b / curve), curve
+    # The training jobs continued from their checkpoints.
+    assert "resumed from" in (b / R / "logs/train_teacher.log").read_text()
+    assert "resuming from" in (b / R / "logs/distill/student.log").read_text()
 
 
 def test_write_killed_midway_leaves_a_temp_file_the_next_write_removes(tmp_path):

@@ -1,5 +1,6 @@
 """The real Snakemake DAG: lint, dry-run every experiment, and run the ci experiment end to end."""
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -60,6 +61,29 @@ def test_ci_experiment_end_to_end(venv_bin, repo_root, tmp_path):
     assert not list(res.rglob("*.tmp*"))
     r = snakemake(venv_bin, repo_root, tmp_path, "-n", "--cores", "2", "--configfile", cfg_path)
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr, r.stdout
+
+    # Every key of every result JSON is known to compare_runs as a result or a measurement of the machine.
+    spec = importlib.util.spec_from_file_location("compare_runs", repo_root / "scripts" / "compare_runs.py")
+    compare_runs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_runs)
+    for f in [*res.glob("samples/**/*.json"), *res.glob("metrics/**/*.json")]:
+        assert compare_runs.unclassified(json.loads(f.read_text())) == [], f
+
+    # A changed recipe is trained anew, never served by the old student's state.
+    old = (res / "students/denoising-student/student.safetensors").read_bytes()
+    cfg["methods"]["denoising-student"]["lr"] = 0.003
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(cfg))
+    student = "results/ci/students/denoising-student/student.safetensors"
+    r = snakemake(venv_bin, repo_root, tmp_path, "--cores", "2", student, "--configfile", tmp_path / "changed.yaml")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert (res / "students/denoising-student/student.safetensors").read_bytes() != old
+    assert json.loads((res / "students/denoising-student/student.json").read_text())["lr"] == 0.003
+
+    # Snakemake's bookkeeping commands work as users type them, without --cores.
+    for args in (["--unlock"], ["--summary"], ["--detailed-summary"], ["--list-rules"], ["--list-changes", "params"],
+                 ["--list-untracked"], ["--cleanup-metadata", "results/ci/tables/summary.md"]):
+        r = snakemake(venv_bin, repo_root, tmp_path, *args, "--configfile", cfg_path)
+        assert r.returncode == 0, (args, r.stdout[-2000:] + r.stderr[-2000:])
 
 
 def test_sample_shards_are_separate_jobs(venv_bin, repo_root, tmp_path):
