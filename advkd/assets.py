@@ -22,8 +22,12 @@ def manifest() -> dict[str, str]:
     if not MANIFEST.is_file():
         raise BadInputError(f"{MANIFEST}: the list of shipped assets is missing; restore it with "
                             f"`git checkout -- {MANIFEST.relative_to(REPO)}`")
+    return _read_manifest(MANIFEST)
+
+
+def _read_manifest(path) -> dict[str, str]:
     out = {}
-    for line in MANIFEST.read_text().splitlines():
+    for line in Path(path).read_text().splitlines():
         if line.strip():
             digest, name = line.split(maxsplit=1)
             out[name.lstrip("*").removeprefix("./")] = digest
@@ -32,24 +36,35 @@ def manifest() -> dict[str, str]:
 
 def shipped_errors(path) -> list[str]:
     """One message per shipped file under `path` (a folder or a file) that is missing or not the committed bytes.
-    A path outside experiments/assets is not shipped: nothing to check."""
-    try:
-        rel = Path(path).resolve().relative_to(ASSETS.resolve())
-    except ValueError:
-        return []
+    A path outside experiments/assets is not shipped: nothing to check. The assets of another checkout (a workflow
+    run from another clone) are checked against that checkout's own list."""
+    path = Path(path).resolve()
+    ours = ASSETS.resolve()
+    if path == ours or ours in path.parents:
+        assets, listed = ours, manifest()
+    else:
+        assets = next((a for a in path.parents if a.name == "assets" and a.parent.name == "experiments"
+                       and (a / "SHA256SUMS").is_file()), None)
+        if assets is None:
+            return []
+        listed = _read_manifest(assets / "SHA256SUMS")
+    rel = path.relative_to(assets)
+    repo = assets.parent.parent
     errs = []
-    for name, want in manifest().items():
+    for name, want in listed.items():
         if rel != Path(".") and not (Path(name) == rel or rel in Path(name).parents):
             continue
-        f = ASSETS / name
-        where = f.relative_to(REPO)
+        f = assets / name
+        where = f"experiments/assets/{name}"
+        restore = f"restore it with `git -C {repo} checkout -- {where}`"
         if not f.is_file():
-            errs.append(f"{where}: shipped file missing; restore it with `git checkout -- {where}`")
+            errs.append(f"{f}: shipped file missing; {restore}")
             continue
         have = sha256_file(f)
         if have != want:
-            errs.append(f"{where}: sha256 {have} is not the shipped {want} (experiments/assets/SHA256SUMS); the file "
-                        f"was changed or corrupted: restore it with `git checkout -- {where}`")
+            errs.append(f"{f}: sha256 {have} is not the shipped {want} (experiments/assets/SHA256SUMS); the file was "
+                        f"changed or corrupted: {restore} (after a deliberate change, rewrite SHA256SUMS as "
+                        "advkd/assets.py says)")
     return errs
 
 

@@ -160,7 +160,7 @@ def tensors_sha256(tensors) -> str:
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())   # the buffer itself, no copy of a large set
     return h.hexdigest()
 
 

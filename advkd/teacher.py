@@ -221,14 +221,13 @@ def train_teacher(train_images: np.ndarray, out_dir, *, architecture="fmnist32",
     if ckpt.exists():
         stored = read_metadata(ckpt).get("recipe")
         stale = identity_mismatch(json.loads(stored) if stored else None, identity)
+        if not stale and int(load_tensors(ckpt)["progress"][1]) > epochs:
+            stale = [f"epochs (it has trained more than the {epochs} asked for)"]
         if stale:
             log.warning("not resuming %s: it was made for another run (differs in: %s); training afresh", ckpt,
                         ", ".join(stale))
         else:
             step, start_epoch, history = _load_state(ckpt, unet, ema, opt, gen)
-            if start_epoch > epochs:
-                raise BadInputError(f"{ckpt} has already trained {start_epoch} epochs, more than the {epochs} asked "
-                                    "for; delete it to train a shorter run")
             log.info("resumed from %s at epoch %d (step %d)", ckpt, start_epoch, step)
     data = to_float(train_images).to(device)
     n = len(data)

@@ -4,10 +4,10 @@
 
 Arrays must match bit for bit: every .npz (samples, data) and .safetensors (weights, trajectories) in either
 tree, except training checkpoints (resumable state that also logs wall-clock time per epoch). JSON under samples/
-and metrics/ must hold the same keys and the same numbers, except what measures the
+and metrics/ must hold the same keys and the same values, except what measures the
 machine rather than the method (timings, speeds, memory, host, provenance: MEASURED below); every other key must
-be a known result (RESULTS), so that no new field is silently skipped or wrongly compared. Exit status 1 on any
-difference.
+be a known result (RESULTS), whose values are compared whatever their type, so that no new field is silently
+skipped or wrongly compared. Exit status 1 on any difference.
 """
 
 from __future__ import annotations
@@ -19,14 +19,26 @@ from pathlib import Path
 
 import numpy as np
 
-# Every key of a compared JSON is one of two kinds, decided here and nowhere else: a measurement of the machine
-# (MEASURED: timings, speeds, peaks, memory, host, provenance; not compared, nor anything below it) or a result
-# (RESULTS: compared, and so is what lies below it). A key that is neither is itself a difference ("unclassified"),
-# so a new field is sorted the first time a run writes it (tests/test_dag.py checks every key of the ci run)
-# instead of slipping through on either side.
-MEASURED = re.compile(r"provenance|host|device|second|_s$|_s_|^s_|per_s|gflops|peak|fraction_of|latency|memory"
-                      r"|throughput|compiled|extrapolated|^measured$|(^|_)time($|_)|timing|date|elapsed|wall",
-                      re.IGNORECASE)
+# Every key of a compared JSON is one of two kinds, decided here and nowhere else:
+# - MEASURED: its value depends on where and when the job ran (timings, speeds, peaks, memory, host, device,
+#   provenance, the absolute folder of the teacher); not compared, nor anything below it. A key is MEASURED when one
+#   of its words (split at "_") is in MEASURED_WORDS, or it is in MEASURED_KEYS; whole words, so that a result
+#   named like `nfe_per_sample` or `candidates` is not swallowed by a substring.
+# - RESULTS: compared (numbers, text, flags, null), and so is everything below it.
+# A key that is neither is itself a difference ("unclassified"), so a new field is sorted the first time a run
+# writes it (tests/test_dag.py checks every key of the ci run) instead of slipping through on either side; no key
+# may be both (tests/test_compare_runs.py).
+MEASURED_WORDS = frozenset(
+    "provenance host device s second seconds gflops peak latency memory throughput compiled extrapolated measured "
+    "time timing date elapsed wall".split())
+MEASURED_KEYS = frozenset({"teacher"})
+
+
+def is_measured(key) -> bool:
+    key = str(key)
+    return key in MEASURED_KEYS or bool(MEASURED_WORDS & set(key.lower().split("_")))
+
+
 RESULTS = frozenset(
     "all_hold architecture batch batch_size checkpoints checks class_coverage classes classes_covered coverage "
     "density discriminator_parameters entropy_bits entropy_normalized epochs family fd feature_condition_number "
@@ -34,7 +46,7 @@ RESULTS = frozenset(
     "heldout_inception_score histogram holds images inception_score info judge_kind judge_sha256 kid "
     "kid_subset_size kind largest_share loss method metric n nearest_k nfe nfe_per_sample noise_resolution "
     "parameters_all parameters_inference parts phases pr_reference_n precision real_source recall reference_n "
-    "repeats rows samples seed set source steps teacher than threads threshold training warmup worse".split())
+    "repeats rows samples seed set source steps than threads threshold training warmup worse".split())
 JSON_DIRS = ("samples", "metrics")
 
 
@@ -44,7 +56,7 @@ def unclassified(obj, prefix="") -> list[str]:
     if isinstance(obj, dict):
         for k, v in obj.items():
             path = f"{prefix}.{k}" if prefix else str(k)
-            if MEASURED.search(str(k)):
+            if is_measured(k):
                 continue
             if k not in RESULTS:
                 out.append(path)
@@ -82,26 +94,24 @@ def compare_arrays(a: Path, b: Path) -> list[str]:
     return out
 
 
-def _numbers(obj, prefix=""):
-    """(path, value) of every number in a JSON tree outside MEASURED keys, and the set of compared key paths."""
+def _leaves(obj, prefix=""):
+    """(path, value) of every leaf (number, text, flag, null) of a JSON tree outside MEASURED keys."""
     if isinstance(obj, dict):
         for k, v in obj.items():
-            if not MEASURED.search(str(k)):
-                yield from _numbers(v, f"{prefix}.{k}" if prefix else str(k))
+            if not is_measured(k):
+                yield from _leaves(v, f"{prefix}.{k}" if prefix else str(k))
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
-            yield from _numbers(v, f"{prefix}[{i}]")
-    elif isinstance(obj, (int, float)):  # bool included: a flag that flips is a difference too
+            yield from _leaves(v, f"{prefix}[{i}]")
+    else:
         yield prefix, obj
-    elif obj is None:
-        yield prefix, None
 
 
 def compare_json(a: Path, b: Path) -> tuple[list[str], int]:
     ja, jb = json.loads(a.read_text()), json.loads(b.read_text())
-    out = [f"{k}: unclassified key (add it to MEASURED or RESULTS in scripts/compare_runs.py)"
+    out = [f"{k}: unclassified key (add it to MEASURED_WORDS, MEASURED_KEYS or RESULTS in scripts/compare_runs.py)"
            for k in sorted(set(unclassified(ja)) | set(unclassified(jb)))]
-    x, y = dict(_numbers(ja)), dict(_numbers(jb))
+    x, y = dict(_leaves(ja)), dict(_leaves(jb))
     out += [f"{k}: only in one run" for k in sorted(x.keys() ^ y.keys())]
     for k in sorted(x.keys() & y.keys()):
         # Same seeds, same threads: equal means equal, NaN included.
@@ -119,18 +129,18 @@ def compare_trees(a: Path, b: Path) -> list[str]:
 
     fa, fb = files(a), files(b)
     problems = [f"{p}: only in {a if p in fa else b}" for p in sorted(fa ^ fb)]
-    counts = {"arrays": 0, "json": 0, "numbers": 0}
+    counts = {"arrays": 0, "json": 0, "values": 0}
     for rel in sorted(fa & fb):
         if rel.suffix == ".json":
             diffs, n = compare_json(a / rel, b / rel)
             counts["json"] += 1
-            counts["numbers"] += n
+            counts["values"] += n
         else:
             diffs = compare_arrays(a / rel, b / rel)
             counts["arrays"] += 1
         problems += [f"{rel}: {d}" for d in diffs]
     print(f"compare_runs: {counts['arrays']} array files bit for bit, {counts['json']} JSON files "
-          f"({counts['numbers']} numbers), {len(problems)} differences")
+          f"({counts['values']} values), {len(problems)} differences")
     if not fa & fb:
         problems.append("nothing to compare")
     return problems

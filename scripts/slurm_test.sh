@@ -8,8 +8,9 @@
 #   sudo scripts/slurm_test.sh [WORKDIR]          (default: a new /tmp/advkd-slurm.* dir, kept for inspection)
 #   ADVKD_SLURM_CONFIG=experiments/ci.yaml        (the experiment; ci by default)
 #
-# Everything SLURM needs (config, munge key and socket, state, logs) lives under WORKDIR/slurm, on free ports,
-# so the machine's own /etc/slurm and any other SLURM or munge instance are left alone.
+# Everything SLURM needs (config, state, logs) lives under WORKDIR/slurm, on free ports, and munge's key and socket
+# in a folder of its own under /run (removed at the end), so the machine's own /etc/slurm and any other SLURM or
+# munge instance are left alone, and WORKDIR may lie where only root can enter.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export PATH="$REPO/.venv/bin:$PATH" HF_HUB_OFFLINE=1

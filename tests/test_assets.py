@@ -45,7 +45,7 @@ def corrupted(tmp_path, monkeypatch):
 def _says_which_and_how(msg: str):
     where = f"experiments/assets/{TEACHER_WEIGHTS}"
     want = assets.manifest()[TEACHER_WEIGHTS]
-    assert where in msg and want in msg and f"git checkout -- {where}" in msg, msg
+    assert where in msg and want in msg and f"checkout -- {where}`" in msg and "git -C " in msg, msg
     have = [w for w in msg.split() if len(w) == 64 and w != want]
     assert have, f"the file's own hash is not named: {msg}"
 
@@ -68,6 +68,17 @@ def test_config_check_refuses_corrupted_shipped_teacher_before_any_job(corrupted
     _says_which_and_how(str(e.value))
 
 
+def test_another_checkouts_assets_are_checked_against_its_own_list(tmp_path):
+    """A workflow run from another clone (its experiments/assets, its SHA256SUMS) is checked too."""
+    other = tmp_path / "clone" / "experiments" / "assets"
+    shutil.copytree(assets.ASSETS, other)
+    assert assets.shipped_errors(other / "teacher-fmnist32") == []
+    (other / "teacher-fmnist32" / "unet" / "config.json").write_text("{}")
+    errs = assets.shipped_errors(other / "teacher-fmnist32")
+    assert len(errs) == 1 and f"git -C {tmp_path / 'clone'} checkout -- " in errs[0], errs
+    assert assets.shipped_errors(tmp_path) == []    # not inside any experiments/assets: not shipped
+
+
 def test_judge_with_card_and_weights_changed_together_is_refused(corrupted):
     """The judge's own card check cannot catch weights replaced together with their card; the manifest does."""
     from advkd.io import sha256_file
@@ -80,6 +91,6 @@ def test_judge_with_card_and_weights_changed_together_is_refused(corrupted):
     data[len(data) // 2] ^= 0x01
     w.write_bytes(bytes(data))
     (folder / "evaluator.json").write_text(json.dumps(card | {"sha256": sha256_file(w)}))
-    with pytest.raises(BadInputError, match="evaluator-fmnist/evaluator.safetensors: sha256 .*`git checkout -- "
+    with pytest.raises(BadInputError, match="evaluator-fmnist/evaluator.safetensors: sha256 .*checkout -- "
                                           "experiments/assets/evaluator-fmnist/evaluator.safetensors`"):
         load_evaluator(folder)

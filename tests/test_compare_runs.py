@@ -56,3 +56,17 @@ def test_tensors_compare_as_bytes_whatever_their_dtype(compare, tmp_path):
                   tmp_path / f"{side}.safetensors")
     assert compare.compare_arrays(tmp_path / "a.safetensors", tmp_path / "b.safetensors") == []
     assert compare.compare_arrays(tmp_path / "a.safetensors", tmp_path / "c.safetensors") == ["array 'x' differs"]
+
+
+def test_every_key_is_a_result_or_a_measurement_never_both(compare, tmp_path):
+    """One rule sorts keys: a new field is a difference until it is classified, a result is never skipped because
+    a measurement's word appears inside its name, and text results are compared too."""
+    assert not [k for k in compare.RESULTS if compare.is_measured(k)]
+    assert compare.is_measured("fraction_of_best_peak") and compare.is_measured("images_per_s")
+    assert not compare.is_measured("nfe_per_sample") and not compare.is_measured("candidates")
+    for side, extra in (("a", {"judge_sha256": "aa"}), ("b", {"judge_sha256": "bb", "new_field": 1})):
+        (tmp_path / side / "metrics").mkdir(parents=True)
+        (tmp_path / side / "metrics" / "q.json").write_text(json.dumps({"fd": 1.0, "seconds": 2.0, **extra}))
+    problems = compare.compare_trees(tmp_path / "a", tmp_path / "b")
+    assert any("new_field: unclassified key" in p for p in problems), problems
+    assert any("judge_sha256: 'aa' vs 'bb'" in p for p in problems), problems

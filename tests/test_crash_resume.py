@@ -43,7 +43,8 @@ CONFIG = {
     "trajectories": {"sampler": "ddim-4", "count": 32, "checkpoints": 2, "shard_size": 16},
     "evaluator": {"source": "train", "epochs": 1},
     "metrics": {"kid_subsets": 2, "sanity_n": 32},
-    "methods": {"student": {"family": "advkd", "epochs_scale": 1.0, "batch_size": 16},
+    # epochs_scale 4: 120 short epochs, so that a kill after the k-th still finds the student training
+    "methods": {"student": {"family": "advkd", "epochs_scale": 4.0, "batch_size": 16},
                 "ddpm-50": {"family": "ddpm", "steps": 50}},
 }
 R = Path("results") / EXP
@@ -159,19 +160,23 @@ def test_killed_in_every_long_stage_the_readme_recovery_gives_the_uninterrupted_
                      for stage, c in curves.items()}
     command = run_args()
     while fraction:
-        t_attempt = time.time()
+        # A job announces itself by (re)writing its log: compare with what was there before this attempt (no
+        # clocks involved).
+        logs = b / R / "logs"
+        before = {p: p.stat().st_mtime_ns for stage in fraction for p in logs.glob(STAGES[stage])}
+        found = []
 
         def started():
-            """(stage, its job's log relative to logs/) of a job of a stage not yet killed that began just now."""
             for stage in fraction:
-                for log in (b / R / "logs").glob(STAGES[stage]):
-                    if log.stat().st_mtime >= t_attempt:
-                        return stage, log.relative_to(b / R / "logs")
-            return None
+                for log in logs.glob(STAGES[stage]):
+                    if before.get(log) != log.stat().st_mtime_ns:
+                        found.append((stage, log.relative_to(logs)))
+                        return True
+            return False
 
         p = _start(command, b, b / f"attempt-{len(STAGES) - len(fraction)}.log")
         _wait_for(p, started, f"a job of one of {sorted(fraction)} started")
-        stage, log = started()
+        stage, log = found[0]
         bench = Path("benchmarks") / log.with_suffix(".tsv")
         if stage in curves:
             k = epochs_before[stage]

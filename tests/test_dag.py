@@ -30,6 +30,24 @@ def test_lint_and_dry_run(venv_bin, repo_root, tmp_path, experiment):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("args", [["-n"], ["--unl"], ["-l"], ["--list-changes", "params"], ["--summary"],
+                                  ["--cores", "1"]])
+def test_plan_only_commands_warn_and_a_real_run_refuses(venv_bin, repo_root, tmp_path, args):
+    """paper.yaml without its data and weights: a dry run or bookkeeping command (as Snakemake parses it, joined
+    and abbreviated options included) only warns; a real run stops before any job, also when a joined short option's
+    value happens to hold the letters of -n, -S or -D."""
+    real = args[0] == "--cores"
+    if real:
+        args = [*args, f"-d{tmp_path}/Downloads"]
+    r = subprocess.run([venv_bin / "snakemake", "-s", repo_root / "Snakefile", *([] if real else ["-d", tmp_path]),
+                        *args, "--configfile", repo_root / "experiments/paper.yaml"], capture_output=True, text=True)
+    if real:
+        assert r.returncode != 0 and "invalid experiment config" in r.stderr, r.stderr[-2000:]
+        assert not (tmp_path / "Downloads/results").exists()
+    else:
+        assert r.returncode == 0 and "cannot run yet" in r.stderr, r.stderr[-2000:]
+
+
 def test_ci_experiment_end_to_end(venv_bin, repo_root, tmp_path):
     cfg_path = repo_root / "experiments" / "ci.yaml"
     r = snakemake(venv_bin, repo_root, tmp_path, "--cores", "2", "--configfile", cfg_path)

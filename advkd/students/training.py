@@ -276,11 +276,19 @@ def run_identity(student: Student, phases: list[Phase], recipe: Recipe, x_T, tar
     before training: the initial weights are part of it."""
     init = {f"gen.{k}": v for k, v in student.generator.state_dict().items()}
     init |= {f"disc.{k}": v for k, v in student.discriminators.state_dict().items()}
-    identity = {"student": resolved, "recipe": asdict(recipe), "phases": [asdict(p) for p in phases], "seed": seed,
+    # Where the teacher lies is no part of it (its weights are, through the initial weights and the distillation
+    # set): a results folder moved or mounted elsewhere still resumes.
+    identity = {"student": _without_locations(resolved), "recipe": asdict(recipe), "phases": [asdict(p) for p in phases], "seed": seed,
                 "distillation_set_sha256": tensors_sha256({"x_T": x_T, "targets": targets}),
                 "initial_weights_sha256": tensors_sha256(init),
                 "code_sha256": sources_sha256(Path(__file__).resolve().parent), "torch": torch.__version__}
     return json.loads(json.dumps(identity, sort_keys=True, default=str))   # as it reads back from the file
+
+
+def _without_locations(obj):
+    if isinstance(obj, dict):
+        return {k: _without_locations(v) for k, v in obj.items() if k not in ("teacher", "_name_or_path")}
+    return obj
 
 
 def train(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets, out_dir, seed: int,

@@ -9,17 +9,27 @@ from advkd.io import BadInputError
 from advkd.methods import FAMILIES
 from advkd.trajectories import shard_ranges
 
-# A dry run, lint or a bookkeeping command (--unlock, --cleanup-metadata, --list-*, --summary) shows or mends the
-# plan even where user-supplied inputs (data, weights) are not there yet; a real run stops on them before any job.
-# Snakemake does not tell a Snakefile which of these it runs, hence the argv check. ADVKD_PLAN_ONLY=1 does the same
-# for tools that load the workflow through Snakemake's API.
-NO_JOB_FLAGS = ("--dry-run", "--dryrun", "--lint", "--unlock", "--cleanup-metadata", "--summary",
-                "--detailed-summary")
-DRY_RUN = os.environ.get("ADVKD_PLAN_ONLY") == "1" or any(
-    a.split("=")[0] in NO_JOB_FLAGS or a.startswith("--list")
-    or (a.startswith("-") and not a.startswith("--") and any(f in a for f in "nSD"))
-    for a in sys.argv[1:]
-)
+# A dry run, lint or a bookkeeping command (--unlock, --cleanup-metadata, --list-*, --summary, --dag) shows or
+# mends the plan even where user-supplied inputs (data, weights) are not there yet; a real run stops on them
+# before any job. Snakemake does not tell a Snakefile which of these it runs, so its own parser reads the command
+# line (abbreviations and joined short options as Snakemake reads them). ADVKD_PLAN_ONLY=1 does the same for
+# tools that load the workflow through Snakemake's API.
+NO_JOB_ARGS = ("dryrun", "lint", "unlock", "cleanup_metadata", "cleanup_shadow", "summary", "detailed_summary",
+               "dag", "rulegraph", "filegraph", "d3dag")
+
+
+def plan_only(argv) -> bool:
+    from snakemake.cli import get_argument_parser
+
+    try:
+        args, _ = get_argument_parser().parse_known_args(argv)
+    except SystemExit:   # not Snakemake's command line (an API caller): a real run
+        return False
+    return any(getattr(args, k, None) for k in NO_JOB_ARGS) or any(
+        v for k, v in vars(args).items() if k.startswith("list_"))
+
+
+DRY_RUN = os.environ.get("ADVKD_PLAN_ONLY") == "1" or plan_only(sys.argv[1:])
 try:
     validate_config(config, source="experiment config (" + ", ".join(map(str, workflow.configfiles)) + ")",
                     require_inputs=not DRY_RUN)
