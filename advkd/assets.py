@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .io import BadInputError, sha256_file
+from .io import REPO_ROOT, BadInputError, sha256_file
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = REPO_ROOT
 ASSETS = REPO / "experiments" / "assets"
 MANIFEST = ASSETS / "SHA256SUMS"
 

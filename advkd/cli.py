@@ -2,6 +2,10 @@
 
 The DAG passes each stage its slice of the validated config as JSON (so Snakemake reruns exactly the jobs
 whose parameters changed); people can call the same commands by hand.
+
+Each command imports its stage when it runs, the one place in the package that imports inside functions: the
+stages pull in torch, diffusers and clean-fid (seconds), which `advkd --help` and a mistyped argument should not
+wait for (tests/test_imports.py allows it here only).
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ def cmd_teacher(a):
 
 
 def cmd_sample(a):
-    from .methods import build_method, sample_method
+    from .methods import build_method
+    from .stages.teacher import sample_method
 
     device = _device(a)
     method = build_method(a.method, json.loads(a.spec), {"teacher": a.teacher, "device": device,
@@ -77,7 +82,7 @@ def cmd_sample(a):
 
 
 def cmd_merge_samples(a):
-    from .methods import merge_samples
+    from .stages.teacher import merge_samples
 
     out = Path(a.out)
     stats = merge_samples(a.parts, a.n, out.with_suffix(".npz"), out.with_suffix(".png"), out.with_suffix(".json"),
@@ -86,12 +91,9 @@ def cmd_merge_samples(a):
 
 
 def cmd_trajectories(a):
-    from .teacher import load_teacher
-    from .trajectories import write_shard
+    from .stages.teacher import trajectories
 
-    device = _device(a)
-    unet, train_config, _ = load_teacher(a.teacher, device)
-    stats = write_shard(unet, train_config, json.loads(a.params), a.shard, a.seed, a.batch_size, device, a.out)
+    stats = trajectories(a.teacher, json.loads(a.params), a.shard, a.seed, a.batch_size, _device(a), a.out)
     print(json.dumps(stats))
 
 
@@ -126,7 +128,7 @@ def cmd_quality(a):
 
 
 def cmd_cost(a):
-    from .metrics.cost import cost_context, cost_stage
+    from .stages.metrics import cost_context, cost_stage
 
     ctx = cost_context(a.teacher, _device(a), a.student_dir, a.checkpoints)
     row = cost_stage(a.method, json.loads(a.spec), ctx, json.loads(a.cost), a.out, cfg=json.loads(a.cfg or "null"))
@@ -141,7 +143,7 @@ def cmd_sanity(a):
 
 
 def cmd_distill(a):
-    from .students import distill
+    from .stages.students import distill
 
     result = distill(a.method, json.loads(a.spec), {"trajectories": a.trajectories, "teacher": a.teacher,
                                                     "out": a.out, "seed": a.seed, "device": _device(a)})

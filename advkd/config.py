@@ -10,13 +10,18 @@ from pathlib import Path
 
 import yaml
 
-from .io import BadInputError
+from .assets import shipped_errors
+from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
+from .io import REPO_ROOT, BadInputError
+from .methods import method_errors, parse_sampler
+from .metrics.evaluator import config_errors as evaluator_errors
+from .metrics.quality import config_errors as sample_count_errors
+from .teacher import config_errors as teacher_errors
+from .trajectories import checkpoint_steps
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 # Keys of a method block that say how the method is scored, not what it is: never passed to its training, cost
 # or sampling code, so changing them only resamples and rescores.
-SCORING_KEYS = ("n", "seeds")
 
 
 def _key(path) -> str:
@@ -79,7 +84,6 @@ def semantic_errors(cfg: dict) -> list[str]:
     if cfg["teacher"]["source"] == "pretrained" and not cfg["teacher"]["pretrained"]:
         errs.append("teacher.pretrained: required when teacher.source is pretrained (a diffusers pipeline folder or "
                     "hub id)")
-    from .methods import method_errors, parse_sampler
 
     tr = cfg.get("trajectories")
     if tr is not None:
@@ -88,7 +92,6 @@ def semantic_errors(cfg: dict) -> list[str]:
         except BadInputError as e:
             errs.append(f"trajectories.sampler: {e}")
         else:
-            from .trajectories import checkpoint_steps
 
             try:
                 checkpoint_steps(steps, tr["checkpoints"], tr["spacing"])
@@ -99,12 +102,9 @@ def semantic_errors(cfg: dict) -> list[str]:
         errs.append(f"sampling.shard_size: {sm['shard_size']} must be a multiple of sampling.batch_size "
                     f"({sm['batch_size']}), so that a shard's draws are those of the unsharded run")
     errs += method_errors(cfg)
-    from .metrics.quality import config_errors as sample_count_errors
-    from .teacher import config_errors as teacher_errors
 
     errs += teacher_errors(cfg) + sample_count_errors(cfg)
     if cfg["teacher"]["source"] != "random":  # a cost-only experiment has no judge
-        from .metrics.evaluator import config_errors as evaluator_errors
 
         errs += evaluator_errors(cfg)
     return errs
@@ -115,7 +115,6 @@ def missing_inputs(cfg: dict) -> list[str]:
 
     Kept apart from the other checks so that a dry run can show the plan of an experiment whose inputs are not
     there yet (experiments/paper.yaml on a laptop); a real run stops on these before any job."""
-    from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
 
     errs = []
     d, t = cfg["data"], cfg["teacher"]
@@ -144,7 +143,6 @@ def missing_inputs(cfg: dict) -> list[str]:
                     f"`huggingface-cli download <hub id> --local-dir {t['pretrained']}` (safetensors weights)")
     ev = cfg.get("evaluator", {})
     # A shipped teacher or judge must be the committed bytes before any job uses it.
-    from .assets import shipped_errors
 
     for block in (t, ev):
         folder = block.get("shipped")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import BadInputError, sha256_file
+from .io import BadInputError, atomic_path, save_images, sha256_file, write_json
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,6 @@ def image_grid(images: np.ndarray, nrow: int | None = None) -> np.ndarray:
 def save_grid(path, images: np.ndarray, nrow=None) -> None:
     from PIL import Image
 
-    from .io import atomic_path
 
     g = image_grid(images, nrow)
     with atomic_path(path) as tmp:
@@ -208,8 +207,6 @@ def save_grid(path, images: np.ndarray, nrow=None) -> None:
 
 def prepare(data_cfg: dict, out_dir) -> dict:
     """The prepare_data stage: write train.npz, heldout.npz and data_card.json under out_dir."""
-    from .io import save_images, write_json
-
     out_dir = Path(out_dir)
     cards = {}
     for split in SPLITS:

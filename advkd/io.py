@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+# The checkout this package runs from: shipped assets, the config schema and relative config paths are found here.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
 
 class BadInputError(RuntimeError):
     """A user-facing error about a file or config value; the message names it and the fix."""

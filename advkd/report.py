@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .io import atomic_path, read_json, write_text
+from .metrics.quality import aggregate_seeds
 
 QUALITY = ("fd", "kid", "inception_score", "precision", "recall", "classes_covered", "largest_share")
 FIG_STYLE = {"figure.dpi": 120, "savefig.bbox": "tight", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
@@ -20,8 +21,6 @@ FIG_STYLE = {"figure.dpi": 120, "savefig.bbox": "tight", "font.size": 9, "axes.g
 
 def collect(results) -> pd.DataFrame:
     """One row per method: cost JSON + per-seed quality aggregated to mean/std + how it was measured."""
-    from .metrics.quality import aggregate_seeds
-
     results = Path(results)
     agg = aggregate_seeds(sorted((results / "metrics" / "quality").glob("*/seed*.json")))
     rows = []

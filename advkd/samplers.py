@@ -9,11 +9,10 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
-
-from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
 

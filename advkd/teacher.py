@@ -14,8 +14,21 @@ import numpy as np
 import torch
 
 from .assets import verify_shipped
-from .io import (BadInputError, identity_mismatch, load_tensors, provenance, read_metadata, save_tensors, sha256_file,
-                 write_json)
+from .data import to_float
+from .io import (
+    REPO_ROOT,
+    BadInputError,
+    identity_mismatch,
+    load_tensors,
+    provenance,
+    read_json,
+    read_metadata,
+    save_tensors,
+    sha256_file,
+    write_json,
+    write_text,
+)
+from .metrics.cost import count_flops
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +136,10 @@ def load_pipeline_dir(path_or_id: str, device="cpu"):
 
 def save_pipeline_dir(unet, scheduler, out_dir) -> None:
     """diffusers DDPMPipeline layout (model_index.json, unet/, scheduler/), written to a temp dir then renamed."""
-    from diffusers import DDPMPipeline
     import shutil
     import tempfile
+
+    from diffusers import DDPMPipeline
 
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -178,7 +192,6 @@ def _load_state(path, unet, ema, opt, gen: torch.Generator):
 def _write_curve(path, history: list) -> None:
     import io as _io
 
-    from .io import write_text
 
     buf = _io.StringIO()
     w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
@@ -197,7 +210,6 @@ def train_teacher(train_images: np.ndarray, out_dir, *, architecture="fmnist32",
     epoch, so a killed run continues where it stopped and ends with the same weights. The learning rate is constant
     after warm-up, so stopping after E epochs (e.g. at `max_minutes`) gives exactly the `epochs=E` result.
     """
-    from .data import to_float
 
     device = pick_device(device)
     out_dir = Path(out_dir)
@@ -288,8 +300,6 @@ def train_teacher(train_images: np.ndarray, out_dir, *, architecture="fmnist32",
 
 
 def teacher_source_dir(teacher_cfg: dict, trained_dir=None) -> str:
-    from .config import REPO_ROOT
-
     src = teacher_cfg["source"]
     if src == "shipped":
         p = Path(teacher_cfg["shipped"])
@@ -323,8 +333,6 @@ def describe_teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu"
 
 def _network_card(unet) -> dict:
     """What every teacher card says about the network: size, image shape, FLOPs of one call at batch 1."""
-    from .metrics.cost import count_flops
-
     c, h = unet.config.in_channels, unet.config.sample_size
     with torch.inference_mode():
         flops = count_flops(lambda: unet(torch.zeros(1, c, h, h), torch.tensor([500])))
@@ -346,8 +354,6 @@ def _describe_random_teacher(teacher_cfg: dict, out_json) -> dict:
 
 def load_teacher(card_path, device="cpu"):
     """(unet, train scheduler config, card) from the card the teacher stage wrote."""
-    from .io import read_json
-
     card = read_json(card_path)
     if card["source"] == "random":
         torch.manual_seed(card["seed"])
@@ -370,8 +376,6 @@ def config_errors(cfg: dict) -> list[str]:
             return [f"teacher.architecture: unknown preset {t['architecture']!r}; expected one of {sorted(UNET_PRESETS)}"]
         arch, where = UNET_PRESETS[t["architecture"]], f"teacher.architecture: {t['architecture']}"
     else:
-        from .config import REPO_ROOT
-
         folder = Path(t["shipped"] if t["source"] == "shipped" else t["pretrained"] or "")
         folder = folder if folder.is_absolute() or folder.exists() else REPO_ROOT / folder
         unet_cfg = folder / "unet" / "config.json"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from .io import BadInputError, load_tensors, provenance, save_tensors
+from .samplers import SchedulerSpec, run_sampler
 
 
 def checkpoint_steps(steps: int, k: int, spacing="uniform") -> list[int]:
@@ -33,16 +32,14 @@ def shard_ranges(count: int, shard_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + shard_size, count)) for s in range(0, count, shard_size)]
 
 
-def write_shard(unet, train_config, traj_cfg: dict, shard: int, seed: int, batch_size: int, device, out_path,
-                progress=True) -> dict:
-    """Run the teacher for one shard of the distillation set and save x_T, states and step indices."""
-    from .methods import FAMILIES, parse_sampler
-    from .samplers import run_sampler
-
-    family, steps = parse_sampler(traj_cfg["sampler"])
+def write_shard(unet, train_config, traj_cfg: dict, sampler: tuple[SchedulerSpec, int], shard: int, seed: int,
+                batch_size: int, device, out_path, progress=True) -> dict:
+    """Run the teacher for one shard of the distillation set and save x_T, states and step indices. `sampler` is
+    (scheduler, steps) of traj_cfg["sampler"] (the registry resolves the name: advkd.stages.teacher)."""
+    scheduler, steps = sampler
     start, stop = shard_ranges(traj_cfg["count"], traj_cfg["shard_size"])[shard]
     keep = checkpoint_steps(steps, traj_cfg["checkpoints"], traj_cfg["spacing"])
-    x0, xT, states, stats = run_sampler(unet, FAMILIES[family].scheduler, steps, train_config, stop - start, seed=seed * 7919 + shard,
+    x0, xT, states, stats = run_sampler(unet, scheduler, steps, train_config, stop - start, seed=seed * 7919 + shard,
                                         batch_size=batch_size, device=device, keep_steps=keep, progress=progress,
                                         desc=f"trajectories shard {shard}")
     dtype = getattr(torch, traj_cfg["dtype"])
@@ -73,6 +70,3 @@ def load_trajectories(paths, checkpoints: int | None = None) -> dict:
         raise BadInputError("no trajectory shards given")
     return {"x_T": torch.cat(xs), "states": torch.cat(ss), "timesteps": steps}
 
-
-def shard_path(traj_dir, shard: int) -> Path:
-    return Path(traj_dir) / f"shard-{shard:05d}.safetensors"

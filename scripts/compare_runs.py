@@ -13,7 +13,6 @@ skipped or wrongly compared. Exit status 1 on any difference.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 

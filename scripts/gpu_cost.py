@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from advkd.config import load_config  # noqa: E402
-from advkd.metrics.cost import cost_context, cost_stage  # noqa: E402
+from advkd.stages.metrics import cost_context, cost_stage  # noqa: E402
 from advkd.teacher import describe_teacher, pick_device  # noqa: E402
 
 

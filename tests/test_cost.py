@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from advkd.methods import Method
+from advkd.method import Method
 from advkd.metrics.cost import count_flops, latency, measure_cost, peak_memory, time_call
 
 

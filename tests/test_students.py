@@ -11,8 +11,7 @@ from torch import nn
 
 from advkd.io import BadInputError, load_tensors, save_tensors
 from advkd.students import advkd as adv
-from advkd.students.generator import (PRESETS, Discriminator, InferencePath, ProgressiveGenerator, block_layout,
-                                      count)
+from advkd.students.generator import PRESETS, Discriminator, InferencePath, ProgressiveGenerator, block_layout, count
 
 
 def paper_generator(device=None):
@@ -144,7 +143,7 @@ TINY = {"family": "advkd", "epochs_scale": 0.1, "batch_size": 8, "loss": "both",
 
 
 def _distill(params, shard, out, **ctx):
-    from advkd.students import distill
+    from advkd.stages.students import distill
 
     torch.set_num_threads(1)
     return distill("tiny", params, {"trajectories": shard, "out": str(out), "seed": 3, "progress": False, **ctx})
@@ -179,7 +178,8 @@ def test_ema_student_is_the_average_not_the_last_weights(tiny_shard, tmp_path):
     # The average never feeds back into training, so the run without it ends on the EMA run's last live weights.
     _distill(TINY | {"ema": 0.9}, tiny_shard, tmp_path / "ema")
     _distill(TINY, tiny_shard, tmp_path / "live")
-    saved, live = load_tensors(tmp_path / "ema/student.safetensors"), load_tensors(tmp_path / "live/student.safetensors")
+    saved = load_tensors(tmp_path / "ema/student.safetensors")
+    live = load_tensors(tmp_path / "live/student.safetensors")
     w = "gen.blocks.0.0.0.weight"
     assert not torch.equal(saved[w], live[w])
     # BatchNorm statistics were re-measured for the averaged weights, not copied from the live generator

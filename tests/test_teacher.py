@@ -57,8 +57,9 @@ def test_trajectory_shard_roundtrip_and_corruption(tiny, tmp_path):
     traj = {"sampler": "ddim-6", "count": 5, "checkpoints": 3, "spacing": "uniform", "shard_size": 3,
             "dtype": "float32"}
     p0, p1 = tmp_path / "s0.safetensors", tmp_path / "s1.safetensors"
-    write_shard(unet, cfg, traj, 0, 0, 8, "cpu", p0, progress=False)
-    write_shard(unet, cfg, traj, 1, 0, 8, "cpu", p1, progress=False)
+    ddim = (FAMILIES["ddim"].scheduler, int(traj["sampler"].split("-")[1]))
+    write_shard(unet, cfg, traj, ddim, 0, 0, 8, "cpu", p0, progress=False)
+    write_shard(unet, cfg, traj, ddim, 1, 0, 8, "cpu", p1, progress=False)
     t = load_trajectories([p0, p1], checkpoints=3)
     assert t["x_T"].shape == (5, 1, 8, 8) and t["states"].shape == (5, 3, 1, 8, 8)
     assert t["timesteps"].tolist() == [0, 3, 5]

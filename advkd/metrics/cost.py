@@ -8,6 +8,8 @@ import time
 
 import torch
 
+from ..io import device_name
+
 
 def sync(device) -> None:
     if torch.device(device).type == "cuda":
@@ -101,8 +103,6 @@ def latency(method, batch: int, cost: dict, device, seed: int = 0) -> dict:
 
 def measure_cost(method, device, cost: dict, seed: int = 0) -> dict:
     """Every cost number of one method on `device`, in one process (the matmul peak is measured here too)."""
-    from ..io import device_name
-
     with torch.inference_mode():
         flops_call = count_flops(lambda: method.network(*method.network_inputs(1)))
     tb = cost["throughput_batch"]
@@ -127,31 +127,3 @@ def measure_cost(method, device, cost: dict, seed: int = 0) -> dict:
             "latency_s_per_image_batch1": b1["median_s_per_image"], "images_per_s": images_per_s, **mem,
             "device": device_name(device), "threads": torch.get_num_threads(),
             "matmul_peak_gflops": peak, "achieved_gflops": achieved, "fraction_of_peak": achieved / peak}
-
-
-def cost_context(teacher_json, device, student_dir=None, checkpoints: int = 11) -> dict:
-    """The build context of a method to be costed. With a random-weight teacher (a cost-only experiment) students
-    are built with random weights at the teacher's image shape, distilling `checkpoints` checkpoints."""
-    import json
-    from pathlib import Path
-
-    ctx = {"teacher": str(teacher_json), "device": device, "student_dir": student_dir}
-    card = json.loads(Path(teacher_json).read_text())
-    if card["source"] == "random":
-        ctx["random_weights"] = {"resolution": card["sample_size"], "channels": card["channels"],
-                                 "checkpoints": checkpoints, "seed": card["seed"]}
-    return ctx
-
-
-def cost_stage(name: str, spec: dict, ctx: dict, cost: dict, out, cfg=None) -> dict:
-    """The `cost` rule: build the method from the registry (sampler or student alike) and write one JSON."""
-    from ..io import provenance, write_json
-    from ..methods import FAMILIES, build_method
-
-    method = build_method(name, spec, ctx)
-    row = measure_cost(method, ctx["device"], cost, cost.get("seed", 0))
-    row |= {"kind": FAMILIES[spec["family"]].kind, "info": method.info,
-            "provenance": provenance(cfg=cfg if cfg is not None else {"spec": spec, "cost": cost},
-                                     device=ctx["device"])}
-    write_json(out, row)
-    return row

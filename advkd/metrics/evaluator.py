@@ -18,7 +18,19 @@ import torch
 from torch import nn
 
 from ..assets import verify_shipped
-from ..io import BadInputError, atomic_path, load_tensors, provenance, read_json, save_tensors, sha256_file, write_json
+from ..data import load_split, to_float
+from ..io import (
+    REPO_ROOT,
+    BadInputError,
+    atomic_path,
+    load_tensors,
+    provenance,
+    read_json,
+    save_tensors,
+    sha256_file,
+    write_json,
+)
+from .inception import resolve_inception_weights
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +70,6 @@ def architecture_of(model: EvaluatorCNN) -> dict:
 @torch.inference_mode()
 def embed(model: nn.Module, images: np.ndarray, batch_size: int = 500, device="cpu"):
     """uint8 (N,H,W,C) -> float64 features (N,D) and logits (N,K), in the order of `images`."""
-    from ..data import to_float
-
     model.eval()
     feats, logits = [], []
     for i in range(0, len(images), batch_size):
@@ -77,7 +87,6 @@ def train_evaluator(train_images, train_labels, heldout_images, heldout_labels, 
                     batch_size=128, lr=2e-3, width=16, features=128, seed=0, device="cpu", command="",
                     data_card=None) -> dict:
     """Train the judge, score it on the held-out split and write evaluator.safetensors + evaluator.json."""
-    from ..data import to_float
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -168,14 +177,11 @@ def config_errors(cfg: dict) -> list[str]:
 def evaluator_stage(ev_cfg: dict, data_cfg: dict, out_dir, train_npz=None, heldout_npz=None, seed=0, device="cpu",
                     command="") -> dict:
     """The `evaluator` rule: install the shipped judge, train one, or point at local Inception weights."""
-    from .inception import resolve_inception_weights
 
     out_dir = Path(out_dir)
     src = ev_cfg["source"]
     heldout = _load_labelled(heldout_npz, data_cfg, "heldout") if src != "inception" else None
     if src == "shipped":
-        from ..config import REPO_ROOT
-
         shipped = Path(ev_cfg["shipped"])
         shipped = shipped if shipped.is_dir() else REPO_ROOT / shipped
         model, card = load_evaluator(shipped)
@@ -200,7 +206,6 @@ def evaluator_stage(ev_cfg: dict, data_cfg: dict, out_dir, train_npz=None, heldo
 
 def _load_labelled(npz, data_cfg, split):
     if npz is None:
-        from ..data import load_split
 
         d = load_split(data_cfg, split)
         images, labels = d["images"], d["labels"]

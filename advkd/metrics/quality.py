@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io import BadInputError, load_images, load_tensors, provenance, read_json, save_tensors, write_json
+from .evaluator import condition_number, embed, load_evaluator
+from .inception import InceptionJudge, embed_inception, resolve_inception_weights
 
 COVERAGE_THRESHOLD = 0.01
 
@@ -131,11 +133,9 @@ def load_judge(evaluator_json, device="cpu"):
     """(embed(images) -> (features, logits), card) for the judge the `evaluator` stage set up."""
     card = read_json(evaluator_json)
     if card.get("kind") == "inception":
-        from .inception import InceptionJudge, embed_inception, resolve_inception_weights
 
         judge = InceptionJudge(resolve_inception_weights(card["weights"]))
         return (lambda images: embed_inception(judge, images, device=device)), card
-    from .evaluator import embed, load_evaluator
 
     model, card = load_evaluator(Path(evaluator_json).parent, device)
     return (lambda images: embed(model, images, device=device)), card
@@ -145,7 +145,6 @@ def reference_stats_stage(evaluator_json, heldout_npz, metrics: dict, out_stem, 
     """The `reference_stats` rule: judge features of the held-out split -> STEM.safetensors + STEM.json."""
     import torch
 
-    from .evaluator import condition_number
 
     embed, judge = load_judge(evaluator_json, device)
     images = load_images(heldout_npz)

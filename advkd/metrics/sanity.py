@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import load_images, provenance, write_json, write_text
+from .quality import load_judge, load_reference, score_features
 
 # (name, must be worse than) pairs the table is expected to satisfy; `all` = every other set.
 EXPECTED = [
@@ -48,7 +49,6 @@ def _u8(x):
 
 def sanity_table(embed, ref: dict, images: np.ndarray, labels, metrics: dict, seed: int = 0,
                  judge_kind="classifier") -> list[dict]:
-    from .quality import score_features
 
     rows = []
     for name, imgs in degraded_sets(images, labels, seed).items():
@@ -84,7 +84,6 @@ def ordering_checks(rows: list[dict], metric: str = "fd") -> list[dict]:
 def sanity_stage(evaluator_json, reference_stem, images_npz, metrics: dict, seed: int, out_stem,
                  device="cpu") -> list[dict]:
     """The `sanity` rule: STEM.json (rows, checks, provenance) and STEM.csv (the rows)."""
-    from .quality import load_judge, load_reference
 
     embed, judge = load_judge(evaluator_json, device)
     ref = load_reference(reference_stem, judge["sha256"])

@@ -7,11 +7,28 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import SCORING_KEYS
-from .common import (checkpoint_errors, run_distillation, select_checkpoints, student_config, student_method,
-                     teacher_unet)
-from .generator import (PRESETS, Discriminator, InferencePath, ProgressiveGenerator, UNetStudent, block_layout,
-                        count, downsample_noise, log2_ratio, unet_from_config)
+from ..method import SCORING_KEYS
+from .common import (
+    checkpoint_errors,
+    load_distillation_set,
+    run_distillation,
+    select_checkpoints,
+    student_config,
+    student_method,
+    teacher_unet,
+)
+from .generator import (
+    PRESETS,
+    Discriminator,
+    InferencePath,
+    ProgressiveGenerator,
+    UNetStudent,
+    block_layout,
+    count,
+    downsample_noise,
+    log2_ratio,
+    unet_from_config,
+)
 from .training import Phase, Recipe, Student
 
 PARAMS = {
@@ -202,8 +219,6 @@ def make_recipe(cfg: dict) -> Recipe:
 
 def train(name: str, params: dict, ctx: dict) -> dict:
     """ctx: trajectories (shard paths), out (folder), seed, device; optional stop_after_epochs, progress."""
-    from .common import load_distillation_set
-
     traj = load_distillation_set(ctx["trajectories"], params.get("max_runs"))
     _, available, ch, res, _ = traj["states"].shape
     cfg = resolve(name, params, available, res, ch)

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import torch
 
+from ..data import save_grid, to_uint8
 from ..io import BadInputError, load_tensors, read_json, save_tensors, write_json
+from ..method import Method
+from ..samplers import batch_seed
+from ..teacher import load_teacher
+from ..trajectories import load_trajectories
+from .training import phase_panel, run_identity, save_json_summary, train
 
 STUDENT_FILES = ("student.safetensors", "student.json", "loss.csv", "panel.png", "grid.png", "train.json")
 
@@ -40,8 +46,6 @@ def checkpoint_errors(where: str, available: int, phases: int | None, explicit) 
 
 
 def load_distillation_set(paths, max_runs: int | None = None) -> dict:
-    from ..trajectories import load_trajectories
-
     t = load_trajectories([Path(p) for p in paths])
     if max_runs is not None:
         t = {"x_T": t["x_T"][:max_runs], "states": t["states"][:max_runs], "timesteps": t["timesteps"]}
@@ -53,8 +57,6 @@ def run_distillation(student, phases, recipe, cfg: dict, traj: dict, out_dir, se
     """Train (resuming a checkpoint there only if it was made for exactly this run) and write the stage's files.
     `cfg` is the resolved config that `build` needs to rebuild the networks; it is saved as student.json. The
     checkpoint is removed once the student's files are written: a rerun (`snakemake -f`) trains anew."""
-    from ..data import save_grid, to_uint8
-    from .training import phase_panel, run_identity, save_json_summary, train
 
     out_dir = Path(out_dir)
     torch.manual_seed(seed)
@@ -88,8 +90,6 @@ def run_distillation(student, phases, recipe, cfg: dict, traj: dict, out_dir, se
 
 def teacher_unet(card_path) -> tuple:
     """(the teacher's UNet in fp32, {"unet_config", "timestep"} to rebuild it as a one-step student, card)."""
-    from ..teacher import load_teacher
-
     unet, train_config, card = load_teacher(card_path, "cpu")
     unet = unet.to(memory_format=torch.contiguous_format).float()
     return unet, {"unet_config": dict(unet.config), "timestep": int(train_config["num_train_timesteps"]) - 1}, card
@@ -120,8 +120,6 @@ def student_method(name: str, family: str, generator, noise_input, inference_net
                    all_parameters: int, info: dict, device="cpu"):
     """A `Method` sampling in one forward pass: fresh x_T (the same draws the teacher's samplers make for this
     seed), the student's noise input, then the inference path."""
-    from ..methods import Method
-    from ..samplers import batch_seed
 
     def sample(n, seed, batch_size, progress, first_batch=0):
         outs = []

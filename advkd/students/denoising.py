@@ -13,11 +13,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..config import SCORING_KEYS
+from ..method import SCORING_KEYS
 from . import advkd as adv
-from .common import run_distillation, student_config, student_method
+from .common import load_distillation_set, run_distillation, student_config, student_method
 from .common import teacher_unet as teacher_unet_of
-from .generator import UNetStudent, count, unet_from_config
+from .generator import InferencePath, UNetStudent, count, downsample_noise, unet_from_config
 from .training import Phase, Recipe, Student
 
 PARAMS = {
@@ -81,8 +81,6 @@ def _make(cfg: dict, teacher_unet=None) -> Student:
 
 def train(name: str, params: dict, ctx: dict) -> dict:
     """ctx: trajectories, out, seed, device, teacher (teacher.json, for architecture unet)."""
-    from .common import load_distillation_set
-
     p = DEFAULTS | params
     traj = load_distillation_set(ctx["trajectories"], p["max_runs"])
     _, available, ch, res, _ = traj["states"].shape
@@ -120,7 +118,6 @@ def build(name: str, params: dict, ctx: dict):
         gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
     c, r = cfg["image_channels"], cfg["resolution"]
     if cfg["architecture"] == "progressive":
-        from .generator import InferencePath, downsample_noise
 
         net, noise_input = InferencePath(gen), (lambda x: downsample_noise(x, r))
     else:

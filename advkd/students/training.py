@@ -7,9 +7,10 @@ phases; this module owns everything about running them so that every family trai
 A checkpoint carries the identity of the run it belongs to (the resolved recipe, the phases, the seed, digests of
 the distillation set, of the initial weights (the teacher's, for a teacher-initialised student) and of the
 training code); it is resumed only when that identity equals the new run's, otherwise training starts afresh
-and the log says which parts differ. Resume is exact on CPU: every random draw of an epoch (data order, gradient-penalty interpolation weights) comes
-from a generator seeded by (seed, phase, epoch), and a checkpoint holds the weights, BatchNorm statistics, both
-optimisers and the loss history at an epoch boundary, so a resumed run replays the same arithmetic.
+and the log says which parts differ. Resume is exact on CPU: every random draw of an epoch (data order,
+gradient-penalty interpolation weights) comes from a generator seeded by (seed, phase, epoch), and a checkpoint
+holds the weights, BatchNorm statistics, both optimisers and the loss history at an epoch boundary, so a resumed
+run replays the same arithmetic.
 """
 
 from __future__ import annotations
@@ -29,8 +30,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import (BadInputError, atomic_path, identity_mismatch, load_tensors, provenance, save_tensors,
-                  sources_sha256, tensors_sha256, write_json)
+from ..data import save_grid, to_uint8
+from ..io import (
+    BadInputError,
+    atomic_path,
+    identity_mismatch,
+    load_tensors,
+    provenance,
+    save_tensors,
+    sources_sha256,
+    tensors_sha256,
+    write_json,
+)
 from .generator import resize_to
 
 log = logging.getLogger(__name__)
@@ -278,7 +289,8 @@ def run_identity(student: Student, phases: list[Phase], recipe: Recipe, x_T, tar
     init |= {f"disc.{k}": v for k, v in student.discriminators.state_dict().items()}
     # Where the teacher lies is no part of it (its weights are, through the initial weights and the distillation
     # set): a results folder moved or mounted elsewhere still resumes.
-    identity = {"student": _without_locations(resolved), "recipe": asdict(recipe), "phases": [asdict(p) for p in phases], "seed": seed,
+    identity = {"student": _without_locations(resolved), "recipe": asdict(recipe),
+                "phases": [asdict(p) for p in phases], "seed": seed,
                 "distillation_set_sha256": tensors_sha256({"x_T": x_T, "targets": targets}),
                 "initial_weights_sha256": tensors_sha256(init),
                 "code_sha256": sources_sha256(Path(__file__).resolve().parent), "torch": torch.__version__}
@@ -390,7 +402,6 @@ def train(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets, o
 def phase_panel(student: Student, phases: list[Phase], x_T, targets, path, examples: int = 6) -> None:
     """For a few training runs: per supervised head, the teacher state next to the student's head image, both
     shown at the full resolution (nearest upscaling, so the head's true resolution stays visible)."""
-    from ..data import save_grid, to_uint8
 
     heads = [(h, j) for ph in phases for h, j in zip(ph.heads, ph.targets)]
     seen, cols = set(), []

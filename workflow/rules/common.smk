@@ -4,7 +4,8 @@ import os
 import re
 import sys
 
-from advkd.config import SCORING_KEYS, validate_config
+from advkd.config import validate_config
+from advkd.method import SCORING_KEYS
 from advkd.io import BadInputError
 from advkd.methods import FAMILIES
 from advkd.trajectories import shard_ranges

@@ -1,0 +1,92 @@
+"""The package's imports go one way: each module of advkd/ imports only modules listed before it in ORDER (so
+there is no cycle), and imports advkd modules at module level, except the CLI, which imports a stage only when
+its command runs (start-up time of `advkd --help`)."""
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parent.parent / "advkd"
+
+# The one written order, lowest first: files and provenance; data; what a method is; networks and what they compute
+# (samplers, teacher, distillation set, metrics, students); the registry of method families; config validation,
+# which asks the registry; the report; the stages behind the rules; the CLI.
+ORDER = [
+    "advkd.io",
+    "advkd.assets",
+    "advkd.data",
+    "advkd.method",
+    "advkd.samplers",
+    "advkd.metrics.cost",
+    "advkd.teacher",
+    "advkd.trajectories",
+    "advkd.metrics.inception",
+    "advkd.metrics.evaluator",
+    "advkd.metrics.quality",
+    "advkd.metrics.sanity",
+    "advkd.students.generator",
+    "advkd.students.training",
+    "advkd.students.common",
+    "advkd.students.advkd",
+    "advkd.students.denoising",
+    "advkd.methods",
+    "advkd.config",
+    "advkd.report",
+    "advkd.stages.teacher",
+    "advkd.stages.students",
+    "advkd.stages.metrics",
+    "advkd.cli",
+]
+PACKAGES = ["advkd", "advkd.metrics", "advkd.students", "advkd.stages"]   # import nothing of advkd
+LAZY_OK = {"advkd.cli"}
+
+
+def modules() -> dict:
+    out = {}
+    for f in PKG.rglob("*.py"):
+        parts = f.relative_to(PKG.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return out
+
+
+def imports(name: str, path: Path):
+    """(imported advkd module, line, at module level?) for every import statement in the file."""
+    mods = modules()
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text())
+    top = {id(n) for n in tree.body}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            if not base.startswith("advkd"):
+                continue
+            for alias in node.names:
+                target = f"{base}.{alias.name}"
+                yield (target if target in mods else base), node.lineno, id(node) in top
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("advkd"):
+                    yield alias.name, node.lineno, id(node) in top
+
+
+def test_every_module_has_a_place_in_the_order():
+    assert sorted(modules()) == sorted(ORDER + PACKAGES), "add the new module to ORDER (or PACKAGES)"
+
+
+def test_imports_go_down_only_and_at_module_level():
+    rank = {m: i for i, m in enumerate(ORDER)}
+    problems = []
+    for name, path in modules().items():
+        for target, line, at_top in imports(name, path):
+            where = f"{path.relative_to(PKG.parent)}:{line}: {name} imports {target}"
+            if name in PACKAGES:
+                problems.append(f"{where} (a package's __init__ imports nothing)")
+            elif target in PACKAGES:
+                problems.append(f"{where} (import the module, not its package)")
+            elif rank[target] >= rank[name]:
+                problems.append(f"{where}, which is not below it in ORDER")
+            elif not at_top and name not in LAZY_OK:
+                problems.append(f"{where} inside a function (import it at the top)")
+    assert not problems, "\n".join(problems)
