@@ -37,10 +37,10 @@ def _device(a):
 
 def cmd_prepare_data(a):
     from .config import load_config
-    from .data import prepare
+    from .stages.data import prepare_data
 
     data = json.loads(a.data) if a.data else load_config(a.config)["data"]
-    prepare(data, a.out)
+    prepare_data(data, a.out)
 
 
 def cmd_train_teacher(a):
@@ -61,28 +61,28 @@ def cmd_train_teacher(a):
 
 
 def cmd_teacher(a):
-    from .teacher import describe_teacher
+    from .stages.teacher import teacher
 
-    card = describe_teacher(json.loads(a.teacher), a.out, trained_dir=a.trained)
+    card = teacher(json.loads(a.teacher), a.out, trained_dir=a.trained)
     print({k: card[k] for k in ("source", "pipeline", "parameters", "flops_per_call")})
 
 
 def cmd_sample(a):
     from .methods import build_method
-    from .stages.teacher import sample_method
+    from .stages.sample import sample
 
     device = _device(a)
     method = build_method(a.method, json.loads(a.spec), {"teacher": a.teacher, "device": device,
                                                          "student_dir": a.student_dir, "compile": a.compile})
     out = Path(a.out)
-    stats = sample_method(method, a.n, a.seed, a.batch_size, out.with_suffix(".npz"), out.with_suffix(".json"),
+    stats = sample(method, a.n, a.seed, a.batch_size, out.with_suffix(".npz"), out.with_suffix(".json"),
                           device, a.part, a.part_size)
     print(json.dumps({k: stats[k] for k in ("method", "n", "start", "seconds", "images_per_s", "achieved_gflops",
                                             "matmul_peak_gflops", "fraction_of_peak")}))
 
 
 def cmd_merge_samples(a):
-    from .stages.teacher import merge_samples
+    from .stages.sample import merge_samples
 
     out = Path(a.out)
     stats = merge_samples(a.parts, a.n, out.with_suffix(".npz"), out.with_suffix(".png"), out.with_suffix(".json"),
@@ -98,47 +98,47 @@ def cmd_trajectories(a):
 
 
 def cmd_report(a):
-    from .report import report
+    from .stages.report import report
 
     summary = report(a.results, a.out)
     print(json.dumps(summary, indent=1))
 
 
 def cmd_evaluator(a):
-    from .metrics.evaluator import evaluator_stage
+    from .stages.metrics import evaluator
 
-    card = evaluator_stage(json.loads(a.evaluator), json.loads(a.data), a.out, a.train, a.heldout, a.seed,
+    card = evaluator(json.loads(a.evaluator), json.loads(a.data), a.out, a.train, a.heldout, a.seed,
                            _device(a), command=" ".join(["advkd", *sys.argv[1:]]))
     print(json.dumps({k: card.get(k) for k in ("source", "sha256", "heldout_accuracy", "feature_condition_number")}))
 
 
 def cmd_reference_stats(a):
-    from .metrics.quality import reference_stats_stage
+    from .stages.metrics import reference_stats
 
-    card = reference_stats_stage(a.evaluator, a.heldout, json.loads(a.metrics), a.out, _device(a))
+    card = reference_stats(a.evaluator, a.heldout, json.loads(a.metrics), a.out, _device(a))
     print(json.dumps({k: card[k] for k in ("n", "feature_dim", "feature_condition_number")}))
 
 
 def cmd_quality(a):
-    from .metrics.quality import quality_stage
+    from .stages.metrics import quality
 
-    row = quality_stage(a.method, a.samples, a.seed, a.evaluator, a.reference, json.loads(a.metrics), a.out,
+    row = quality(a.method, a.samples, a.seed, a.evaluator, a.reference, json.loads(a.metrics), a.out,
                         _device(a), cfg=json.loads(a.cfg) if a.cfg else None)
     print(json.dumps({k: row[k] for k in ("method", "seed", "n", "fd", "kid", "inception_score")}))
 
 
 def cmd_cost(a):
-    from .stages.metrics import cost_context, cost_stage
+    from .stages.metrics import cost, cost_context
 
     ctx = cost_context(a.teacher, _device(a), a.student_dir, a.checkpoints)
-    row = cost_stage(a.method, json.loads(a.spec), ctx, json.loads(a.cost), a.out, cfg=json.loads(a.cfg or "null"))
+    row = cost(a.method, json.loads(a.spec), ctx, json.loads(a.cost), a.out, cfg=json.loads(a.cfg or "null"))
     print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "latency_batch1", "images_per_s")}))
 
 
 def cmd_sanity(a):
-    from .metrics.sanity import sanity_stage
+    from .stages.metrics import sanity
 
-    rows = sanity_stage(a.evaluator, a.reference, a.images, json.loads(a.metrics), a.seed, a.out, _device(a))
+    rows = sanity(a.evaluator, a.reference, a.images, json.loads(a.metrics), a.seed, a.out, _device(a))
     print("\n".join(f"{r['set']:>16}  FD {r['fd']:10.3f}  recall {r['recall']:.3f}" for r in rows))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .io import BadInputError, atomic_path, save_images, sha256_file, write_json
+from .io import BadInputError, atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -203,16 +203,3 @@ def save_grid(path, images: np.ndarray, nrow=None) -> None:
     g = image_grid(images, nrow)
     with atomic_path(path) as tmp:
         Image.fromarray(g.squeeze(-1) if g.shape[-1] == 1 else g).save(tmp, format="PNG")
-
-
-def prepare(data_cfg: dict, out_dir) -> dict:
-    """The prepare_data stage: write train.npz, heldout.npz and data_card.json under out_dir."""
-    out_dir = Path(out_dir)
-    cards = {}
-    for split in SPLITS:
-        d = load_split(data_cfg, split)
-        extra = {} if d["labels"] is None else {"labels": d["labels"]}
-        save_images(out_dir / f"{split}.npz", d["images"], **extra)
-        cards[split] = d["card"]
-    write_json(out_dir / "data_card.json", cards)
-    return cards

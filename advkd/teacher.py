@@ -28,7 +28,6 @@ from .io import (
     write_json,
     write_text,
 )
-from .metrics.cost import count_flops
 
 log = logging.getLogger(__name__)
 
@@ -297,59 +296,6 @@ def train_teacher(train_images: np.ndarray, out_dir, *, architecture="fmnist32",
 
 # ----------------------------------------------------------------------------------------------------------------
 # The teacher stage: resolve the configured source to one pipeline folder and describe it in teacher.json.
-
-
-def teacher_source_dir(teacher_cfg: dict, trained_dir=None) -> str:
-    src = teacher_cfg["source"]
-    if src == "shipped":
-        p = Path(teacher_cfg["shipped"])
-        return str(p if p.is_absolute() or p.exists() else REPO_ROOT / p)
-    if src == "train":
-        return str(Path(trained_dir) / "pipeline")
-    return teacher_cfg["pretrained"]
-
-
-def describe_teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu") -> dict:
-    """The `teacher` stage: load the teacher once (proving it loads) and write its card: where it is, sha256 of
-    its weights, parameters and FLOPs per network call."""
-
-    if teacher_cfg["source"] == "random":
-        return _describe_random_teacher(teacher_cfg, out_json)
-    src = teacher_source_dir(teacher_cfg, trained_dir)
-    unet, sched = load_pipeline_dir(src, "cpu")
-    weights = sorted(Path(unet.config._name_or_path).glob("*.safetensors")) if Path(
-        str(unet.config._name_or_path)).is_dir() else []
-    card = {
-        "source": teacher_cfg["source"], "pipeline": str(Path(src).resolve()) if Path(src).exists() else src,
-        "weights_sha256": {w.name: sha256_file(w) for w in weights},
-        **_network_card(unet), "scheduler": dict(sched.config),
-    }
-    shipped_info = Path(src) / "teacher.json"
-    if shipped_info.exists():
-        card["training"] = json.loads(shipped_info.read_text())
-    write_json(out_json, card)
-    return card
-
-
-def _network_card(unet) -> dict:
-    """What every teacher card says about the network: size, image shape, FLOPs of one call at batch 1."""
-    c, h = unet.config.in_channels, unet.config.sample_size
-    with torch.inference_mode():
-        flops = count_flops(lambda: unet(torch.zeros(1, c, h, h), torch.tensor([500])))
-    return {"parameters": sum(p.numel() for p in unet.parameters()), "flops_per_call": flops, "sample_size": h,
-            "channels": c}
-
-
-def _describe_random_teacher(teacher_cfg: dict, out_json) -> dict:
-    """Cost-only experiments: the teacher's architecture with seeded random weights. Parameters, FLOPs and
-    latency depend only on the architecture, so the paper's cost comparison needs no weights."""
-    torch.manual_seed(teacher_cfg["seed"])
-    unet = build_unet(teacher_cfg["architecture"]).eval()
-    card = {"source": "random", "architecture": teacher_cfg["architecture"], "seed": teacher_cfg["seed"],
-            "pipeline": None, **_network_card(unet), "scheduler": dict(build_scheduler().config),
-            "note": "random weights: valid for cost only, never for quality"}
-    write_json(out_json, card)
-    return card
 
 
 def load_teacher(card_path, device="cpu"):

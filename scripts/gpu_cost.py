@@ -16,8 +16,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from advkd.config import load_config  # noqa: E402
-from advkd.stages.metrics import cost_context, cost_stage  # noqa: E402
-from advkd.teacher import describe_teacher, pick_device  # noqa: E402
+from advkd.stages.metrics import cost, cost_context  # noqa: E402
+from advkd.stages.teacher import teacher  # noqa: E402
+from advkd.teacher import pick_device  # noqa: E402
 
 
 def main():
@@ -41,10 +42,10 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     device = pick_device(a.device)
     out = Path(a.out)
-    describe_teacher(cfg["teacher"], out / "teacher" / "teacher.json")
+    teacher(cfg["teacher"], out / "teacher" / "teacher.json")
     ctx = cost_context(out / "teacher" / "teacher.json", device, checkpoints=cfg["trajectories"]["checkpoints"])
     for name, spec in cfg["methods"].items():
-        row = cost_stage(name, spec, ctx, cfg["metrics"]["cost"], out / "metrics" / "cost" / f"{name}.json",
+        row = cost(name, spec, ctx, cfg["metrics"]["cost"], out / "metrics" / "cost" / f"{name}.json",
                          cfg={"method": spec, "cost": cfg["metrics"]["cost"], "device": str(device)})
         print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "latency_s_per_image_batch1",
                                               "latency_extrapolated", "images_per_s", "device")}), flush=True)

@@ -51,11 +51,11 @@ def _says_which_and_how(msg: str):
 
 
 def test_teacher_stage_refuses_corrupted_shipped_weights(corrupted, tmp_path):
-    from advkd.teacher import describe_teacher
+    from advkd.stages.teacher import teacher
 
     out = tmp_path / "teacher.json"
     with pytest.raises(BadInputError) as e:
-        describe_teacher({"source": "shipped", "shipped": str(assets.ASSETS / "teacher-fmnist32")}, out)
+        teacher({"source": "shipped", "shipped": str(assets.ASSETS / "teacher-fmnist32")}, out)
     _says_which_and_how(str(e.value))
     assert not out.exists()
 

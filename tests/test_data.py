@@ -7,6 +7,7 @@ from PIL import Image
 
 from advkd import data
 from advkd.io import BadInputError
+from advkd.stages.data import prepare_data
 
 
 def _write_idx(path, arr):
@@ -105,7 +106,7 @@ def test_float_view_and_back():
 
 
 def test_prepare_writes_splits_and_card(tmp_path):
-    cards = data.prepare({"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 100}, tmp_path)
+    cards = prepare_data({"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 100}, tmp_path)
     assert cards["train"]["count"] == 100
     from advkd.io import load_images, read_json
     assert load_images(tmp_path / "train.npz").shape == (100, 8, 8, 1)

@@ -95,7 +95,7 @@ def test_peak_probed_through_the_job_without_changing_the_images(setup, monkeypa
     median, the best one is kept beside it, and the chunked run is the run made in one call."""
     import advkd.metrics.cost as cost
     from advkd.methods import build_method
-    from advkd.stages.teacher import PEAK_CHUNKS
+    from advkd.stages.sample import PEAK_CHUNKS
 
     tmp, card, _ = setup
     probes = iter(range(100, 200, 10))

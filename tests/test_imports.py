@@ -9,7 +9,8 @@ PKG = Path(__file__).resolve().parent.parent / "advkd"
 
 # The one written order, lowest first: files and provenance; data; what a method is; networks and what they compute
 # (samplers, teacher, distillation set, metrics, students); the registry of method families; config validation,
-# which asks the registry; the report; the stages behind the rules; the CLI.
+# which asks the registry; the stages, one module per rule file (workflow/rules/<x>.smk -> advkd/stages/<x>.py);
+# the CLI.
 ORDER = [
     "advkd.io",
     "advkd.assets",
@@ -30,10 +31,12 @@ ORDER = [
     "advkd.students.denoising",
     "advkd.methods",
     "advkd.config",
-    "advkd.report",
+    "advkd.stages.data",
     "advkd.stages.teacher",
+    "advkd.stages.sample",
     "advkd.stages.students",
     "advkd.stages.metrics",
+    "advkd.stages.report",
     "advkd.cli",
 ]
 PACKAGES = ["advkd", "advkd.metrics", "advkd.students", "advkd.stages"]   # import nothing of advkd
@@ -81,7 +84,9 @@ def test_imports_go_down_only_and_at_module_level():
     for name, path in modules().items():
         for target, line, at_top in imports(name, path):
             where = f"{path.relative_to(PKG.parent)}:{line}: {name} imports {target}"
-            if name in PACKAGES:
+            if target not in rank and target not in PACKAGES:
+                problems.append(f"{where}, which is no module of the package")
+            elif name in PACKAGES:
                 problems.append(f"{where} (a package's __init__ imports nothing)")
             elif target in PACKAGES:
                 problems.append(f"{where} (import the module, not its package)")

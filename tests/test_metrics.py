@@ -232,7 +232,7 @@ def no_network(monkeypatch):
 
 
 def test_inception_standin_end_to_end(standin_weights, tmp_path, monkeypatch, no_network):
-    from advkd.metrics.evaluator import evaluator_stage
+    from advkd.stages.metrics import evaluator, quality, reference_stats
 
     monkeypatch.delenv(ENV, raising=False)
     assert resolve_inception_weights(str(standin_weights.parent)) == standin_weights  # a folder works too
@@ -244,14 +244,14 @@ def test_inception_standin_end_to_end(standin_weights, tmp_path, monkeypatch, no
     assert feats.shape == (12, 2048) and logits.shape == (12, 1008)
     # through the stages: judge card -> reference stats -> one quality JSON
     monkeypatch.setenv(ENV, str(_save_standin(tmp_path / "small", 16)))
-    ev = evaluator_stage({"source": "inception", "inception_weights": None}, {"dataset": "image-folder",
+    ev = evaluator({"source": "inception", "inception_weights": None}, {"dataset": "image-folder",
                          "channels": 3}, tmp_path / "ev")
     assert ev["kind"] == "inception" and ev["weights"] == str(tmp_path / "small" / FILENAME)
     save_images(tmp_path / "heldout.npz", images)
     save_images(tmp_path / "samples.npz", images[::-1].copy())
     metrics = {"kid_subsets": 5, "kid_subset_size": 12, "nearest_k": 3}
-    q.reference_stats_stage(tmp_path / "ev" / "evaluator.json", tmp_path / "heldout.npz", metrics, tmp_path / "ref")
-    row = q.quality_stage("x", tmp_path / "samples.npz", 0, tmp_path / "ev" / "evaluator.json", tmp_path / "ref",
+    reference_stats(tmp_path / "ev" / "evaluator.json", tmp_path / "heldout.npz", metrics, tmp_path / "ref")
+    row = quality("x", tmp_path / "samples.npz", 0, tmp_path / "ev" / "evaluator.json", tmp_path / "ref",
                           metrics, tmp_path / "q.json")
     assert row["n"] == 12 and abs(row["fd"]) < 1e-3 and row["class_coverage"] is None
     assert row["inception_score"] > 0 and "config_hash" in row["provenance"]

@@ -90,7 +90,7 @@ def test_slurm_plugin_asks_gpus_only_on_cuda(rules_of, repo_root, device):
 
     rules = rules_of(experiment(repo_root, "ci.yaml") | {"device": device})
     gpus = {name: r["gpu"] for name, r in rules.items() if r["gpu"] is not None}
-    for name in ("train_teacher", "sample_baseline", "trajectories"):
+    for name in ("train_teacher", "sample", "trajectories"):
         assert gpus[name] == (1 if device == "cuda" else 0), name
     for name, gpu in gpus.items():
         # The sbatch flags the pinned plugin derives from the rule's resources (the profile adds none of its own).

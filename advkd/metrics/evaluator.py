@@ -9,7 +9,6 @@ the condition number measured on held-out features.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -18,11 +17,9 @@ import torch
 from torch import nn
 
 from ..assets import verify_shipped
-from ..data import load_split, to_float
+from ..data import to_float
 from ..io import (
-    REPO_ROOT,
     BadInputError,
-    atomic_path,
     load_tensors,
     provenance,
     read_json,
@@ -30,7 +27,6 @@ from ..io import (
     sha256_file,
     write_json,
 )
-from .inception import resolve_inception_weights
 
 log = logging.getLogger(__name__)
 
@@ -172,47 +168,3 @@ def config_errors(cfg: dict) -> list[str]:
     if ev["source"] == "inception" and d["channels"] != 3:
         errs.append("evaluator.source: inception expects RGB data (data.channels: 3)")
     return errs
-
-
-def evaluator_stage(ev_cfg: dict, data_cfg: dict, out_dir, train_npz=None, heldout_npz=None, seed=0, device="cpu",
-                    command="") -> dict:
-    """The `evaluator` rule: install the shipped judge, train one, or point at local Inception weights."""
-
-    out_dir = Path(out_dir)
-    src = ev_cfg["source"]
-    heldout = _load_labelled(heldout_npz, data_cfg, "heldout") if src != "inception" else None
-    if src == "shipped":
-        shipped = Path(ev_cfg["shipped"])
-        shipped = shipped if shipped.is_dir() else REPO_ROOT / shipped
-        model, card = load_evaluator(shipped)
-        with atomic_path(out_dir / WEIGHTS) as tmp:
-            shutil.copyfile(shipped / card["weights"], tmp)
-        card = card | {"source": "shipped", "shipped_from": str(shipped),
-                       "this_run": heldout_report(model, *heldout, device="cpu") | {"data": data_cfg}}
-    elif src == "train":
-        images, labels = _load_labelled(train_npz, data_cfg, "train")
-        card = train_evaluator(images, labels, *heldout, out_dir, epochs=ev_cfg["epochs"],
-                               batch_size=ev_cfg["batch_size"], lr=ev_cfg["lr"], seed=seed, device=device,
-                               command=command, data_card=data_cfg)
-        card["source"] = "train"
-    else:
-        path = resolve_inception_weights(ev_cfg.get("inception_weights"))
-        card = {"source": "inception", "weights": str(path), "sha256": sha256_file(path),
-                "feature_dim": 2048, "feature_layer": "pool3 (clean-fid's TorchScript Inception, mode clean)"}
-    card["kind"] = "inception" if src == "inception" else "classifier"
-    write_json(out_dir / CARD, card)
-    return card
-
-
-def _load_labelled(npz, data_cfg, split):
-    if npz is None:
-
-        d = load_split(data_cfg, split)
-        images, labels = d["images"], d["labels"]
-    else:
-        with np.load(npz, allow_pickle=False) as z:
-            images, labels = z["images"], (z["labels"] if "labels" in z else None)
-    if labels is None:
-        raise BadInputError(f"{npz or data_cfg['dataset']}: the {split} split has no class labels, which a "
-                            "classifier judge needs; use evaluator.source: inception")
-    return images, labels

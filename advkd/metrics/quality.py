@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import BadInputError, load_images, load_tensors, provenance, read_json, save_tensors, write_json
-from .evaluator import condition_number, embed, load_evaluator
+from ..io import BadInputError, load_tensors, read_json
+from .evaluator import embed, load_evaluator
 from .inception import InceptionJudge, embed_inception, resolve_inception_weights
 
 COVERAGE_THRESHOLD = 0.01
@@ -141,32 +141,6 @@ def load_judge(evaluator_json, device="cpu"):
     return (lambda images: embed(model, images, device=device)), card
 
 
-def reference_stats_stage(evaluator_json, heldout_npz, metrics: dict, out_stem, device="cpu") -> dict:
-    """The `reference_stats` rule: judge features of the held-out split -> STEM.safetensors + STEM.json."""
-    import torch
-
-
-    embed, judge = load_judge(evaluator_json, device)
-    images = load_images(heldout_npz)
-    feats, logits = embed(images)
-    mu, sigma = gaussian_stats(feats)
-    out_stem = Path(out_stem)
-    tensors = {"mu": torch.from_numpy(mu), "sigma": torch.from_numpy(sigma),
-               "features": torch.from_numpy(feats.astype(np.float32))}
-    if logits is not None:
-        tensors["logits"] = torch.from_numpy(logits.astype(np.float32))
-    save_tensors(out_stem.with_suffix(".safetensors"), tensors, metadata={"judge_sha256": judge["sha256"]})
-    card = {"n": int(len(feats)), "feature_dim": int(feats.shape[1]), "feature_condition_number": condition_number(feats),
-            "judge_sha256": judge["sha256"], "judge_kind": judge.get("kind", "classifier"),
-            "source": str(heldout_npz),
-            "heldout_inception_score": inception_score(logits),
-            "heldout_class_coverage": class_coverage(logits, metrics.get("coverage_threshold", COVERAGE_THRESHOLD))
-            if logits is not None and judge.get("kind") != "inception" else None,
-            "provenance": provenance(cfg=metrics, device=device)}
-    write_json(out_stem.with_suffix(".json"), card)
-    return card
-
-
 def load_reference(stem, judge_sha256: str | None = None) -> dict:
     stem = Path(stem)
     t = load_tensors(stem.with_suffix(".safetensors"))
@@ -176,21 +150,6 @@ def load_reference(stem, judge_sha256: str | None = None) -> dict:
                             f"not the current one ({judge_sha256[:12]}); rerun the reference_stats rule")
     return {"mu": t["mu"].double().numpy(), "sigma": t["sigma"].double().numpy(),
             "features": t["features"].double().numpy(), "card": card}
-
-
-def quality_stage(method: str, samples_npz, seed: int, evaluator_json, reference_stem, metrics: dict, out,
-                  device="cpu", cfg=None) -> dict:
-    """The `quality` rule: score one method's sample set for one seed; one JSON per (method, seed)."""
-    embed, judge = load_judge(evaluator_json, device)
-    ref = load_reference(reference_stem, judge["sha256"])
-    images = load_images(samples_npz)
-    feats, logits = embed(images)
-    row = {"method": method, "samples": str(samples_npz), "judge_sha256": judge["sha256"],
-           "judge_kind": judge.get("kind", "classifier"),
-           **score_features(feats, logits, ref, metrics, seed, judge.get("kind", "classifier")),
-           "provenance": provenance(cfg=cfg if cfg is not None else metrics, device=device)}
-    write_json(out, row)
-    return row
 
 
 # --- several seeds -------------------------------------------------------------------------------------------------

@@ -6,14 +6,9 @@ split). Each degraded set is built from those same real images, so any gap comes
 
 from __future__ import annotations
 
-import csv
-import io
-from pathlib import Path
-
 import numpy as np
 
-from ..io import load_images, provenance, write_json, write_text
-from .quality import load_judge, load_reference, score_features
+from .quality import score_features
 
 # (name, must be worse than) pairs the table is expected to satisfy; `all` = every other set.
 EXPECTED = [
@@ -79,30 +74,3 @@ def ordering_checks(rows: list[dict], metric: str = "fd") -> list[dict]:
             out.append({"metric": "classes_covered", "worse": "single-class", "than": "real",
                         "holds": bool(r["single-class"]["classes_covered"] < r["real"]["classes_covered"])})
     return out
-
-
-def sanity_stage(evaluator_json, reference_stem, images_npz, metrics: dict, seed: int, out_stem,
-                 device="cpu") -> list[dict]:
-    """The `sanity` rule: STEM.json (rows, checks, provenance) and STEM.csv (the rows)."""
-
-    embed, judge = load_judge(evaluator_json, device)
-    ref = load_reference(reference_stem, judge["sha256"])
-    images = load_images(images_npz)
-    with np.load(images_npz, allow_pickle=False) as z:
-        labels = z["labels"] if "labels" in z else None
-    n = min(len(images), metrics.get("sanity_n", 1000))
-    idx = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
-    rows = sanity_table(embed, ref, images[idx], None if labels is None else labels[idx], metrics, seed,
-                        judge.get("kind", "classifier"))
-    checks = ordering_checks(rows) + ordering_checks(rows, "kid")
-    out_stem = Path(out_stem)
-    write_json(out_stem.with_suffix(".json"), {
-        "rows": rows, "checks": checks, "all_hold": all(c["holds"] for c in checks), "real_source": str(images_npz),
-        "reference_n": ref["card"]["n"], "judge_sha256": judge["sha256"],
-        "provenance": provenance(cfg=metrics, device=device)})
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    write_text(out_stem.with_suffix(".csv"), buf.getvalue())
-    return rows

@@ -1,5 +1,5 @@
 """The stage of workflow/rules/students.smk: train one student method (rule distill). Sampling a student is the
-same stage as sampling a teacher's sampler (advkd.stages.teacher.sample_method)."""
+same stage as sampling a teacher's sampler (advkd.stages.sample.sample)."""
 
 from __future__ import annotations
 

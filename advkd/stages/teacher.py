@@ -1,98 +1,19 @@
-"""The stages of workflow/rules/teacher.smk that need the method registry: sampling a method (sampler or
-student; rules sample_baseline and sample_student), joining a run's parts (merge_samples), and the distillation
-set (trajectories). The teacher's own training and card are advkd.teacher.train_teacher / describe_teacher."""
+"""The stages of workflow/rules/teacher.smk: the teacher's card (rule teacher) and the distillation set
+(trajectories). Training a teacher (rule train_teacher) is advkd.teacher.train_teacher, called by the CLI with
+the prepared images."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from ..data import save_grid
-from ..io import BadInputError, load_images, provenance, save_images, write_json
-from ..method import Method
+from ..io import REPO_ROOT, sha256_file, write_json
 from ..methods import FAMILIES, parse_sampler
-from ..metrics import cost  # as a module: tests stub cost.matmul_peak_gflops
-from ..teacher import load_teacher
+from ..metrics.cost import count_flops
+from ..teacher import build_scheduler, build_unet, load_pipeline_dir, load_teacher
 from ..trajectories import write_shard
-
-PEAK_CHUNKS = 6  # a sampling job measures the matmul peak PEAK_CHUNKS + 1 times (see sample_method)
-
-
-def sample_method(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json, device,
-                  part: int = 0, part_size: int | None = None, progress=True) -> dict:
-    """The sample stage: images [part*part_size, ...) of the seed's n-image run (all n by default) to .npz, with a
-    JSON of speed figures. Batch b of the run always draws from batch_seed(seed, b), so the parts of a run, merged
-    by `merge_samples`, equal the run made in one piece; part_size must therefore be a multiple of batch_size."""
-    part_size = part_size or n
-    start = part * part_size
-    if part_size % batch_size and part_size < n:
-        raise BadInputError(f"sampling.shard_size: {part_size} must be a multiple of sampling.batch_size "
-                            f"({batch_size}) so that every shard starts at a batch boundary")
-    if not 0 <= start < n:
-        raise BadInputError(f"part {part} of size {part_size} starts at image {start}, beyond n = {n}")
-    count = min(part_size, n - start)
-    # The host is shared and its speed drifts by +-10% within a job, so one or two peak measurements say more about
-    # the moment they land in than about the job. The batches run in up to PEAK_CHUNKS chunks with the peak
-    # measured before, between and after them (outside the sampling clock); the fraction of peak uses their
-    # median, the speed the machine offered while the job ran. The best of them is kept too (fraction_of_best_peak,
-    # the conservative reading). Chunks are batch ranges of the same run, so the images do not change.
-    n_batches = -(-count // batch_size)
-    bounds = [int(b) for b in np.linspace(0, n_batches, min(PEAK_CHUNKS, n_batches) + 1).round()]
-    peaks, chunks, seconds = [cost.matmul_peak_gflops(device)], [], 0.0
-    for b0, b1 in zip(bounds[:-1], bounds[1:]):
-        m = min(count, b1 * batch_size) - b0 * batch_size
-        images, stats = method.generate(m, seed, batch_size, progress, first_batch=start // batch_size + b0)
-        chunks.append(images)
-        seconds += stats["seconds"]
-        peaks.append(cost.matmul_peak_gflops(device))
-    images = np.concatenate(chunks)
-    with torch.inference_mode():
-        flops_per_call = cost.count_flops(lambda: method.network(*method.network_inputs(1)))
-    peak = float(np.median(peaks))
-    achieved = flops_per_call * method.nfe * count / seconds / 1e9
-    stats |= {"method": method.name, "family": method.family, "nfe": method.nfe, "start": start, "n": count,
-              "seconds": round(seconds, 3), "images_per_s": count / seconds,
-              "flops_per_image": flops_per_call * method.nfe, "achieved_gflops": achieved,
-              "matmul_peak_gflops": peak, "matmul_peak_gflops_probes": peaks, "fraction_of_peak": achieved / peak,
-              "matmul_peak_gflops_best": max(peaks), "fraction_of_best_peak": achieved / max(peaks)}
-    save_images(out_npz, images, seed=np.int64(seed), start=np.int64(start))
-    write_json(out_json, stats | {"provenance": provenance(device=device), **method.info})
-    return stats
-
-
-def merge_samples(parts, n: int, out_npz, out_png, out_json, grid: int) -> dict:
-    """Join the parts of one method's run for one seed (stems: STEM.npz + STEM.json, from `sample_method`) into
-    the run's .npz, PNG grid and JSON; speed figures are over the summed sampling time of all parts."""
-    stats = [json.loads(Path(f"{p}.json").read_text()) for p in parts]
-    order = sorted(range(len(parts)), key=lambda i: stats[i]["start"])
-    images = [load_images(f"{parts[i]}.npz") for i in order]
-    stats = [stats[i] for i in order]
-    seeds = {s["seed"] for s in stats}
-    starts = [s["start"] for s in stats]
-    expected = np.cumsum([0] + [len(x) for x in images[:-1]]).tolist()
-    if len(seeds) != 1 or starts != expected or sum(map(len, images)) != n:
-        raise BadInputError(f"the sample parts {list(parts)} do not tile images 0..{n - 1} of one seed "
-                            f"(seeds {sorted(seeds)}, starts {starts}, sizes {[len(x) for x in images]}); "
-                            "delete them and rerun")
-    images = np.concatenate(images)
-    seconds = sum(s["seconds"] for s in stats)
-    first = stats[0]
-    achieved = first["flops_per_image"] * n / seconds / 1e9
-    peak = float(np.median([s["matmul_peak_gflops"] for s in stats]))
-    best = max(s.get("matmul_peak_gflops_best", s["matmul_peak_gflops"]) for s in stats)
-    merged = {k: v for k, v in first.items() if k != "start"} | {
-        "n": n, "seconds": round(seconds, 3), "images_per_s": n / seconds, "achieved_gflops": achieved,
-        "matmul_peak_gflops": peak, "matmul_peak_gflops_parts": [s["matmul_peak_gflops"] for s in stats],
-        "matmul_peak_gflops_probes": [s.get("matmul_peak_gflops_probes") for s in stats],  # one list per part
-        "fraction_of_peak": achieved / peak, "matmul_peak_gflops_best": best,
-        "fraction_of_best_peak": achieved / best, "parts": len(parts)}
-    save_images(out_npz, images, seed=np.int64(first["seed"]))
-    save_grid(out_png, images[:grid])
-    write_json(out_json, merged)
-    return merged
 
 
 def trajectories(teacher_json, traj_cfg: dict, shard: int, seed: int, batch_size: int, device, out_path) -> dict:
@@ -101,3 +22,56 @@ def trajectories(teacher_json, traj_cfg: dict, shard: int, seed: int, batch_size
     family, steps = parse_sampler(traj_cfg["sampler"])
     return write_shard(unet, train_config, traj_cfg, (FAMILIES[family].scheduler, steps), shard, seed, batch_size,
                        device, out_path)
+
+
+def teacher_source_dir(teacher_cfg: dict, trained_dir=None) -> str:
+    src = teacher_cfg["source"]
+    if src == "shipped":
+        p = Path(teacher_cfg["shipped"])
+        return str(p if p.is_absolute() or p.exists() else REPO_ROOT / p)
+    if src == "train":
+        return str(Path(trained_dir) / "pipeline")
+    return teacher_cfg["pretrained"]
+
+
+def teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu") -> dict:
+    """The `teacher` stage: load the teacher once (proving it loads) and write its card: where it is, sha256 of
+    its weights, parameters and FLOPs per network call."""
+
+    if teacher_cfg["source"] == "random":
+        return _describe_random_teacher(teacher_cfg, out_json)
+    src = teacher_source_dir(teacher_cfg, trained_dir)
+    unet, sched = load_pipeline_dir(src, "cpu")
+    weights = sorted(Path(unet.config._name_or_path).glob("*.safetensors")) if Path(
+        str(unet.config._name_or_path)).is_dir() else []
+    card = {
+        "source": teacher_cfg["source"], "pipeline": str(Path(src).resolve()) if Path(src).exists() else src,
+        "weights_sha256": {w.name: sha256_file(w) for w in weights},
+        **_network_card(unet), "scheduler": dict(sched.config),
+    }
+    shipped_info = Path(src) / "teacher.json"
+    if shipped_info.exists():
+        card["training"] = json.loads(shipped_info.read_text())
+    write_json(out_json, card)
+    return card
+
+
+def _network_card(unet) -> dict:
+    """What every teacher card says about the network: size, image shape, FLOPs of one call at batch 1."""
+    c, h = unet.config.in_channels, unet.config.sample_size
+    with torch.inference_mode():
+        flops = count_flops(lambda: unet(torch.zeros(1, c, h, h), torch.tensor([500])))
+    return {"parameters": sum(p.numel() for p in unet.parameters()), "flops_per_call": flops, "sample_size": h,
+            "channels": c}
+
+
+def _describe_random_teacher(teacher_cfg: dict, out_json) -> dict:
+    """Cost-only experiments: the teacher's architecture with seeded random weights. Parameters, FLOPs and
+    latency depend only on the architecture, so the paper's cost comparison needs no weights."""
+    torch.manual_seed(teacher_cfg["seed"])
+    unet = build_unet(teacher_cfg["architecture"]).eval()
+    card = {"source": "random", "architecture": teacher_cfg["architecture"], "seed": teacher_cfg["seed"],
+            "pipeline": None, **_network_card(unet), "scheduler": dict(build_scheduler().config),
+            "note": "random weights: valid for cost only, never for quality"}
+    write_json(out_json, card)
+    return card

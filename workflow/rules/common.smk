@@ -77,6 +77,19 @@ def method_block(method):
     return {k: v for k, v in METHODS[method].items() if k not in SCORING_KEYS}
 
 
+def is_student(method):
+    return FAMILIES[METHODS[method]["family"]].kind == "student"
+
+
+def sample_inputs(wildcards):
+    """The teacher's card; a student's weights and resolved recipe too."""
+    inputs = {"teacher": f"{R}/teacher/teacher.json"}
+    if is_student(wildcards.method):
+        inputs |= {"weights": f"{R}/students/{wildcards.method}/student.safetensors",
+                   "spec": f"{R}/students/{wildcards.method}/student.json"}
+    return inputs
+
+
 def sample_parts(wildcards):
     """Part stems of one method's run for one seed: sampling.shard_size images each (rule merge_samples)."""
     n = method_n(wildcards.method)

@@ -1,4 +1,4 @@
-# Tables and figures from finished results (advkd.report reads files only: regenerating them retrains nothing).
+# Tables and figures from finished results (advkd.stages.report reads files only: regenerating them retrains nothing).
 rule report:
     input:
         unpack(report_inputs),

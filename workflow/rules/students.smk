@@ -1,5 +1,5 @@
 # Students: each student method of the config is trained on the teacher's trajectories (rule distill), then
-# sampled like any baseline (rule sample_student writes the same files as sample_baseline).
+# sampled like any other method (rule sample, workflow/rules/sample.smk).
 TRAJ_SHARDS = expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS))
 STUDENT_OUT = ["student.safetensors", "student.json", "loss.csv", "panel.png", "grid.png", "train.json"]
 
@@ -37,42 +37,4 @@ rule distill:
     shell:
         "advkd distill --method {wildcards.method} --spec {params.spec:q} --trajectories {input.shards}"
         " --teacher {input.teacher} --seed {params.seed} --device {params.device} --threads {threads}"
-        " --out {params.out} > {log} 2>&1"
-
-
-rule sample_student:
-    input:
-        teacher=f"{R}/teacher/teacher.json",
-        weights=f"{R}/students/{{method}}/student.safetensors",
-        spec=f"{R}/students/{{method}}/student.json",
-    output:
-        npz=temp(f"{R}/samples/{{method}}/seed{{seed}}/part-{{part}}.npz"),
-        stats=temp(f"{R}/samples/{{method}}/seed{{seed}}/part-{{part}}.json"),
-    wildcard_constraints:
-        method="|".join(map(re.escape, STUDENT_METHODS)) or "$^",
-        seed=r"\d+",
-        part=r"\d{5}",
-    params:
-        spec=lambda w: as_json(method_block(w.method)),
-        n=lambda w: method_n(w.method),
-        s=config["sampling"],
-        part_size=lambda w: config["sampling"]["shard_size"] or method_n(w.method),
-        device=DEVICE,
-        out=lambda w, output: os.path.splitext(output.npz)[0],
-        student=lambda w, input: os.path.dirname(input.weights),
-    log:
-        f"{LOGS}/sample/{{method}}-seed{{seed}}-part{{part}}.log",
-    benchmark:
-        f"{R}/benchmarks/sample/{{method}}-seed{{seed}}-part{{part}}.tsv"
-    threads: all_cores
-    resources:
-        mem_mb=4000,
-        runtime=30,
-        gpu=GPU,
-    conda:
-        ENV
-    shell:
-        "advkd sample --method {wildcards.method} --spec {params.spec:q} --teacher {input.teacher}"
-        " --student-dir {params.student} --n {params.n} --seed {wildcards.seed} --batch-size {params.s[batch_size]}"
-        " --part {wildcards.part} --part-size {params.part_size} --device {params.device} --threads {threads}"
         " --out {params.out} > {log} 2>&1"

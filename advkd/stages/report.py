@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import atomic_path, read_json, write_text
-from .metrics.quality import aggregate_seeds
+from ..io import atomic_path, read_json, write_text
+from ..metrics.quality import aggregate_seeds
 
 QUALITY = ("fd", "kid", "inception_score", "precision", "recall", "classes_covered", "largest_share")
 FIG_STYLE = {"figure.dpi": 120, "savefig.bbox": "tight", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
