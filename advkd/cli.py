@@ -44,18 +44,12 @@ def cmd_prepare_data(a):
 
 
 def cmd_train_teacher(a):
-    from .data import load_split
-    from .io import load_images
-    from .teacher import train_teacher
+    from .stages.teacher import train_teacher
 
-    if a.images:
-        images = load_images(a.images)
-    else:
-        images = load_split({"dataset": a.dataset, "root": a.data_root, "resolution": a.resolution,
-                             "channels": a.channels}, "train")["images"]
-    info = train_teacher(images, a.out, architecture=a.architecture, epochs=a.epochs, batch_size=a.batch_size,
-                         lr=a.lr, warmup_steps=a.warmup_steps, ema_decay=a.ema_decay, seed=a.seed, device=_device(a),
-                         max_minutes=a.max_minutes,
+    data = {"dataset": a.dataset, "root": a.data_root, "resolution": a.resolution, "channels": a.channels}
+    info = train_teacher(a.images or data, a.out, architecture=a.architecture, epochs=a.epochs,
+                         batch_size=a.batch_size, lr=a.lr, warmup_steps=a.warmup_steps, ema_decay=a.ema_decay,
+                         seed=a.seed, device=_device(a), max_minutes=a.max_minutes,
                          cfg_for_provenance={k: v for k, v in vars(a).items() if k != "func"})
     print({k: info[k] for k in ("epochs", "steps", "final_loss", "train_seconds_this_run")})
 

@@ -80,11 +80,11 @@ def test_pickle_in_place_of_a_trajectory_shard_is_refused(tmp_path):
 def test_pickle_in_place_of_the_teacher_training_checkpoint_is_refused(tmp_path):
     import numpy as np
 
-    from advkd.teacher import train_teacher
+    from advkd.teacher import train
 
     plant_pickle(tmp_path / "checkpoint.safetensors", tmp_path / "pwned")
     with pytest.raises(BadInputError, match=r"checkpoint\.safetensors: not a valid safetensors file"):
-        train_teacher(np.zeros((8, 8, 8, 1), np.uint8), tmp_path, architecture="digits8", epochs=1, batch_size=4,
+        train(np.zeros((8, 8, 8, 1), np.uint8), tmp_path, architecture="digits8", epochs=1, batch_size=4,
                       device="cpu")
     assert not (tmp_path / "pwned").exists()
 

@@ -76,9 +76,9 @@ def test_training_resumes_to_the_same_weights(tmp_path):
     from advkd.data import load_split
     images = load_split({"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 256}, "train")["images"]
     kw = dict(architecture="digits8", batch_size=64, warmup_steps=2, seed=1, device="cpu")
-    T.train_teacher(images, tmp_path / "a", epochs=2, **kw)
-    T.train_teacher(images, tmp_path / "b", epochs=1, **kw)   # "killed" after one epoch ...
-    info = T.train_teacher(images, tmp_path / "b", epochs=2, **kw)   # ... and resumed
+    T.train(images, tmp_path / "a", epochs=2, **kw)
+    T.train(images, tmp_path / "b", epochs=1, **kw)   # "killed" after one epoch ...
+    info = T.train(images, tmp_path / "b", epochs=2, **kw)   # ... and resumed
     a = load_tensors(tmp_path / "a" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
     b = load_tensors(tmp_path / "b" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -122,22 +122,22 @@ def test_resume_survives_deleted_curve_and_ignores_foreign_checkpoints(tmp_path,
     from advkd.data import load_split
     images = load_split({"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 128}, "train")["images"]
     kw = dict(architecture="digits8", batch_size=64, warmup_steps=2, seed=1, device="cpu")
-    T.train_teacher(images, tmp_path, epochs=1, **kw)
+    T.train(images, tmp_path, epochs=1, **kw)
     (tmp_path / "loss.csv").unlink()          # Snakemake removes a failed job's declared outputs
-    info = T.train_teacher(images, tmp_path, epochs=2, **kw)
+    info = T.train(images, tmp_path, epochs=2, **kw)
     assert [int(r.split(",")[0]) for r in (tmp_path / "loss.csv").read_text().splitlines()[1:]] == [1, 2]
     assert info["epochs"] == 2
     with caplog.at_level("WARNING"):   # a shorter run than the checkpoint's: afresh, not refused
-        info = T.train_teacher(images, tmp_path, epochs=1, **kw)
+        info = T.train(images, tmp_path, epochs=1, **kw)
     assert info["epochs"] == 1 and "trained more than the 1 asked for" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING"):
-        info = T.train_teacher(images, tmp_path, epochs=1, **(kw | {"lr": 1e-3}))   # other recipe: start afresh
+        info = T.train(images, tmp_path, epochs=1, **(kw | {"lr": 1e-3}))   # other recipe: start afresh
     assert info["epochs"] == 1 and len((tmp_path / "loss.csv").read_text().splitlines()) == 2
     assert "made for another run (differs in: lr)" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING"):   # other images of the same count: afresh too
-        info = T.train_teacher(255 - images, tmp_path, epochs=2, **(kw | {"lr": 1e-3}))
+        info = T.train(255 - images, tmp_path, epochs=2, **(kw | {"lr": 1e-3}))
     assert info["epochs"] == 2 and "differs in: images_sha256" in caplog.text
 
 

@@ -1,6 +1,5 @@
-"""The stages of workflow/rules/teacher.smk: the teacher's card (rule teacher) and the distillation set
-(trajectories). Training a teacher (rule train_teacher) is advkd.teacher.train_teacher, called by the CLI with
-the prepared images."""
+"""The stages of workflow/rules/teacher.smk: training a teacher (rule train_teacher), the teacher's card (teacher)
+and the distillation set (trajectories)."""
 
 from __future__ import annotations
 
@@ -9,11 +8,19 @@ from pathlib import Path
 
 import torch
 
-from ..io import REPO_ROOT, sha256_file, write_json
+from ..data import load_split
+from ..io import REPO_ROOT, load_images, sha256_file, write_json
 from ..methods import FAMILIES, parse_sampler
 from ..metrics.cost import count_flops
-from ..teacher import build_scheduler, build_unet, load_pipeline_dir, load_teacher
+from ..teacher import build_scheduler, build_unet, load_pipeline_dir, load_teacher, train
 from ..trajectories import write_shard
+
+
+def train_teacher(images, out_dir, **recipe) -> dict:
+    """The train_teacher stage: a DDPM teacher (advkd.teacher.train, resumable) on the prepared training images
+    (a train.npz) or, by hand, on a data block's training split."""
+    images = load_images(images) if isinstance(images, (str, Path)) else load_split(images, "train")["images"]
+    return train(images, out_dir, **recipe)
 
 
 def trajectories(teacher_json, traj_cfg: dict, shard: int, seed: int, batch_size: int, device, out_path) -> dict:
