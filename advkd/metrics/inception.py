@@ -19,7 +19,6 @@ from ..io import BadInputError
 ENV = "ADVKD_INCEPTION_WEIGHTS"
 FILENAME = "inception-2015-12-05.pt"
 URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
-FEATURES = 2048
 
 
 def resolve_inception_weights(configured=None) -> Path:

@@ -17,8 +17,6 @@ from ..teacher import load_teacher
 from ..trajectories import load_trajectories
 from .training import phase_panel, run_identity, save_json_summary, train
 
-STUDENT_FILES = ("student.safetensors", "student.json", "loss.csv", "panel.png", "grid.png", "train.json")
-
 
 def select_checkpoints(available: int, phases: int, explicit=None) -> list[int]:
     """Trajectory checkpoint indices the student distils, one per phase, always ending at x_0 (index available-1).

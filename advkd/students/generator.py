@@ -14,8 +14,6 @@ would give 1,950,176 on the inference path, so the authors' upsampling layer has
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -206,10 +204,6 @@ def resize_to(x, resolution: int):
 
 def count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def is_power_of_two(n: int) -> bool:
-    return n > 0 and n & (n - 1) == 0 and math.log2(n) == int(math.log2(n))
 
 
 class UNetStudent(nn.Module):

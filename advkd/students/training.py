@@ -20,7 +20,6 @@ import csv
 import io
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -429,7 +428,3 @@ def save_json_summary(path, cfg: dict, result: dict, extra: dict) -> None:
     write_json(path, {"config": cfg, "epochs_run": len(hist), "final": hist[-1] if hist else None,
                       "train_seconds_total": round(sum(r["seconds"] for r in hist), 3),
                       "resumed_from": result.get("resumed_from"), **extra, "provenance": provenance(cfg)})
-
-
-def steps_per_epoch(n: int, batch: int) -> int:
-    return math.ceil(n / batch)

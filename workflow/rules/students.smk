@@ -1,7 +1,6 @@
 # Students: each student method of the config is trained on the teacher's trajectories (rule distill), then
 # sampled like any other method (rule sample, workflow/rules/sample.smk).
 TRAJ_SHARDS = expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS))
-STUDENT_OUT = ["student.safetensors", "student.json", "loss.csv", "panel.png", "grid.png", "train.json"]
 
 
 rule distill:
