@@ -12,7 +12,9 @@ setup:
 reproduce: setup
 	snakemake --cores $(CORES)
 
+# Lint, then both test tiers (tests/unit: seconds, no Snakemake run; tests/e2e: the Snakemake DAG runs).
 test: setup
+	ruff check .
 	pytest -q
 
 # Tables and figures again from existing results (reads files only; retrains and resamples nothing).

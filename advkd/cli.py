@@ -5,7 +5,7 @@ whose parameters changed); people can call the same commands by hand.
 
 Each command imports its stage when it runs, the one place in the package that imports inside functions: the
 stages pull in torch, diffusers and clean-fid (seconds), which `advkd --help` and a mistyped argument should not
-wait for (tests/test_imports.py allows it here only).
+wait for (tests/unit/test_imports.py allows it here only).
 """
 
 from __future__ import annotations

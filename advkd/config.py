@@ -137,7 +137,8 @@ def missing_inputs(cfg: dict) -> list[str]:
     if t["source"] == "shipped" and not (REPO_ROOT / t["shipped"]).is_dir() and not Path(t["shipped"]).is_dir():
         errs.append(f"teacher.shipped: folder {t['shipped']} not found (it is part of the repository; is the checkout "
                     "complete?)")
-    if t["source"] == "pretrained" and t["pretrained"] and not Path(t["pretrained"]).exists() and not _in_hf_cache(t["pretrained"]):
+    if (t["source"] == "pretrained" and t["pretrained"] and not Path(t["pretrained"]).exists()
+            and not _in_hf_cache(t["pretrained"])):
         errs.append(f"teacher.pretrained: {t['pretrained']} is neither a local diffusers folder nor in the local "
                     "Hugging Face cache, and nothing is downloaded at run time; on a machine with internet run "
                     f"`huggingface-cli download <hub id> --local-dir {t['pretrained']}` (safetensors weights)")

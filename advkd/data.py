@@ -29,7 +29,8 @@ def read_idx_gz(path) -> np.ndarray:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:
-        raise BadInputError(f"{path}: not a readable gzip file ({e}); reinstall the data or point data.root elsewhere") from None
+        raise BadInputError(f"{path}: not a readable gzip file ({e}); reinstall the data or point data.root "
+                            "elsewhere") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise BadInputError(f"{path}: not an IDX file of unsigned bytes (bad magic number)")
     ndim = raw[3]
@@ -88,7 +89,8 @@ def list_image_folder(root):
         raise BadInputError(f"image folder {root} holds no readable image files")
     common = Counter(sizes.values()).most_common(1)[0][0]
     kept = [p for p, s in sizes.items() if s == common]
-    skipped += [(p, f"size {s} differs from the folder's common size {common}") for p, s in sizes.items() if s != common]
+    skipped += [(p, f"size {s} differs from the folder's common size {common}")
+                for p, s in sizes.items() if s != common]
     for p, why in skipped:
         log.warning("skipping %s: %s", p, why)
     return kept, skipped
@@ -158,7 +160,8 @@ def load_split(data_cfg: dict, split: str) -> dict:
     card = {
         "dataset": name, "split": split, "count": int(len(images)), "shape": list(images.shape[1:]),
         "dtype": "uint8", "layout": "NHWC",
-        "source": str(data_cfg.get("root") or (FASHION_MNIST_DIR if name == "fashion-mnist" else "sklearn.datasets.load_digits")),
+        "source": str(data_cfg.get("root")
+                      or (FASHION_MNIST_DIR if name == "fashion-mnist" else "sklearn.datasets.load_digits")),
         "skipped_files": [f"{p}: {why}" for p, why in skipped],
     }
     if name != "image-folder":  # one hash per input file; a folder of 30k images gets a listing hash instead

@@ -104,7 +104,8 @@ def load_images(path) -> np.ndarray:
         with np.load(path, allow_pickle=False) as z:
             images = z["images"]
     except Exception as e:  # zipfile/np errors vary; the message is what matters
-        raise BadInputError(f"{path}: not a readable image .npz ({type(e).__name__}: {e}); delete it and rerun") from None
+        raise BadInputError(f"{path}: not a readable image .npz ({type(e).__name__}: {e}); delete it and "
+                            "rerun") from None
     if images.dtype != np.uint8 or images.ndim != 4:
         raise BadInputError(f"{path}: 'images' must be uint8 (N,H,W,C), got {images.dtype} {images.shape}")
     return images
@@ -144,7 +145,8 @@ def read_metadata(path) -> dict:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
     except Exception as e:
-        raise BadInputError(f"{path}: not a valid safetensors file ({type(e).__name__}: {e}); delete it and rerun") from None
+        raise BadInputError(f"{path}: not a valid safetensors file ({type(e).__name__}: {e}); delete it and "
+                            "rerun") from None
 
 
 def sha256_file(path, chunk=1 << 20) -> str:

@@ -99,7 +99,8 @@ def method_errors(cfg: dict) -> list[str]:
     for name, params in cfg["methods"].items():
         fam = FAMILIES.get(params["family"])
         if fam is None:
-            errs.append(f"methods.{name}.family: unknown family {params['family']!r}; expected one of {sorted(FAMILIES)}")
+            errs.append(f"methods.{name}.family: unknown family {params['family']!r}; expected one of "
+                        f"{sorted(FAMILIES)}")
             continue
         before = len(errs)
         schema = {"type": "object", "additionalProperties": False, "required": ["family", *fam.required],

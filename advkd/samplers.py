@@ -82,7 +82,8 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
         inits.append(x.clone())
         x = (x * sched.init_noise_sigma).to(device).contiguous(memory_format=torch.channels_last)
         states = [None] * len(keep)
-        # Stochastic schedulers (DDPM) take the batch's generator; deterministic ones (UniPC, ...) have no such argument.
+        # Stochastic schedulers (DDPM) take the batch's generator; deterministic ones (UniPC, ...) have no such
+        # argument.
         step_kwargs = dict(spec.step_kwargs)
         if "generator" in inspect.signature(sched.step).parameters:
             step_kwargs["generator"] = gen

@@ -119,9 +119,9 @@ def load_pipeline_dir(path_or_id: str, device="cpu"):
     if not weights:
         pickled = [q.name for q in unet_dir.glob("*.bin")] + [q.name for q in unet_dir.glob("*.pt*")]
         raise BadInputError(
-            f"{unet_dir}: no safetensors weights" + (f" (found pickle checkpoint(s) {pickled}, which this suite refuses to "
-                                                     "load because unpickling can run arbitrary code; convert them to "
-                                                     "safetensors on a trusted machine)" if pickled else ""))
+            f"{unet_dir}: no safetensors weights"
+            + (f" (found pickle checkpoint(s) {pickled}, which this suite refuses to load because unpickling can run "
+               "arbitrary code; convert them to safetensors on a trusted machine)" if pickled else ""))
     try:
         unet = UNet2DModel.from_pretrained(unet_dir, use_safetensors=True, low_cpu_mem_usage=False)
     except Exception as e:
@@ -319,7 +319,8 @@ def config_errors(cfg: dict) -> list[str]:
         return []
     if t["source"] == "train":
         if t["architecture"] not in UNET_PRESETS:
-            return [f"teacher.architecture: unknown preset {t['architecture']!r}; expected one of {sorted(UNET_PRESETS)}"]
+            return [f"teacher.architecture: unknown preset {t['architecture']!r}; expected one of "
+                    f"{sorted(UNET_PRESETS)}"]
         arch, where = UNET_PRESETS[t["architecture"]], f"teacher.architecture: {t['architecture']}"
     else:
         folder = Path(t["shipped"] if t["source"] == "shipped" else t["pretrained"] or "")

@@ -25,8 +25,8 @@ import numpy as np
 #   named like `nfe_per_sample` or `candidates` is not swallowed by a substring.
 # - RESULTS: compared (numbers, text, flags, null), and so is everything below it.
 # A key that is neither is itself a difference ("unclassified"), so a new field is sorted the first time a run
-# writes it (tests/test_dag.py checks every key of the ci run) instead of slipping through on either side; no key
-# may be both (tests/test_compare_runs.py).
+# writes it (tests/e2e/test_dag.py checks every key of the ci run) instead of slipping through on either side; no key
+# may be both (tests/unit/test_compare_runs.py).
 MEASURED_WORDS = frozenset(
     "provenance host device s second seconds gflops peak latency memory throughput compiled extrapolated measured "
     "time timing date elapsed wall".split())

@@ -119,7 +119,8 @@ def train_evaluator(train_images, train_labels, heldout_images, heldout_labels, 
     save_tensors(weights, model.state_dict(), metadata={"architecture": str(architecture_of(model))})
     card = {"architecture": architecture_of(model), "weights": WEIGHTS, "sha256": sha256_file(weights),
             "train": {"seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": "AdamW+OneCycle",
-                      "augmentation": "horizontal flip" if flip_ok else "none", "n": int(n), "seconds": round(seconds, 1), "loss_per_epoch": curve,
+                      "augmentation": "horizontal flip" if flip_ok else "none", "n": int(n),
+                      "seconds": round(seconds, 1), "loss_per_epoch": curve,
                       "command": command},
             "data": data_card}
     card |= heldout_report(model, heldout_images, heldout_labels, device)

@@ -121,7 +121,8 @@ def reference_stats(evaluator_json, heldout_npz, metrics: dict, out_stem, device
     if logits is not None:
         tensors["logits"] = torch.from_numpy(logits.astype(np.float32))
     save_tensors(out_stem.with_suffix(".safetensors"), tensors, metadata={"judge_sha256": judge["sha256"]})
-    card = {"n": int(len(feats)), "feature_dim": int(feats.shape[1]), "feature_condition_number": condition_number(feats),
+    card = {"n": int(len(feats)), "feature_dim": int(feats.shape[1]),
+            "feature_condition_number": condition_number(feats),
             "judge_sha256": judge["sha256"], "judge_kind": judge.get("kind", "classifier"),
             "source": str(heldout_npz),
             "heldout_inception_score": inception_score(logits),

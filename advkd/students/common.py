@@ -125,7 +125,8 @@ def student_method(name: str, family: str, generator, noise_input, inference_net
         with torch.inference_mode():
             for b in range(-(-n // batch_size)):
                 m = min(batch_size, n - b * batch_size)
-                x_T = torch.randn((m, *image_shape), generator=torch.Generator().manual_seed(batch_seed(seed, first_batch + b)))
+                g = torch.Generator().manual_seed(batch_seed(seed, first_batch + b))
+                x_T = torch.randn((m, *image_shape), generator=g)
                 outs.append(inference_net(noise_input(x_T.to(device))).float().cpu())
         seconds = time.perf_counter() - t0
         return torch.cat(outs), {"n": n, "seed": seed, "steps": 1, "nfe_per_sample": 1, "batch_size": batch_size,

@@ -1,7 +1,7 @@
 """Adv-KD networks: the progressive generator (one block per denoising phase, one image head per block) and the
 conditional per-phase discriminator.
 
-Layer layout of the published student (checked against its published sizes, see tests/test_students.py):
+Layer layout of the published student (checked against its published sizes, see tests/unit/test_students.py):
   plain layer  = Conv2d(cin, cout, 3, stride 1, padding 1, bias) + BatchNorm2d(cout, affine) + LeakyReLU(0.2)
   up layer     = ConvTranspose2d(cin, cout, 3, stride 2, padding 1, output_padding 1, bias) + BN + LeakyReLU(0.2)
   head         = Conv2d(c, c, 3, p 1, bias) + BN + LeakyReLU(0.2) + Conv2d(c, image_channels, 3, p 1, bias) + tanh

@@ -11,7 +11,7 @@ from advkd.methods import FAMILIES
 from advkd.samplers import run_sampler
 from advkd.trajectories import checkpoint_steps, load_trajectories, write_shard
 
-SHIPPED = Path(__file__).resolve().parent.parent / "experiments" / "assets" / "teacher-fmnist32"
+SHIPPED = Path(__file__).resolve().parents[2] / "experiments" / "assets" / "teacher-fmnist32"
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_trajectory_shard_roundtrip_and_corruption(tiny, tmp_path):
     assert t["x_T"].shape == (5, 1, 8, 8) and t["states"].shape == (5, 3, 1, 8, 8)
     assert t["timesteps"].tolist() == [0, 3, 5]
     # the last state is the sampler's output x_0 for the stored x_T
-    x0, xT, _, _ = run_sampler(unet, FAMILIES["ddim"].scheduler, 6, cfg, 3, seed=0 * 7919 + 0, batch_size=8, device="cpu",
-                               progress=False)
+    x0, xT, _, _ = run_sampler(unet, FAMILIES["ddim"].scheduler, 6, cfg, 3, seed=0 * 7919 + 0, batch_size=8,
+                               device="cpu", progress=False)
     assert torch.allclose(t["states"][:3, -1], x0) and torch.equal(t["x_T"][:3], xT)
     p1.write_bytes(p1.read_bytes()[:200])
     with pytest.raises(BadInputError, match="s1.safetensors.*truncated or corrupt"):
@@ -139,14 +139,3 @@ def test_resume_survives_deleted_curve_and_ignores_foreign_checkpoints(tmp_path,
     with caplog.at_level("WARNING"):   # other images of the same count: afresh too
         info = T.train(255 - images, tmp_path, epochs=2, **(kw | {"lr": 1e-3}))
     assert info["epochs"] == 2 and "differs in: images_sha256" in caplog.text
-
-
-def test_compiled_sampling_matches_eager(tiny):
-    """sampling.compile: the same samples as eager up to float rounding (also for the shorter last batch, a
-    shape of its own), and the stats say it was compiled."""
-    unet, cfg = tiny
-    ddim = FAMILIES["ddim"].scheduler
-    eager = run_sampler(unet, ddim, 3, cfg, n=6, seed=1, batch_size=4, device="cpu", progress=False)
-    comp = run_sampler(unet, ddim, 3, cfg, n=6, seed=1, batch_size=4, device="cpu", progress=False, compile=True)
-    assert comp[3]["compiled"] and not eager[3]["compiled"]
-    assert torch.allclose(eager[0], comp[0], atol=1e-4) and torch.equal(eager[1], comp[1])

@@ -12,7 +12,7 @@ import yaml
 
 from advkd.io import load_images
 
-EXPERIMENTS = sorted(p.name for p in (__import__("pathlib").Path(__file__).resolve().parent.parent
+EXPERIMENTS = sorted(p.name for p in (__import__("pathlib").Path(__file__).resolve().parents[2]
                                       / "experiments").glob("*.yaml"))
 
 

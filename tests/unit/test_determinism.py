@@ -12,7 +12,7 @@ import pytest
 from advkd.cli import main
 from advkd.io import load_images
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 METRICS = json.dumps({"kid_subsets": 5, "nearest_k": 3})
 
 

@@ -12,7 +12,7 @@ import torch
 
 from advkd.io import BadInputError, sha256_file
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Evil:

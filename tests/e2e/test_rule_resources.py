@@ -26,7 +26,7 @@ with SnakemakeApi(OutputSettings(quiet={"all"})) as api:
                                "gpu": r.resources["gpu"].value if "gpu" in r.resources else None,
                                "shell": r.shellcmd or "", "file": str(r.snakefile)} for r in wf.rules}))
 """
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RULE = re.compile(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", re.MULTILINE)
 
 

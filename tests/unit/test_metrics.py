@@ -13,7 +13,7 @@ from advkd.metrics import quality as q
 from advkd.metrics.evaluator import config_errors, load_evaluator, train_evaluator
 from advkd.metrics.inception import ENV, FILENAME, URL, InceptionJudge, embed_inception, resolve_inception_weights
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "experiments" / "assets" / "evaluator-fmnist"
 FMNIST = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
 

@@ -1,6 +1,6 @@
 """The ci experiment on a real single-node SLURM equals the local run (scripts/slurm_test.sh).
 
-Opt-in: `ADVKD_SLURM_TEST=1 pytest tests/test_slurm.py` (as root; the script installs the Debian SLURM packages
+Opt-in: `ADVKD_SLURM_TEST=1 pytest tests/e2e/test_slurm.py` (as root; the script installs the Debian SLURM packages
 when missing). It is left out of `make test` even where SLURM is installed: it runs the ci DAG twice, once
 with a SLURM job per rule, which takes far longer than the rest of the suite on 2 cores (docs/cluster.md).
 """

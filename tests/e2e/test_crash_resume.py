@@ -32,7 +32,7 @@ import yaml
 
 from advkd.io import load_tensors
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 EXP = "crash"
 CONFIG = {

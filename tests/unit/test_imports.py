@@ -5,7 +5,7 @@ its command runs (start-up time of `advkd --help`)."""
 import ast
 from pathlib import Path
 
-PKG = Path(__file__).resolve().parent.parent / "advkd"
+PKG = Path(__file__).resolve().parents[2] / "advkd"
 
 # The one written order, lowest first: files and provenance; data; what a method is; networks and what they compute
 # (samplers, teacher, distillation set, metrics, students); the registry of method families; config validation,
