@@ -44,7 +44,6 @@ def teacher_source_dir(teacher_cfg: dict, trained_dir=None) -> str:
 def teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu") -> dict:
     """The `teacher` stage: load the teacher once (proving it loads) and write its card: where it is, sha256 of
     its weights, parameters and FLOPs per network call."""
-
     if teacher_cfg["source"] == "random":
         return _describe_random_teacher(teacher_cfg, out_json)
     src = teacher_source_dir(teacher_cfg, trained_dir)
