@@ -295,7 +295,7 @@ def train(train_images: np.ndarray, out_dir, *, architecture="fmnist32", epochs=
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The teacher stage: resolve the configured source to one pipeline folder and describe it in teacher.json.
+# A teacher as its card describes it (the card is written by the teacher stage, advkd.stages.teacher).
 
 
 def load_teacher(card_path, device="cpu"):
