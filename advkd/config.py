@@ -20,8 +20,6 @@ from .teacher import config_errors as teacher_errors
 from .trajectories import checkpoint_steps
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-# Keys of a method block that say how the method is scored, not what it is: never passed to its training, cost
-# or sampling code, so changing them only resamples and rescores.
 
 
 def _key(path) -> str:
@@ -84,7 +82,6 @@ def semantic_errors(cfg: dict) -> list[str]:
     if cfg["teacher"]["source"] == "pretrained" and not cfg["teacher"]["pretrained"]:
         errs.append("teacher.pretrained: required when teacher.source is pretrained (a diffusers pipeline folder or "
                     "hub id)")
-
     tr = cfg.get("trajectories")
     if tr is not None:
         try:
@@ -92,7 +89,6 @@ def semantic_errors(cfg: dict) -> list[str]:
         except BadInputError as e:
             errs.append(f"trajectories.sampler: {e}")
         else:
-
             try:
                 checkpoint_steps(steps, tr["checkpoints"], tr["spacing"])
             except BadInputError as e:
@@ -115,7 +111,6 @@ def missing_inputs(cfg: dict) -> list[str]:
 
     Kept apart from the other checks so that a dry run can show the plan of an experiment whose inputs are not
     there yet (experiments/paper.yaml on a laptop); a real run stops on these before any job."""
-
     errs = []
     d, t = cfg["data"], cfg["teacher"]
     if t["source"] == "random":
@@ -144,7 +139,6 @@ def missing_inputs(cfg: dict) -> list[str]:
                     f"`huggingface-cli download <hub id> --local-dir {t['pretrained']}` (safetensors weights)")
     ev = cfg.get("evaluator", {})
     # A shipped teacher or judge must be the committed bytes before any job uses it.
-
     for block in (t, ev):
         folder = block.get("shipped")
         if block.get("source") == "shipped" and folder:

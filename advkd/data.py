@@ -199,7 +199,6 @@ def image_grid(images: np.ndarray, nrow: int | None = None) -> np.ndarray:
 def save_grid(path, images: np.ndarray, nrow=None) -> None:
     from PIL import Image
 
-
     g = image_grid(images, nrow)
     with atomic_path(path) as tmp:
         Image.fromarray(g.squeeze(-1) if g.shape[-1] == 1 else g).save(tmp, format="PNG")

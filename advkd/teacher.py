@@ -172,8 +172,8 @@ def _state_tensors(unet, ema, opt, gen: torch.Generator, step: int, epoch: int, 
     return t
 
 
-def _load_state(path, unet, ema, opt, gen: torch.Generator):
-    t = load_tensors(path)
+def _load_state(t: dict, unet, ema, opt, gen: torch.Generator):
+    """Put a checkpoint's tensors (load_tensors of it) back into the model, EMA, optimiser and RNG."""
     unet.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
     ema.load_state_dict({k[4:]: v for k, v in t.items() if k.startswith("ema.")})
     sd = opt.state_dict()
@@ -191,7 +191,6 @@ def _load_state(path, unet, ema, opt, gen: torch.Generator):
 def _write_curve(path, history: list) -> None:
     import io as _io
 
-
     buf = _io.StringIO()
     w = csv.DictWriter(buf, fieldnames=HISTORY_FIELDS)
     w.writeheader()
@@ -200,16 +199,14 @@ def _write_curve(path, history: list) -> None:
     write_text(path, buf.getvalue())
 
 
-def train(train_images: np.ndarray, out_dir, *, architecture="fmnist32", epochs=10, batch_size=128,
-                  lr=5e-4, warmup_steps=500, ema_decay=0.9995, seed=0, device="auto", max_minutes=None,
-                  cfg_for_provenance=None) -> dict:
+def train(train_images: np.ndarray, out_dir, *, architecture="fmnist32", epochs=10, batch_size=128, lr=5e-4,
+          warmup_steps=500, ema_decay=0.9995, seed=0, device="auto", max_minutes=None, cfg_for_provenance=None) -> dict:
     """Train a DDPM teacher (epsilon-prediction MSE) and write a diffusers pipeline dir of its EMA weights.
 
     Resumable: `out_dir/checkpoint.safetensors` holds model, EMA, Adam state and the data RNG at the end of each
     epoch, so a killed run continues where it stopped and ends with the same weights. The learning rate is constant
     after warm-up, so stopping after E epochs (e.g. at `max_minutes`) gives exactly the `epochs=E` result.
     """
-
     device = pick_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -232,13 +229,14 @@ def train(train_images: np.ndarray, out_dir, *, architecture="fmnist32", epochs=
     if ckpt.exists():
         stored = read_metadata(ckpt).get("recipe")
         stale = identity_mismatch(json.loads(stored) if stored else None, identity)
-        if not stale and int(load_tensors(ckpt)["progress"][1]) > epochs:
+        state = None if stale else load_tensors(ckpt)
+        if state is not None and int(state["progress"][1]) > epochs:
             stale = [f"epochs (it has trained more than the {epochs} asked for)"]
         if stale:
             log.warning("not resuming %s: it was made for another run (differs in: %s); training afresh", ckpt,
                         ", ".join(stale))
         else:
-            step, start_epoch, history = _load_state(ckpt, unet, ema, opt, gen)
+            step, start_epoch, history = _load_state(state, unet, ema, opt, gen)
             log.info("resumed from %s at epoch %d (step %d)", ckpt, start_epoch, step)
     data = to_float(train_images).to(device)
     n = len(data)

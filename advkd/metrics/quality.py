@@ -133,7 +133,6 @@ def load_judge(evaluator_json, device="cpu"):
     """(embed(images) -> (features, logits), card) for the judge the `evaluator` stage set up."""
     card = read_json(evaluator_json)
     if card.get("kind") == "inception":
-
         judge = InceptionJudge(resolve_inception_weights(card["weights"]))
         return (lambda images: embed_inception(judge, images, device=device)), card
 

@@ -44,7 +44,6 @@ def _u8(x):
 
 def sanity_table(embed, ref: dict, images: np.ndarray, labels, metrics: dict, seed: int = 0,
                  judge_kind="classifier") -> list[dict]:
-
     rows = []
     for name, imgs in degraded_sets(images, labels, seed).items():
         feats, logits = embed(imgs)

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..data import load_split
 from ..io import (
@@ -51,21 +52,21 @@ def cost_context(teacher_json, device, student_dir=None, checkpoints: int = 11) 
     return ctx
 
 
-def cost(name: str, spec: dict, ctx: dict, cost: dict, out, cfg=None) -> dict:
-    """The `cost` rule: build the method from the registry (sampler or student alike) and write one JSON."""
+def cost(name: str, spec: dict, ctx: dict, settings: dict, out, cfg=None) -> dict:
+    """The `cost` rule: build the method from the registry (sampler or student alike) and write one JSON;
+    `settings` is the config's metrics.cost block."""
     method = build_method(name, spec, ctx)
-    row = measure_cost(method, ctx["device"], cost, cost.get("seed", 0))
+    row = measure_cost(method, ctx["device"], settings, settings.get("seed", 0))
     row |= {"kind": FAMILIES[spec["family"]].kind, "info": method.info,
-            "provenance": provenance(cfg=cfg if cfg is not None else {"spec": spec, "cost": cost},
+            "provenance": provenance(cfg=cfg if cfg is not None else {"spec": spec, "cost": settings},
                                      device=ctx["device"])}
     write_json(out, row)
     return row
 
 
 def evaluator(ev_cfg: dict, data_cfg: dict, out_dir, train_npz=None, heldout_npz=None, seed=0, device="cpu",
-                    command="") -> dict:
+              command="") -> dict:
     """The `evaluator` rule: install the shipped judge, train one, or point at local Inception weights."""
-
     out_dir = Path(out_dir)
     src = ev_cfg["source"]
     heldout = _load_labelled(heldout_npz, data_cfg, "heldout") if src != "inception" else None
@@ -94,7 +95,6 @@ def evaluator(ev_cfg: dict, data_cfg: dict, out_dir, train_npz=None, heldout_npz
 
 def _load_labelled(npz, data_cfg, split):
     if npz is None:
-
         d = load_split(data_cfg, split)
         images, labels = d["images"], d["labels"]
     else:
@@ -108,9 +108,6 @@ def _load_labelled(npz, data_cfg, split):
 
 def reference_stats(evaluator_json, heldout_npz, metrics: dict, out_stem, device="cpu") -> dict:
     """The `reference_stats` rule: judge features of the held-out split -> STEM.safetensors + STEM.json."""
-    import torch
-
-
     embed, judge = load_judge(evaluator_json, device)
     images = load_images(heldout_npz)
     feats, logits = embed(images)
@@ -134,7 +131,7 @@ def reference_stats(evaluator_json, heldout_npz, metrics: dict, out_stem, device
 
 
 def quality(method: str, samples_npz, seed: int, evaluator_json, reference_stem, metrics: dict, out,
-                  device="cpu", cfg=None) -> dict:
+            device="cpu", cfg=None) -> dict:
     """The `quality` rule: score one method's sample set for one seed; one JSON per (method, seed)."""
     embed, judge = load_judge(evaluator_json, device)
     ref = load_reference(reference_stem, judge["sha256"])
@@ -149,7 +146,7 @@ def quality(method: str, samples_npz, seed: int, evaluator_json, reference_stem,
 
 
 def sanity(evaluator_json, reference_stem, images_npz, metrics: dict, seed: int, out_stem,
-                 device="cpu") -> list[dict]:
+           device="cpu") -> list[dict]:
     """The `sanity` rule: STEM.json (rows, checks, provenance) and STEM.csv (the rows)."""
 
     embed, judge = load_judge(evaluator_json, device)

@@ -18,7 +18,7 @@ PEAK_CHUNKS = 6  # a sampling job measures the matmul peak PEAK_CHUNKS + 1 times
 
 
 def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json, device,
-                  part: int = 0, part_size: int | None = None, progress=True) -> dict:
+           part: int = 0, part_size: int | None = None, progress=True) -> dict:
     """The sample stage: images [part*part_size, ...) of the seed's n-image run (all n by default) to .npz, with a
     JSON of speed figures. Batch b of the run always draws from batch_seed(seed, b), so the parts of a run, merged
     by `merge_samples`, equal the run made in one piece; part_size must therefore be a multiple of batch_size."""

@@ -118,7 +118,6 @@ def build(name: str, params: dict, ctx: dict):
         gen.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("gen.")})
     c, r = cfg["image_channels"], cfg["resolution"]
     if cfg["architecture"] == "progressive":
-
         net, noise_input = InferencePath(gen), (lambda x: downsample_noise(x, r))
     else:
         net, noise_input = gen, (lambda x: x)
