@@ -20,4 +20,4 @@ test: setup
 # Tables and figures again from existing results (reads files only; retrains and resamples nothing).
 EXPERIMENT ?= default
 figures:
-	advkd report --results results/$(EXPERIMENT) --out paper_figures/$(EXPERIMENT)
+	advkd report --results results/$(EXPERIMENT) --out paper_figures/$(EXPERIMENT) --config experiments/$(EXPERIMENT).yaml

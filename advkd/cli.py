@@ -62,7 +62,7 @@ def cmd_teacher(a):
 
 
 def cmd_sample(a):
-    from .methods import build_method
+    from .families import build_method
     from .stages.sample import sample
 
     device = _device(a)
@@ -94,7 +94,12 @@ def cmd_trajectories(a):
 def cmd_report(a):
     from .stages.report import report
 
-    summary = report(a.results, a.out)
+    reference = a.reference
+    if a.config:
+        from .config import load_config
+
+        reference = load_config(a.config)["report"]["reference"]
+    summary = report(a.results, a.out, reference)
     print(json.dumps(summary, indent=1))
 
 
@@ -216,6 +221,9 @@ def main(argv=None):
     s = stage("report", cmd_report, "tables and figures from finished results (retrains nothing)")
     s.add_argument("--results", required=True, help="results/<experiment>")
     s.add_argument("--out", required=True, help="paper_figures/<experiment>")
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--reference", default=None, help="method the speed-ups are measured against (report.reference)")
+    g.add_argument("--config", default=None, help="experiment YAML to read report.reference from")
 
     s = stage("evaluator", cmd_evaluator, "install (shipped), train, or locate (inception) the fixed judge",
               device=True)

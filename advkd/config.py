@@ -1,25 +1,58 @@
 """Experiment configs: YAML validated by workflow/schemas/config.schema.yaml, defaults filled, then semantic checks.
 
 The same `validate_config` runs in the Snakefile (before any job) and in the CLI, so a bad config fails the
-same way everywhere, with a message naming the key and the expected value.
+same way everywhere, with a message naming the key and the expected value. Each method block is checked by its
+family (advkd.families). No torch here: planning a run validates its config.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
 
 from .assets import shipped_errors
 from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
+from .families import method_errors, parse_sampler
 from .io import REPO_ROOT, BadInputError
-from .methods import method_errors, parse_sampler
-from .metrics.evaluator import config_errors as evaluator_errors
-from .metrics.quality import config_errors as sample_count_errors
-from .teacher import config_errors as teacher_errors
 from .trajectories import checkpoint_steps
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+# UNet2DModel configurations by name. `fmnist32` is the project's small teacher; `celebahq256` is exactly the
+# published google/ddpm-celebahq-256 architecture (113,673,219 parameters); `cifar10-32` is google/ddpm-cifar10-32.
+UNET_PRESETS = {
+    "fmnist32": dict(
+        sample_size=32, in_channels=1, out_channels=1, layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(32, 64, 64, 128),  # 3.1M parameters, ~0.55 GFLOP per call; attention only at 4x4
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+    ),
+    "digits8": dict(
+        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, norm_num_groups=8,
+        block_out_channels=(16, 32), down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    ),
+    "celebahq256": dict(
+        sample_size=256, in_channels=3, out_channels=3, layers_per_block=2,
+        block_out_channels=(128, 128, 256, 256, 512, 512),
+        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
+        norm_eps=1e-6, freq_shift=1, flip_sin_to_cos=False, downsample_padding=0, act_fn="silu",
+        attention_head_dim=None, center_input_sample=False, time_embedding_type="positional",
+    ),
+    "cifar10-32": dict(
+        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
+        block_out_channels=(128, 256, 256, 256),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        norm_eps=1e-6, freq_shift=1, flip_sin_to_cos=False, downsample_padding=0, attention_head_dim=None,
+    ),
+}
+
+# The data the shipped judge (experiments/assets/evaluator-fmnist) was trained on and can judge.
+SHIPPED_DATA = {"dataset": "fashion-mnist", "resolution": 32, "channels": 1}
 
 
 def _key(path) -> str:
@@ -98,11 +131,74 @@ def semantic_errors(cfg: dict) -> list[str]:
         errs.append(f"sampling.shard_size: {sm['shard_size']} must be a multiple of sampling.batch_size "
                     f"({sm['batch_size']}), so that a shard's draws are those of the unsharded run")
     errs += method_errors(cfg)
-
+    ref = cfg["report"]["reference"]
+    if ref is not None and ref not in cfg["methods"]:
+        errs.append(f"report.reference: {ref!r} is not one of the experiment's methods {sorted(cfg['methods'])}")
     errs += teacher_errors(cfg) + sample_count_errors(cfg)
     if cfg["teacher"]["source"] != "random":  # a cost-only experiment has no judge
-
         errs += evaluator_errors(cfg)
+    return errs
+
+
+def teacher_errors(cfg: dict) -> list[str]:
+    """What the schema cannot say about the teacher: its images must have the data's size and channels."""
+    t, d = cfg["teacher"], cfg["data"]
+    if t["source"] == "random":
+        return []
+    if t["source"] == "train":
+        if t["architecture"] not in UNET_PRESETS:
+            return [f"teacher.architecture: unknown preset {t['architecture']!r}; expected one of "
+                    f"{sorted(UNET_PRESETS)}"]
+        arch, where = UNET_PRESETS[t["architecture"]], f"teacher.architecture: {t['architecture']}"
+    else:
+        folder = Path(t["shipped"] if t["source"] == "shipped" else t["pretrained"] or "")
+        folder = folder if folder.is_absolute() or folder.exists() else REPO_ROOT / folder
+        unet_cfg = folder / "unet" / "config.json"
+        if not unet_cfg.is_file():
+            return []  # a missing folder or a hub id is reported elsewhere (teacher.shipped check, load time)
+        arch, where = json.loads(unet_cfg.read_text()), f"teacher.{t['source']}: {unet_cfg}"
+    have = (arch["in_channels"], arch["sample_size"])
+    want = (d["channels"], d["resolution"])
+    if have != want:
+        return [f"{where} makes {have[0]}x{have[1]}x{have[1]} images but the data is {want[0]}x{want[1]}x{want[1]} "
+                "(data.channels x data.resolution); pick a teacher for this data or change data.resolution/channels"]
+    return []
+
+
+def evaluator_errors(cfg: dict) -> list[str]:
+    """Checks a schema cannot express: the shipped judge only fits the data it was trained on."""
+    ev, d = cfg["evaluator"], cfg["data"]
+    errs = []
+    if ev["source"] == "shipped" and any(d[k] != v for k, v in SHIPPED_DATA.items()):
+        errs.append(f"evaluator.source: the shipped evaluator judges {SHIPPED_DATA} only, but data is "
+                    f"{ {k: d[k] for k in SHIPPED_DATA} }; use evaluator.source: train (a classifier on your "
+                    "training split, needs labels) or inception (RGB data)")
+    if ev["source"] == "train" and d["dataset"] == "image-folder":
+        errs.append("evaluator.source: train needs class labels, which an image-folder has not; use inception")
+    if ev["source"] == "inception" and d["channels"] != 3:
+        errs.append("evaluator.source: inception expects RGB data (data.channels: 3)")
+    return errs
+
+
+def min_samples(metrics: dict) -> int:
+    """Fewest images a set needs to be scored: prdc's k-NN radii need k+2 (the point itself, k neighbours and
+    one more), FD/KID need 2 (a covariance, an unbiased MMD)."""
+    return max(2, metrics.get("nearest_k", 3) + 2)
+
+
+def sample_count_errors(cfg: dict) -> list[str]:
+    """Sample counts that cannot be scored fail at config time, not after hours of sampling."""
+    if cfg["teacher"]["source"] == "random":  # cost-only experiment: nothing is scored
+        return []
+    need, k = min_samples(cfg["metrics"]), cfg["metrics"]["nearest_k"]
+    why = f"need at least {need} (precision/recall with metrics.nearest_k={k} need nearest_k+2)"
+    errs = []
+    if cfg["sampling"]["n"] < need and any("n" not in p for p in cfg["methods"].values()):
+        errs.append(f"sampling.n: {cfg['sampling']['n']} samples per seed are too few to score; {why}")
+    errs += [f"methods.{m}.n: {p['n']} samples per seed are too few to score; {why}"
+             for m, p in cfg["methods"].items() if "n" in p and p["n"] < need]
+    if cfg["data"]["heldout_count"] is not None and cfg["data"]["heldout_count"] < need:
+        errs.append(f"data.heldout_count: {cfg['data']['heldout_count']} reference images are too few; {why}")
     return errs
 
 

@@ -1,12 +1,23 @@
-"""What every method is, sampler or student: the contract the sampling, quality and cost stages rely on, so that
-they never ask which kind a method is. The registry of families that make methods is advkd.methods."""
+"""What every method is, sampler or student: the contract the sampling, quality, cost and report stages rely on, so
+that they never ask which kind a method is.
+
+- A `Family` makes methods. It is one line of the registry (advkd.families): a name, a kind (sampler over the
+  teacher, or student trained on its trajectories), one `Params` dataclass that holds the family's parameters and
+  their only defaults (the config schema of its `methods:` blocks is generated from it), and the module that
+  implements it. That module has `build(name, params, ctx) -> Method`; a student family's also has
+  `train(name, params, ctx) -> {"done": bool, ...}`, which writes the distill rule's files (see
+  advkd.students.common.STUDENT_FILES).
+- A `Method` is a built, runnable method: how to sample, its NFE and its parameter counts.
+
+This module imports no torch, so that planning a run (`snakemake -n`) reads the registry without loading it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 from dataclasses import dataclass, field
-from typing import Callable
-
-import torch
+from typing import Any, Callable, ClassVar
 
 from .data import to_uint8
 
@@ -15,18 +26,75 @@ from .data import to_uint8
 SCORING_KEYS = ("n", "seeds")
 
 
+def param(default, doc: str, **schema):
+    """A field of a family's `Params`: its default, what it means, and its JSON-schema constraints."""
+    return field(default=default, metadata={"doc": doc, "schema": schema})
+
+
+@dataclass(frozen=True)
+class Params:
+    """Base of every family's parameters. A subclass lists its fields with `param` and says what the schema cannot
+    (`errors`) and how many network evaluations a sample costs (`nfe`)."""
+
+    # A tiny valid block of this family, what the common family tests build (tests/unit/test_families.py).
+    example: ClassVar[dict] = {}
+
+    @classmethod
+    def schema(cls) -> dict:
+        """JSON schema of the family's keys (the `family` and scoring keys are added by the registry)."""
+        props = {}
+        for f in dataclasses.fields(cls):
+            props[f.name] = {**f.metadata["schema"], "description": f.metadata["doc"], "default": f.default}
+        return props
+
+    @classmethod
+    def from_block(cls, block: dict) -> "Params":
+        """The parameters a method block gives (defaults for what it leaves out); the block must be valid."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in block.items() if k in names})
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def errors(self, where: str, block: dict, cfg: dict) -> list[str]:
+        """What the schema cannot say (combinations, fit to the experiment's data); `block` is the method's config
+        block as written (to tell a key set by the user from a default)."""
+        return []
+
+    @property
+    def nfe(self) -> int:
+        return 1
+
+
+@dataclass(frozen=True)
+class Family:
+    """One registry line: which methods exist is decided by these, never by if-chains on family names."""
+    name: str
+    kind: str                              # "sampler" (over the teacher) or "student" (trained on its trajectories)
+    doc: str
+    params: type                           # its Params subclass
+    implementation: str                    # module with build (and, for students, train)
+    loss_columns: tuple = ()               # students: the columns of loss.csv after its index columns
+    figures: tuple = ()                    # report figures the family adds (advkd.stages.report.FIGURES)
+    extra: dict = field(default_factory=dict)   # what the implementation needs besides the params (a scheduler)
+
+    def module(self) -> Any:
+        # Imported when a method is built or trained, not when the registry is read: planning loads no torch.
+        return importlib.import_module(self.implementation)
+
+
 @dataclass
 class Method:
-    """What the rest of the suite needs from any method."""
+    """What the rest of the suite needs from any built method."""
     name: str
     family: str
     nfe: int                                     # network evaluations per sample
     sample: Callable                             # (n, seed, batch_size, progress, first_batch=0)
                                                  #   -> (float (n,C,H,W) in [-1,1], stats)
-    network: torch.nn.Module                     # one network evaluation (for FLOPs, latency, params)
+    network: Any                                 # torch module: one network evaluation (for FLOPs, latency, params)
     network_inputs: Callable                     # batch -> args for one network evaluation
     inference_parameters: int                    # parameters used to sample
-    all_parameters: int                          # parameters trained/stored (e.g. with discriminators, heads)
+    all_parameters: int                          # parameters trained/stored (e.g. with critics or heads)
     info: dict = field(default_factory=dict)
 
     def generate(self, n: int, seed: int, batch_size: int = 250, progress: bool = True, first_batch: int = 0):

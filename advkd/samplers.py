@@ -1,4 +1,5 @@
-"""Sampling over the teacher with diffusers schedulers (set_timesteps / scale_model_input / step), batched.
+"""Sampling over the teacher with diffusers schedulers (set_timesteps / scale_model_input / step), batched: the
+implementation of every sampler family of the registry (advkd.families).
 
 Seeds: batch b of a run with seed s draws x_T and every ancestral noise from its own CPU generator seeded
 `batch_seed(s, b)`, so results do not depend on the device's RNG and a run can be split into shards freely.
@@ -14,6 +15,10 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from .families import FAMILIES, SamplerParams
+from .method import Method
+from .teacher import load_teacher
+
 log = logging.getLogger(__name__)
 
 
@@ -23,6 +28,11 @@ class SchedulerSpec:
     cls: str
     kwargs: dict = field(default_factory=dict)
     step_kwargs: dict = field(default_factory=dict)
+
+
+def scheduler_spec(family: str) -> SchedulerSpec:
+    extra = FAMILIES[family].extra
+    return SchedulerSpec(extra["scheduler"], extra["scheduler_kwargs"], extra["step_kwargs"])
 
 
 def batch_seed(seed: int, batch: int) -> int:
@@ -103,3 +113,24 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
     stats = {"n": n, "seed": seed, "steps": steps, "nfe_per_sample": len(sched.timesteps), "batch_size": batch_size,
              "seconds": seconds, "images_per_s": n / seconds, "compiled": is_compiled}
     return torch.cat(outs), torch.cat(inits), (torch.cat(kept) if keep else None), stats
+
+
+def build(name: str, params: SamplerParams, ctx: dict) -> Method:
+    """A sampler family's method: its scheduler over the teacher (ctx: teacher card, device, compile)."""
+    spec = scheduler_spec(ctx["family"])
+    unet, train_config, card = load_teacher(ctx["teacher"], ctx["device"])
+    steps = params.steps
+
+    def sample(n, seed, batch_size, progress, first_batch=0):
+        x0, _, _, stats = run_sampler(unet, spec, steps, train_config, n, seed, batch_size, ctx["device"],
+                                      progress=progress, desc=name, first_batch=first_batch,
+                                      compile=ctx.get("compile", False))
+        return x0, stats
+
+    c, h = unet.config.in_channels, unet.config.sample_size
+    params_n = sum(p.numel() for p in unet.parameters())
+    return Method(name, ctx["family"], nfe=params.nfe, sample=sample, network=unet,
+                  network_inputs=lambda b: (torch.randn(b, c, h, h, device=ctx["device"]).contiguous(
+                      memory_format=torch.channels_last), torch.full((b,), 500, device=ctx["device"])),
+                  inference_parameters=params_n, all_parameters=params_n,
+                  info={"teacher": card["pipeline"], "steps": steps})

@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from .assets import verify_shipped
+from .config import UNET_PRESETS
 from .data import to_float
 from .io import (
-    REPO_ROOT,
     BadInputError,
     identity_mismatch,
     load_tensors,
@@ -30,37 +30,6 @@ from .io import (
 )
 
 log = logging.getLogger(__name__)
-
-# UNet2DModel configurations by name. `fmnist32` is the project's small teacher; `celebahq256` is exactly the
-# published google/ddpm-celebahq-256 architecture (113,673,219 parameters); `cifar10-32` is google/ddpm-cifar10-32.
-UNET_PRESETS = {
-    "fmnist32": dict(
-        sample_size=32, in_channels=1, out_channels=1, layers_per_block=1, norm_num_groups=8,
-        block_out_channels=(32, 64, 64, 128),  # 3.1M parameters, ~0.55 GFLOP per call; attention only at 4x4
-        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-    ),
-    "digits8": dict(
-        sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, norm_num_groups=8,
-        block_out_channels=(16, 32), down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-    ),
-    "celebahq256": dict(
-        sample_size=256, in_channels=3, out_channels=3, layers_per_block=2,
-        block_out_channels=(128, 128, 256, 256, 512, 512),
-        down_block_types=("DownBlock2D", "DownBlock2D", "DownBlock2D", "DownBlock2D", "AttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "AttnUpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D", "UpBlock2D"),
-        norm_eps=1e-6, freq_shift=1, flip_sin_to_cos=False, downsample_padding=0, act_fn="silu",
-        attention_head_dim=None, center_input_sample=False, time_embedding_type="positional",
-    ),
-    "cifar10-32": dict(
-        sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
-        block_out_channels=(128, 256, 256, 256),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
-        norm_eps=1e-6, freq_shift=1, flip_sin_to_cos=False, downsample_padding=0, attention_head_dim=None,
-    ),
-}
 
 # The training noise schedule every teacher here shares (DDPM, Ho et al. 2020).
 DDPM_SCHEDULE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
@@ -308,28 +277,3 @@ def load_teacher(card_path, device="cpu"):
                             "restore it or rerun the teacher rule (delete the card first)")
     unet, sched = load_pipeline_dir(card["pipeline"], device)
     return unet.to(memory_format=torch.channels_last), sched.config, card
-
-
-def config_errors(cfg: dict) -> list[str]:
-    """What the schema cannot say about the teacher: its images must have the data's size and channels."""
-    t, d = cfg["teacher"], cfg["data"]
-    if t["source"] == "random":
-        return []
-    if t["source"] == "train":
-        if t["architecture"] not in UNET_PRESETS:
-            return [f"teacher.architecture: unknown preset {t['architecture']!r}; expected one of "
-                    f"{sorted(UNET_PRESETS)}"]
-        arch, where = UNET_PRESETS[t["architecture"]], f"teacher.architecture: {t['architecture']}"
-    else:
-        folder = Path(t["shipped"] if t["source"] == "shipped" else t["pretrained"] or "")
-        folder = folder if folder.is_absolute() or folder.exists() else REPO_ROOT / folder
-        unet_cfg = folder / "unet" / "config.json"
-        if not unet_cfg.is_file():
-            return []  # a missing folder or a hub id is reported elsewhere (teacher.shipped check, load time)
-        arch, where = json.loads(unet_cfg.read_text()), f"teacher.{t['source']}: {unet_cfg}"
-    have = (arch["in_channels"], arch["sample_size"])
-    want = (d["channels"], d["resolution"])
-    if have != want:
-        return [f"{where} makes {have[0]}x{have[1]}x{have[1]} images but the data is {want[0]}x{want[1]}x{want[1]} "
-                "(data.channels x data.resolution); pick a teacher for this data or change data.resolution/channels"]
-    return []

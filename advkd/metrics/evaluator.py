@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 WEIGHTS = "evaluator.safetensors"
 CARD = "evaluator.json"
-SHIPPED_DATA = {"dataset": "fashion-mnist", "resolution": 32, "channels": 1}
 
 
 class EvaluatorCNN(nn.Module):
@@ -154,18 +153,3 @@ def load_evaluator(folder, device="cpu", verify=True) -> tuple[EvaluatorCNN, dic
     model = EvaluatorCNN(a["channels"], a["classes"], a["width"], a["features"], a["resolution"])
     model.load_state_dict(load_tensors(weights))
     return model.to(device).eval(), card
-
-
-def config_errors(cfg: dict) -> list[str]:
-    """Checks a schema cannot express: the shipped judge only fits the data it was trained on."""
-    ev, d = cfg["evaluator"], cfg["data"]
-    errs = []
-    if ev["source"] == "shipped" and any(d[k] != v for k, v in SHIPPED_DATA.items()):
-        errs.append(f"evaluator.source: the shipped evaluator judges {SHIPPED_DATA} only, but data is "
-                    f"{ {k: d[k] for k in SHIPPED_DATA} }; use evaluator.source: train (a classifier on your "
-                    "training split, needs labels) or inception (RGB data)")
-    if ev["source"] == "train" and d["dataset"] == "image-folder":
-        errs.append("evaluator.source: train needs class labels, which an image-folder has not; use inception")
-    if ev["source"] == "inception" and d["channels"] != 3:
-        errs.append("evaluator.source: inception expects RGB data (data.channels: 3)")
-    return errs

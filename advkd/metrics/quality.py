@@ -105,28 +105,6 @@ def score_features(feats, logits, ref: dict, metrics: dict, seed: int, judge_kin
     return out
 
 
-def min_samples(metrics: dict) -> int:
-    """Fewest images a set needs to be scored: prdc's k-NN radii need k+2 (the point itself, k neighbours and
-    one more), FD/KID need 2 (a covariance, an unbiased MMD)."""
-    return max(2, metrics.get("nearest_k", 3) + 2)
-
-
-def config_errors(cfg: dict) -> list[str]:
-    """Sample counts that cannot be scored fail at config time, not after hours of sampling."""
-    if cfg["teacher"]["source"] == "random":  # cost-only experiment: nothing is scored
-        return []
-    need, k = min_samples(cfg["metrics"]), cfg["metrics"]["nearest_k"]
-    why = f"need at least {need} (precision/recall with metrics.nearest_k={k} need nearest_k+2)"
-    errs = []
-    if cfg["sampling"]["n"] < need and any("n" not in p for p in cfg["methods"].values()):
-        errs.append(f"sampling.n: {cfg['sampling']['n']} samples per seed are too few to score; {why}")
-    errs += [f"methods.{m}.n: {p['n']} samples per seed are too few to score; {why}"
-             for m, p in cfg["methods"].items() if "n" in p and p["n"] < need]
-    if cfg["data"]["heldout_count"] is not None and cfg["data"]["heldout_count"] < need:
-        errs.append(f"data.heldout_count: {cfg['data']['heldout_count']} reference images are too few; {why}")
-    return errs
-
-
 # --- the judge and its reference -----------------------------------------------------------------------------------
 
 def load_judge(evaluator_json, device="cpu"):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..data import load_split
+from ..families import FAMILIES, build_method
 from ..io import (
     REPO_ROOT,
     BadInputError,
@@ -25,7 +26,6 @@ from ..io import (
     write_json,
     write_text,
 )
-from ..methods import FAMILIES, build_method
 from ..metrics.cost import measure_cost
 from ..metrics.evaluator import CARD, WEIGHTS, condition_number, heldout_report, load_evaluator, train_evaluator
 from ..metrics.inception import resolve_inception_weights

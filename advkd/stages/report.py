@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..families import FAMILIES
 from ..io import atomic_path, read_json, write_text
 from ..metrics.quality import aggregate_seeds
 
@@ -19,15 +20,16 @@ QUALITY = ("fd", "kid", "inception_score", "precision", "recall", "classes_cover
 FIG_STYLE = {"figure.dpi": 120, "savefig.bbox": "tight", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
 
 
-def collect(results) -> pd.DataFrame:
-    """One row per method: cost JSON + per-seed quality aggregated to mean/std + how it was measured."""
+def collect(results, reference: str | None = None) -> pd.DataFrame:
+    """One row per method: cost JSON + per-seed quality aggregated to mean/std + how it was measured; speed-up
+    against the `reference` method's latency (the config's report.reference)."""
     results = Path(results)
     agg = aggregate_seeds(sorted((results / "metrics" / "quality").glob("*/seed*.json")))
     rows = []
     for cost_path in sorted((results / "metrics" / "cost").glob("*.json")):
         c = read_json(cost_path)
         q = agg.get(c["method"], {})
-        row = {"method": c["method"], "family": c["family"], "kind": c.get("kind", ""), "nfe": c["nfe"],
+        row = {"method": c["method"], "family": c["family"], "kind": c["kind"], "nfe": c["nfe"],
                "params_inference": c["parameters_inference"], "params_all": c["parameters_all"],
                "gflops_per_image": c["flops_per_image"] / 1e9,
                "latency_ms_batch1": 1e3 * c["latency_s_per_image_batch1"],
@@ -42,8 +44,12 @@ def collect(results) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"no cost results under {results}/metrics/cost; run the DAG first")
     df = pd.DataFrame(rows)
-    ref = df.loc[df.method == "ddpm-1000", "latency_ms_batch1"]
-    df["speedup_vs_ddpm1000"] = ref.iloc[0] / df.latency_ms_batch1 if len(ref) else math.nan
+    ref = df.loc[df.method == reference, "latency_ms_batch1"]
+    if reference is not None and not len(ref):
+        raise FileNotFoundError(f"report.reference: no cost result for method {reference!r} under "
+                                f"{results}/metrics/cost")
+    df["speedup"] = ref.iloc[0] / df.latency_ms_batch1 if len(ref) else math.nan
+    df.attrs["reference"] = reference
     # FD is biased upward at small n: only rows scored on the largest n are compared by FD; KID is unbiased in n.
     df["fd_comparable"] = df.n == df.n.max()
     df["pareto"] = pareto_front(df)
@@ -79,7 +85,7 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         "latency b=1 (ms)": df.latency_ms_batch1.map("{:.1f}".format) + np.where(df.latency_extrapolated, "†", ""),
         # two significant digits below 1 img/s, so paper-scale samplers on a CPU do not print as 0
         "img/s": df.images_per_s.map(lambda v: f"{v:.1f}" if v >= 1 else f"{v:.2g}"),
-        "speed-up": df.speedup_vs_ddpm1000.map("{:.0f}x".format),
+        "speed-up": df.speedup.map("{:.0f}x".format),
         "FD": [_pm(m, s) + ("" if c else "‡") for m, s, c in zip(df.fd_mean, df.fd_std, df.fd_comparable)],
         "KID x1e3": [_pm(1e3 * m, 1e3 * s) for m, s in zip(df.kid_mean, df.kid_std)],
         "IS": [_pm(m, s) for m, s in zip(df.inception_score_mean, df.inception_score_std)],
@@ -97,16 +103,17 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def footnotes(df: pd.DataFrame) -> str:
     dev = "; ".join(sorted(set(f"{d}" for d in df.device)))
+    ref = df.attrs.get("reference") or "(no report.reference set)"
     if df.fd_mean.isna().all():
         return (f"Measured on {dev}, fp32, random weights (cost depends only on architecture and schedule). "
                 "Latency = median after warm-up per image at batch 1; † = one network call timed, x NFE. "
-                "Speed-up = latency of ddpm-1000 / latency of the row, measured by the cost rule one method after "
+                f"Speed-up = latency of {ref} / latency of the row, measured by the cost rule one method after "
                 "another on the same machine. FLOPs from torch.utils.flop_counter (multiply-add = 2).")
     return (f"Measured on {dev}. n = samples per seed scored against the judge's held-out reference; ± is the "
             "standard deviation over seeds. * = Pareto-optimal in (FD, latency) among rows with comparable FD. "
             "† = latency per network call x NFE (a full sample at batch 1 was too slow to time directly). "
             "‡ = scored on fewer samples than the other rows: FD is biased upward at small n, compare this row by "
-            "KID (unbiased in n). Speed-up = latency of ddpm-1000 / latency of the row, both at batch 1, measured "
+            f"KID (unbiased in n). Speed-up = latency of {ref} / latency of the row, both at batch 1, measured "
             "by the cost rule one method after another on the same machine. classes = judge classes with at least "
             "1% of the samples and top class = the largest share, both means over the seeds (mode collapse shows "
             "as few classes / a large share).")
@@ -189,7 +196,7 @@ def fig_cost(df, out):
 
 
 def fig_latency(df, out):
-    """Latency per image at batch 1 (log) with the speed-up over ddpm-1000 written on each bar."""
+    """Latency per image at batch 1 (log) with the speed-up over the reference method written on each bar."""
     import matplotlib.pyplot as plt
 
     pal = _palette(df)
@@ -199,7 +206,7 @@ def fig_latency(df, out):
     for bar, extrap in zip(bars, df.latency_extrapolated):
         if extrap:
             bar.set_hatch("//")
-    for y, (lat, sp) in enumerate(zip(df.latency_ms_batch1 / 1e3, df.speedup_vs_ddpm1000)):
+    for y, (lat, sp) in enumerate(zip(df.latency_ms_batch1 / 1e3, df.speedup)):
         if not math.isnan(sp):
             ax.text(lat, y, f" {sp:,.0f}x", va="center", fontsize=7)
     ax.set_xscale("log")
@@ -227,26 +234,23 @@ def fig_grids(results, methods, out, name, title_fn=lambda m: m, file_fn=None, n
     return _save(fig, out, name)
 
 
-def fig_training(results, methods, out):
+def fig_training(results, methods: dict, out):
+    """Each student's training loss per epoch: the first of its family's loss columns (methods: name -> family)."""
     import matplotlib.pyplot as plt
 
-    curves = [(m, Path(results) / "students" / m / "loss.csv") for m in methods]
-    curves = [(m, p) for m, p in curves if p.exists()]
+    curves = [(m, f, Path(results) / "students" / m / "loss.csv") for m, f in methods.items()]
+    curves = [(m, f, p) for m, f, p in curves if p.exists()]
     if not curves:
         return []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for m, p in curves:
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for m, f, p in curves:
+        col = FAMILIES[f].loss_columns[0]
         c = pd.read_csv(p)
-        x = np.arange(1, len(c) + 1)
-        for ax, col in zip(axes, ("g_loss", "reg")):
-            if col in c and c[col].notna().any():
-                ax.plot(x, c[col], label=m, lw=1)
-    axes[0].set_title("generator loss per epoch")
-    axes[1].set_title("regression loss per epoch (where used)")
-    for ax in axes:
-        ax.set_xlabel("epoch (all phases in order)")
-        ax.set_yscale("log")
-    axes[1].legend(fontsize=6)
+        ax.plot(np.arange(1, len(c) + 1), c[col], label=f"{m} ({col})", lw=1)
+    ax.set_title("training loss per epoch (each family's first loss column)")
+    ax.set_xlabel("epoch (all segments in order)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=6)
     return _save(fig, out, "training_curves")
 
 
@@ -260,13 +264,12 @@ def sampling_speed(results, kinds: dict) -> pd.DataFrame:
     for path in sorted((Path(results) / "samples").glob("*/seed*.json")):
         s = read_json(path)
         rows.append({"method": s["method"], "kind": kinds.get(s["method"], ""), "seed": s["seed"], "n": s["n"],
+                     # a student is never compiled (sampling.compile is for the teacher's samplers)
                      "batch_size": s["batch_size"], "compiled": bool(s.get("compiled", False)), "nfe": s["nfe"],
                      "seconds": s["seconds"], "images_per_s": s["images_per_s"],
                      "achieved_gflops": s["achieved_gflops"], "matmul_peak_gflops": s["matmul_peak_gflops"],
-                     "fraction_of_peak": s["fraction_of_peak"],
-                     # sample JSONs written before the peak was probed through the job have no best-peak figure
-                     "fraction_of_best_peak": s.get("fraction_of_best_peak", np.nan),
-                     "device": s.get("provenance", {}).get("device", "")})
+                     "fraction_of_peak": s["fraction_of_peak"], "fraction_of_best_peak": s["fraction_of_best_peak"],
+                     "device": s["provenance"]["device"]})
     return pd.DataFrame(rows, columns=SPEED_COLUMNS)
 
 
@@ -296,8 +299,9 @@ def write_speed_tables(speed: pd.DataFrame, out_dirs, target: float = 0.8) -> No
         _write_csv_md(Path(d), "sampling_speed", speed, md)
 
 
-def report(results, out, paper_out=None) -> dict:
-    """Write tables (results/<exp>/tables and paper_figures/<exp>) and figures (paper_figures/<exp>)."""
+def report(results, out, reference: str | None = None) -> dict:
+    """Write tables (results/<exp>/tables and paper_figures/<exp>) and figures (paper_figures/<exp>); speed-ups
+    are against the `reference` method (the config's report.reference)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -305,10 +309,11 @@ def report(results, out, paper_out=None) -> dict:
 
     plt.rcParams.update(FIG_STYLE)
     results, out = Path(results), Path(out)
-    df = collect(results)
+    df = collect(results, reference)
     write_tables(df, [results / "tables", out])
     write_speed_tables(sampling_speed(results, dict(zip(df.method, df.kind))), [results / "tables", out])
-    students = df.method[df.kind == "student"].tolist()
+    students = dict(zip(df.method[df.kind == "student"], df.family[df.kind == "student"]))
+    with_figure = lambda name: [m for m, f in students.items() if name in FAMILIES[f].figures]  # noqa: E731
     figs = []
     if df.fd_mean.notna().any():
         figs += fig_fd_vs(df, out, "latency_ms_batch1", "latency per image at batch 1 (ms, log)", "fd_vs_latency")
@@ -316,10 +321,11 @@ def report(results, out, paper_out=None) -> dict:
     figs += fig_cost(df, out)
     figs += fig_latency(df, out)
     figs += fig_grids(results, df.method.tolist(), out, "sample_grids")
-    figs += fig_grids(results, [m for m in students if (results / "students" / m / "panel.png").exists()], out,
-                      "phase_panels", title_fn=lambda m: f"{m}: teacher | heads",
-                      file_fn=lambda m: results / "students" / m / "panel.png", ncols=2)
-    figs += fig_training(results, students, out)
+    if with_figure("phase_panels"):
+        figs += fig_grids(results, with_figure("phase_panels"), out, "phase_panels",
+                          title_fn=lambda m: f"{m}: teacher | heads",
+                          file_fn=lambda m: results / "students" / m / "panel.png", ncols=2)
+    figs += fig_training(results, {m: students[m] for m in with_figure("training_curves")}, out)
     tables = ["summary.csv", "summary.md", "summary.tex", "sampling_speed.csv", "sampling_speed.md"]
     summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables}
     write_text(out / "index.json", json.dumps(summary, indent=2) + "\n")

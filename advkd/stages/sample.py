@@ -78,11 +78,11 @@ def merge_samples(parts, n: int, out_npz, out_png, out_json, grid: int) -> dict:
     first = stats[0]
     achieved = first["flops_per_image"] * n / seconds / 1e9
     peak = float(np.median([s["matmul_peak_gflops"] for s in stats]))
-    best = max(s.get("matmul_peak_gflops_best", s["matmul_peak_gflops"]) for s in stats)
+    best = max(s["matmul_peak_gflops_best"] for s in stats)
     merged = {k: v for k, v in first.items() if k != "start"} | {
         "n": n, "seconds": round(seconds, 3), "images_per_s": n / seconds, "achieved_gflops": achieved,
         "matmul_peak_gflops": peak, "matmul_peak_gflops_parts": [s["matmul_peak_gflops"] for s in stats],
-        "matmul_peak_gflops_probes": [s.get("matmul_peak_gflops_probes") for s in stats],  # one list per part
+        "matmul_peak_gflops_probes": [s["matmul_peak_gflops_probes"] for s in stats],  # one list per part
         "fraction_of_peak": achieved / peak, "matmul_peak_gflops_best": best,
         "fraction_of_best_peak": achieved / best, "parts": len(parts)}
     save_images(out_npz, images, seed=np.int64(first["seed"]))

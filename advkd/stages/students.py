@@ -3,16 +3,16 @@ same stage as sampling a teacher's sampler (advkd.stages.sample.sample)."""
 
 from __future__ import annotations
 
+from ..families import FAMILIES
 from ..io import BadInputError
-from ..methods import FAMILIES
 
 
-def distill(name: str, params: dict, ctx: dict) -> dict:
+def distill(name: str, block: dict, ctx: dict) -> dict:
     """The distill stage: train the method's student family into ctx['out'] (resuming a checkpoint there only when
-    it was made for exactly this run)."""
-    fam = FAMILIES.get(params.get("family"))
-    if fam is None or fam.train is None:
-        students = sorted(k for k, f in FAMILIES.items() if f.train is not None)
-        raise BadInputError(f"method {name}: family {params.get('family')!r} is not a student family; expected one "
+    it was made for exactly this run). ctx: trajectories (shard paths), teacher (teacher.json), out, seed, device."""
+    fam = FAMILIES.get(block.get("family"))
+    if fam is None or fam.kind != "student":
+        students = sorted(k for k, f in FAMILIES.items() if f.kind == "student")
+        raise BadInputError(f"method {name}: family {block.get('family')!r} is not a student family; expected one "
                             f"of {students}")
-    return fam.train(name, params, ctx)
+    return fam.module().train(name, fam.params.from_block(block), ctx)

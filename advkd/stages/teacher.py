@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 
 from ..data import load_split
-from ..io import REPO_ROOT, load_images, sha256_file, write_json
-from ..methods import FAMILIES, parse_sampler
+from ..families import parse_sampler
+from ..io import REPO_ROOT, load_images, provenance, save_tensors, sha256_file, write_json
 from ..metrics.cost import count_flops
+from ..samplers import SchedulerSpec, run_sampler, scheduler_spec
 from ..teacher import build_scheduler, build_unet, load_pipeline_dir, load_teacher, train
-from ..trajectories import write_shard
+from ..trajectories import checkpoint_steps, shard_ranges
 
 
 def train_teacher(images, out_dir, **recipe) -> dict:
@@ -27,8 +28,26 @@ def trajectories(teacher_json, traj_cfg: dict, shard: int, seed: int, batch_size
     """The trajectories stage: one shard of the distillation set, drawn with the sampler traj_cfg names."""
     unet, train_config, _ = load_teacher(teacher_json, device)
     family, steps = parse_sampler(traj_cfg["sampler"])
-    return write_shard(unet, train_config, traj_cfg, (FAMILIES[family].scheduler, steps), shard, seed, batch_size,
+    return write_shard(unet, train_config, traj_cfg, (scheduler_spec(family), steps), shard, seed, batch_size,
                        device, out_path)
+
+
+def write_shard(unet, train_config, traj_cfg: dict, sampler: tuple[SchedulerSpec, int], shard: int, seed: int,
+                batch_size: int, device, out_path, progress=True) -> dict:
+    """Run the teacher for one shard of the distillation set and save x_T, states and step indices. `sampler` is
+    (scheduler, steps) of traj_cfg["sampler"] (the registry resolves the name: `trajectories`)."""
+    scheduler, steps = sampler
+    start, stop = shard_ranges(traj_cfg["count"], traj_cfg["shard_size"])[shard]
+    keep = checkpoint_steps(steps, traj_cfg["checkpoints"], traj_cfg["spacing"])
+    x0, xT, states, stats = run_sampler(unet, scheduler, steps, train_config, stop - start, seed=seed * 7919 + shard,
+                                        batch_size=batch_size, device=device, keep_steps=keep, progress=progress,
+                                        desc=f"trajectories shard {shard}")
+    dtype = getattr(torch, traj_cfg["dtype"])
+    meta = {"sampler": traj_cfg["sampler"], "shard": shard, "runs": f"{start}:{stop}",
+            "keep_steps": ",".join(map(str, keep)), "seed": seed, **{k: v for k, v in stats.items()}}
+    save_tensors(out_path, {"x_T": xT.to(dtype), "states": states.to(dtype),
+                            "timesteps": torch.tensor(keep)}, metadata=meta | {"provenance": provenance(device=device)})
+    return stats
 
 
 def teacher_source_dir(teacher_cfg: dict, trained_dir=None) -> str:

@@ -1,46 +1,48 @@
-"""What every student family shares around the training loop: reading the distillation set, choosing which
-teacher checkpoints the phases distil, writing the stage's files, and turning saved weights into a `Method`."""
+"""What every student family shares around its training: reading the distillation set, writing the distill rule's
+files, and turning saved weights into a `Method`.
+
+The distill rule's files (a family's `train` writes them through `write_student`): student.safetensors (the
+weights, under "gen."), student.json (the resolved recipe `build` rebuilds it from), loss.csv (one row per epoch:
+the family's loss columns), panel.png (the family's picture of what it learnt: the teacher's targets next to its
+outputs), grid.png (samples from fresh noise) and train.json (summary and provenance).
+"""
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
 import torch
 
 from ..data import save_grid, to_uint8
-from ..io import BadInputError, load_tensors, read_json, save_tensors, write_json
+from ..io import BadInputError, load_tensors, provenance, read_json, save_tensors, write_json
 from ..method import Method
 from ..samplers import batch_seed
 from ..teacher import load_teacher
-from ..trajectories import load_trajectories
-from .training import phase_panel, run_identity, save_json_summary, train
+from .networks import count
+
+STUDENT_FILES = ("student.safetensors", "student.json", "loss.csv", "panel.png", "grid.png", "train.json")
 
 
-def select_checkpoints(available: int, phases: int, explicit=None) -> list[int]:
-    """Trajectory checkpoint indices the student distils, one per phase, always ending at x_0 (index available-1).
-
-    Rule: phase j takes checkpoint ceil((j+1)*available/phases) - 1, i.e. the checkpoints evenly thinned from the
-    end, so phases=available keeps all of them and phases=1 keeps x_0 only. An explicit list overrides the rule.
-    """
-    if explicit is not None:
-        return [int(i) for i in explicit]
-    return [math.ceil((j + 1) * available / phases) - 1 for j in range(phases)]
-
-
-def checkpoint_errors(where: str, available: int, phases: int | None, explicit) -> list[str]:
-    errs = []
-    if phases is not None and phases > available:
-        errs.append(f"{where}.phases: {phases} phases need as many teacher checkpoints, but trajectories.checkpoints "
-                    f"is {available}")
-    if explicit is not None:
-        if phases is not None and len(explicit) != phases:
-            errs.append(f"{where}.checkpoints: {len(explicit)} indices given but phases is {phases}")
-        if explicit != sorted(set(explicit)) or explicit[-1] != available - 1 or explicit[0] < 0:
-            errs.append(f"{where}.checkpoints: indices must strictly increase within 0..{available - 1} and end at "
-                        f"{available - 1} (x_0)")
-    return errs
+def load_trajectories(paths, checkpoints: int | None = None) -> dict:
+    """Concatenate shards into x_T (N,C,H,W) and states (N,K,C,H,W) float32; a bad shard is named."""
+    xs, ss, steps = [], [], None
+    for p in paths:
+        t = load_tensors(p)
+        if set(t) != {"x_T", "states", "timesteps"} or t["states"].ndim != 5 or len(t["states"]) != len(t["x_T"]):
+            raise BadInputError(f"{p}: not a trajectory shard (expected x_T, states (N,K,C,H,W), timesteps); "
+                                "delete it and rerun the trajectories rule")
+        if checkpoints is not None and t["states"].shape[1] != checkpoints:
+            raise BadInputError(f"{p}: holds {t['states'].shape[1]} checkpoints, config asks for {checkpoints}; "
+                                "delete the shard so the trajectories rule rewrites it")
+        if steps is not None and not torch.equal(steps, t["timesteps"]):
+            raise BadInputError(f"{p}: its checkpoint steps differ from the other shards'")
+        steps = t["timesteps"]
+        xs.append(t["x_T"].float())
+        ss.append(t["states"].float())
+    if not xs:
+        raise BadInputError("no trajectory shards given")
+    return {"x_T": torch.cat(xs), "states": torch.cat(ss), "timesteps": steps}
 
 
 def load_distillation_set(paths, max_runs: int | None = None) -> dict:
@@ -50,40 +52,34 @@ def load_distillation_set(paths, max_runs: int | None = None) -> dict:
     return t
 
 
-def run_distillation(student, phases, recipe, cfg: dict, traj: dict, out_dir, seed: int, device="cpu",
-                     stop_after_epochs=None, progress=True, grid: int = 64) -> dict:
-    """Train (resuming a checkpoint there only if it was made for exactly this run) and write the stage's files.
-    `cfg` is the resolved config that `build` needs to rebuild the networks; it is saved as student.json. The
-    checkpoint is removed once the student's files are written: a rerun (`snakemake -f`) trains anew."""
-
+def write_student(out_dir, cfg: dict, generator, noise_input, modules: dict, result: dict, traj: dict, seed: int,
+                  panel, grid: int = 64, extra: dict | None = None) -> None:
+    """The distill rule's files once training is done (see the module docstring), then the checkpoint goes: a
+    rerun (`snakemake -f`) trains anew. `modules` (name -> module) are saved beside the generator; `panel(path)`
+    draws the family's panel."""
     out_dir = Path(out_dir)
-    torch.manual_seed(seed)
-    targets = traj["states"][:, cfg["checkpoints"]]
-    identity = run_identity(student, phases, recipe, traj["x_T"], targets, seed, cfg)
-    result = train(student, phases, recipe, traj["x_T"], targets, out_dir, seed, device, stop_after_epochs,
-                   progress, identity=identity)
-    if not result["done"]:
-        return result
-    student.generator.cpu().eval()
-    student.discriminators.cpu()
-    phase_panel(student, phases, traj["x_T"], targets, out_dir / "panel.png")
+    generator.cpu().eval()
+    for m in modules.values():
+        m.cpu()
+    panel(out_dir / "panel.png")
     # Fresh noise, not training noise: the grid shows what sampling gives.
     g = torch.Generator().manual_seed(seed + 1)
     x_T = torch.randn((grid, *traj["x_T"].shape[1:]), generator=g)
     with torch.no_grad():
-        save_grid(out_dir / "grid.png", to_uint8(student.generator(student.noise_input(x_T))))
+        save_grid(out_dir / "grid.png", to_uint8(generator(noise_input(x_T))))
     write_json(out_dir / "student.json", cfg)
-    tensors = {f"gen.{k}": v for k, v in student.generator.state_dict().items()}
-    tensors |= {f"disc.{k}": v for k, v in student.discriminators.state_dict().items()}
+    tensors = {f"gen.{k}": v for k, v in generator.state_dict().items()}
+    for name, m in modules.items():
+        tensors |= {f"{name}.{k}": v for k, v in m.state_dict().items()}
     save_tensors(out_dir / "student.safetensors", tensors, metadata={"family": cfg["family"], "name": cfg["name"]})
-    n_gen = sum(p.numel() for p in student.generator.parameters())
-    n_disc = sum(p.numel() for p in student.discriminators.parameters())
-    save_json_summary(out_dir / "train.json", cfg, result,
-                      {"generator_parameters": n_gen, "discriminator_parameters": n_disc,
-                       "trajectory_runs": len(traj["x_T"]), "trajectory_steps": traj["timesteps"].tolist(),
-                       "run_identity": identity})
+    hist = result["history"]
+    write_json(out_dir / "train.json", {
+        "config": cfg, "epochs_run": len(hist), "final": hist[-1] if hist else None,
+        "train_seconds_total": round(sum(r["seconds"] for r in hist), 3), "resumed_from": result.get("resumed_from"),
+        "generator_parameters": count(generator), **{f"{k}_parameters": count(m) for k, m in modules.items()},
+        "trajectory_runs": len(traj["x_T"]), "trajectory_steps": traj["timesteps"].tolist(), **(extra or {}),
+        "provenance": provenance(cfg)})
     (out_dir / "checkpoint.safetensors").unlink(missing_ok=True)
-    return result
 
 
 def teacher_unet(card_path) -> tuple:
@@ -103,21 +99,27 @@ def load_student(student_dir, family: str) -> tuple[dict, dict]:
     return cfg, load_tensors(d / "student.safetensors")
 
 
-def student_config(name: str, params: dict, ctx: dict, family: str, resolve) -> tuple[dict, dict | None]:
+def student_config(name: str, ctx: dict, family: str, resolve) -> tuple[dict, dict | None]:
     """(config, weights) of a student to build. A trained student: what the distill rule saved. A cost-only
-    experiment (ctx["random_weights"] = {resolution, channels, checkpoints}): the config `params` resolve to at
-    that shape and no weights, since parameters, FLOPs and latency depend on the architecture alone."""
+    experiment (ctx["random_weights"] = {resolution, channels, checkpoints}): the config `resolve(name,
+    checkpoints, resolution, channels)` gives at that shape and no weights, since parameters, FLOPs and latency
+    depend on the architecture alone."""
     rw = ctx.get("random_weights")
     if rw:
         torch.manual_seed(rw.get("seed", 0))
-        return resolve(name, params, rw["checkpoints"], rw["resolution"], rw["channels"]), None
+        return resolve(name, rw["checkpoints"], rw["resolution"], rw["channels"]), None
     return load_student(ctx.get("student_dir"), family)
 
 
-def student_method(name: str, family: str, generator, noise_input, inference_net, image_shape, net_input_shape,
+def generator_weights(tensors: dict) -> dict:
+    return {k[4:]: v for k, v in tensors.items() if k.startswith("gen.")}
+
+
+def student_method(name: str, family: str, nfe: int, generate, network, image_shape, net_input_shape,
                    all_parameters: int, info: dict, device="cpu"):
-    """A `Method` sampling in one forward pass: fresh x_T (the same draws the teacher's samplers make for this
-    seed), the student's noise input, then the inference path."""
+    """A `Method` over a trained student: `generate(x_T on the device) -> images` is the whole sampling path, from
+    fresh x_T (the same draws the teacher's samplers make for this seed); `network` is what it calls `nfe` times
+    per sample (for FLOPs, latency and the parameters on the sampling path)."""
 
     def sample(n, seed, batch_size, progress, first_batch=0):
         outs = []
@@ -127,14 +129,12 @@ def student_method(name: str, family: str, generator, noise_input, inference_net
                 m = min(batch_size, n - b * batch_size)
                 g = torch.Generator().manual_seed(batch_seed(seed, first_batch + b))
                 x_T = torch.randn((m, *image_shape), generator=g)
-                outs.append(inference_net(noise_input(x_T.to(device))).float().cpu())
+                outs.append(generate(x_T.to(device)).float().cpu())
         seconds = time.perf_counter() - t0
-        return torch.cat(outs), {"n": n, "seed": seed, "steps": 1, "nfe_per_sample": 1, "batch_size": batch_size,
+        return torch.cat(outs), {"n": n, "seed": seed, "steps": nfe, "nfe_per_sample": nfe, "batch_size": batch_size,
                                  "seconds": seconds, "images_per_s": n / seconds}
 
-    generator.to(device).eval()
-    inference_net.to(device).eval()
-    return Method(name, family, nfe=1, sample=sample, network=inference_net,
+    network.to(device).eval()
+    return Method(name, family, nfe=nfe, sample=sample, network=network,
                   network_inputs=lambda b: (torch.randn(b, *net_input_shape, device=device),),
-                  inference_parameters=sum(p.numel() for p in inference_net.parameters()),
-                  all_parameters=all_parameters, info=info)
+                  inference_parameters=count(network), all_parameters=all_parameters, info=info)

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from advkd import teacher as T
-from advkd.methods import FAMILIES
-from advkd.samplers import run_sampler
+from advkd.samplers import run_sampler, scheduler_spec
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +18,7 @@ def test_compiled_sampling_matches_eager(tiny):
     """sampling.compile: the same samples as eager up to float rounding (also for the shorter last batch, a
     shape of its own), and the stats say it was compiled."""
     unet, cfg = tiny
-    ddim = FAMILIES["ddim"].scheduler
+    ddim = scheduler_spec("ddim")
     eager = run_sampler(unet, ddim, 3, cfg, n=6, seed=1, batch_size=4, device="cpu", progress=False)
     comp = run_sampler(unet, ddim, 3, cfg, n=6, seed=1, batch_size=4, device="cpu", progress=False, compile=True)
     assert comp[3]["compiled"] and not eager[3]["compiled"]

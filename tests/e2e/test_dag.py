@@ -106,7 +106,7 @@ def test_ci_experiment_end_to_end(venv_bin, repo_root, tmp_path):
 
 def test_sample_shards_are_separate_jobs(venv_bin, repo_root, tmp_path):
     """sampling.shard_size splits each method's run for a seed into jobs a cluster can run side by side."""
-    from advkd.methods import FAMILIES
+    from advkd.families import FAMILIES
 
     cfg = yaml.safe_load((repo_root / "experiments" / "ci.yaml").read_text())
     cfg["sampling"].update(batch_size=8, shard_size=16)

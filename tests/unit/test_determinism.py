@@ -94,7 +94,7 @@ def test_peak_probed_through_the_job_without_changing_the_images(setup, monkeypa
     """A sampling job measures the matmul peak between chunks of its batches: the fraction of peak uses their
     median, the best one is kept beside it, and the chunked run is the run made in one call."""
     import advkd.metrics.cost as cost
-    from advkd.methods import build_method
+    from advkd.families import build_method
     from advkd.stages.sample import PEAK_CHUNKS
 
     tmp, card, _ = setup

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from advkd.config import evaluator_errors
 from advkd.io import BadInputError, save_images, write_json
 from advkd.metrics import quality as q
-from advkd.metrics.evaluator import config_errors, load_evaluator, train_evaluator
+from advkd.metrics.evaluator import load_evaluator, train_evaluator
 from advkd.metrics.inception import ENV, FILENAME, URL, InceptionJudge, embed_inception, resolve_inception_weights
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,9 +163,9 @@ def test_shipped_evaluator_card_is_consistent():
 
 def test_shipped_judge_only_fits_its_data():
     cfg = {"evaluator": {"source": "shipped"}, "data": {"dataset": "image-folder", "resolution": 64, "channels": 3}}
-    assert "shipped evaluator judges" in config_errors(cfg)[0]
+    assert "shipped evaluator judges" in evaluator_errors(cfg)[0]
     cfg["evaluator"]["source"] = "inception"
-    assert config_errors(cfg) == []
+    assert evaluator_errors(cfg) == []
 
 
 @pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")

@@ -32,7 +32,7 @@ def plant_pickle(path, marker):
 
 
 def test_pickle_in_place_of_student_weights_is_refused(tmp_path):
-    from advkd.methods import build_method
+    from advkd.families import build_method
 
     d = tmp_path / "student"
     plant_pickle(d / "student.safetensors", tmp_path / "pwned")
@@ -69,7 +69,7 @@ def test_pickle_in_place_of_inception_weights_is_refused(tmp_path):
 
 
 def test_pickle_in_place_of_a_trajectory_shard_is_refused(tmp_path):
-    from advkd.trajectories import load_trajectories
+    from advkd.students.common import load_trajectories
 
     shard = plant_pickle(tmp_path / "shard-00000.safetensors", tmp_path / "pwned")
     with pytest.raises(BadInputError, match=r"shard-00000\.safetensors: not a valid safetensors file"):

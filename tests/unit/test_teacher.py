@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from advkd import teacher as T
+from advkd.families import FAMILIES
 from advkd.io import BadInputError, load_tensors, sha256_file
-from advkd.methods import FAMILIES
-from advkd.samplers import run_sampler
-from advkd.trajectories import checkpoint_steps, load_trajectories, write_shard
+from advkd.samplers import run_sampler, scheduler_spec
+from advkd.stages.teacher import write_shard
+from advkd.students.common import load_trajectories
+from advkd.trajectories import checkpoint_steps
 
 SHIPPED = Path(__file__).resolve().parents[2] / "experiments" / "assets" / "teacher-fmnist32"
 
@@ -44,7 +46,7 @@ def test_paper_teacher_architecture_is_exact():
 @pytest.mark.parametrize("family", sorted(f for f, fam in FAMILIES.items() if fam.kind == "sampler"))
 def test_samplers_are_deterministic_per_seed(tiny, family):
     unet, cfg = tiny
-    family = FAMILIES[family].scheduler
+    family = scheduler_spec(family)
     a = run_sampler(unet, family, 4, cfg, n=6, seed=3, batch_size=4, device="cpu", progress=False)
     b = run_sampler(unet, family, 4, cfg, n=6, seed=3, batch_size=4, device="cpu", progress=False)
     c = run_sampler(unet, family, 4, cfg, n=6, seed=4, batch_size=4, device="cpu", progress=False)
@@ -57,14 +59,14 @@ def test_trajectory_shard_roundtrip_and_corruption(tiny, tmp_path):
     traj = {"sampler": "ddim-6", "count": 5, "checkpoints": 3, "spacing": "uniform", "shard_size": 3,
             "dtype": "float32"}
     p0, p1 = tmp_path / "s0.safetensors", tmp_path / "s1.safetensors"
-    ddim = (FAMILIES["ddim"].scheduler, int(traj["sampler"].split("-")[1]))
+    ddim = (scheduler_spec("ddim"), int(traj["sampler"].split("-")[1]))
     write_shard(unet, cfg, traj, ddim, 0, 0, 8, "cpu", p0, progress=False)
     write_shard(unet, cfg, traj, ddim, 1, 0, 8, "cpu", p1, progress=False)
     t = load_trajectories([p0, p1], checkpoints=3)
     assert t["x_T"].shape == (5, 1, 8, 8) and t["states"].shape == (5, 3, 1, 8, 8)
     assert t["timesteps"].tolist() == [0, 3, 5]
     # the last state is the sampler's output x_0 for the stored x_T
-    x0, xT, _, _ = run_sampler(unet, FAMILIES["ddim"].scheduler, 6, cfg, 3, seed=0 * 7919 + 0, batch_size=8,
+    x0, xT, _, _ = run_sampler(unet, scheduler_spec("ddim"), 6, cfg, 3, seed=0 * 7919 + 0, batch_size=8,
                                device="cpu", progress=False)
     assert torch.allclose(t["states"][:3, -1], x0) and torch.equal(t["x_T"][:3], xT)
     p1.write_bytes(p1.read_bytes()[:200])

@@ -7,7 +7,7 @@ import sys
 from advkd.config import validate_config
 from advkd.method import SCORING_KEYS
 from advkd.io import BadInputError
-from advkd.methods import FAMILIES
+from advkd.families import FAMILIES
 from advkd.trajectories import shard_ranges
 
 # A dry run, lint or a bookkeeping command (--unlock, --cleanup-metadata, --list-*, --summary, --dag) shows or
@@ -111,7 +111,7 @@ def quality_files(methods):
 
 def cost_inputs(wildcards):
     """Samplers are costed from the teacher; a student from its own weights (and the teacher it may wrap)."""
-    if FAMILIES[METHODS[wildcards.method]["family"]].kind == "student" and not COST_ONLY:
+    if is_student(wildcards.method) and not COST_ONLY:
         return [f"{R}/teacher/teacher.json", f"{R}/students/{wildcards.method}/student.safetensors"]
     return [f"{R}/teacher/teacher.json"]
 
@@ -138,9 +138,9 @@ PAPER = f"paper_figures/{config['experiment']}"
 if COST_ONLY:
     FIGURES = ["params_flops", "latency"]
 else:
-    FIGURES = ["fd_vs_latency", "fd_vs_nfe", "params_flops", "latency", "sample_grids"]
-    if STUDENT_METHODS:
-        FIGURES += ["phase_panels", "training_curves"]
+    # and the figures the experiment's student families add (advkd.families)
+    FIGURES = ["fd_vs_latency", "fd_vs_nfe", "params_flops", "latency", "sample_grids",
+               *sorted({f for m in STUDENT_METHODS for f in FAMILIES[METHODS[m]["family"]].figures})]
 
 
 def report_inputs(wildcards):

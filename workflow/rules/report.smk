@@ -20,6 +20,7 @@ rule report:
     params:
         results=lambda w, output: os.path.dirname(os.path.dirname(output.tables[0])),
         paper=lambda w, output: os.path.dirname(output.paper_md),
+        reference=f"--reference {config['report']['reference']}" if config["report"]["reference"] else "",
     log:
         f"{LOGS}/report.log",
     threads: 1
@@ -29,4 +30,4 @@ rule report:
     conda:
         ENV
     shell:
-        "advkd report --results {params.results} --out {params.paper} > {log} 2>&1"
+        "advkd report --results {params.results} --out {params.paper} {params.reference} > {log} 2>&1"

@@ -1,5 +1,5 @@
 """Adv-KD networks: the progressive generator (one block per denoising phase, one image head per block) and the
-conditional per-phase discriminator.
+conditional per-phase critic.
 
 Layer layout of the published student (checked against its published sizes, see tests/unit/test_students.py):
   plain layer  = Conv2d(cin, cout, 3, stride 1, padding 1, bias) + BatchNorm2d(cout, affine) + LeakyReLU(0.2)
@@ -17,65 +17,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-PAPER_WIDTHS = (16, 16, 32, 32, 64, 64, 128, 128, 128, 128, 128)
-
-# A preset fixes what the data does not: base widths (one per published phase), noise resolution, critic width.
-# `embedded` is the published design at a quarter of the width, for 1x32x32 on a CPU: with 4x4 noise it doubles at
-# blocks 0, 2, 4 (8, 8, 16, 16, 32, ...) and the later blocks, whose published up-layers would pass 32x32, refine
-# at 32x32 with plain layers instead.
-PRESETS = {
-    "paper": {"widths": PAPER_WIDTHS, "noise_resolution": 4, "disc_width": 64, "resolution": 256,
-              "image_channels": 3},
-    "embedded": {"widths": (4, 4, 8, 8, 16, 16, 32, 32, 32, 32, 32), "noise_resolution": 4, "disc_width": 16,
-                 "resolution": None, "image_channels": None},
-}
-
-
-def log2_ratio(out_res: int, in_res: int) -> int | None:
-    """Number of doublings from in_res to out_res, or None if it is not a whole power of two."""
-    if in_res <= 0 or out_res < in_res or out_res % in_res:
-        return None
-    r = out_res // in_res
-    return r.bit_length() - 1 if r & (r - 1) == 0 else None
-
-
-def block_layout(n_blocks: int, noise_res: int, out_res: int, base_widths=PAPER_WIDTHS, width: float = 1.0,
-                 layers_per_block: int | None = None) -> list[dict]:
-    """Per block: its layers ('plain'/'up'), width and output resolution.
-
-    The published pattern marks an upsampling slot at every even block. Slots are used in order while doublings
-    remain (later slots become plain layers, so a block keeps its depth); doublings left over when there are too
-    few blocks go to the last block as extra up layers, so the last head always renders at the image resolution.
-    With n_blocks < len(base_widths) each block takes the base width at the same relative depth.
-    """
-    doublings = log2_ratio(out_res, noise_res)
-    if doublings is None:
-        raise ValueError(f"image resolution {out_res} must be the noise resolution {noise_res} times a power of 2")
-    nb = len(base_widths)
-    blocks, left, res = [], doublings, noise_res
-    for b in range(n_blocks):
-        if layers_per_block is None:
-            kinds = ["up"] if b == 0 else ["plain"] if b == 1 else ["plain", "plain"] if b % 2 else ["plain", "up"]
-        else:
-            kinds = ["plain"] * layers_per_block
-            if b % 2 == 0:
-                kinds[-1] = "up"
-        layers = []
-        for k in kinds:
-            if k == "up" and left > 0:
-                left -= 1
-                res *= 2
-                layers.append("up")
-            else:
-                layers.append("plain")
-        if b == n_blocks - 1 and left:
-            layers += ["up"] * left
-            res *= 2 ** left
-            left = 0
-        idx = b if n_blocks == nb else (nb - 1 if n_blocks == 1 else round(b * (nb - 1) / (n_blocks - 1)))
-        blocks.append({"layers": layers, "width": max(1, int(round(base_widths[idx] * width))), "resolution": res})
-    return blocks
 
 
 def _layer(kind: str, cin: int, cout: int, upsample: str = "transposed") -> nn.Sequential:
@@ -146,7 +87,7 @@ class InferencePath(nn.Module):
         return self.head(z)
 
 
-class Discriminator(nn.Module):
+class Critic(nn.Module):
     """Conditional critic of one phase: judges the pair (image at the phase's resolution, the generator's input
     noise). DCGAN-style strided convs on the image, a small conv branch on the noise, both flattened at <= 4x4 and
     joined by an MLP into one logit. No BatchNorm: the gradient penalty is per-sample."""
@@ -190,41 +131,3 @@ def downsample_noise(x_T, resolution: int):
     if resolution == h:
         return x_T
     return F.avg_pool2d(x_T, h // resolution) * (h / resolution)
-
-
-def resize_to(x, resolution: int):
-    """Teacher states to a head's resolution: area averaging (anti-aliased) when shrinking."""
-    h = x.shape[-1]
-    if h == resolution:
-        return x
-    if h > resolution:
-        return F.avg_pool2d(x, h // resolution)
-    return F.interpolate(x, size=(resolution, resolution), mode="nearest")
-
-
-def count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-class UNetStudent(nn.Module):
-    """The teacher's UNet as a one-step x_T -> x_0 map: the timestep input is pinned to the last training step."""
-
-    def __init__(self, unet, timestep: int, residual: bool = False):
-        super().__init__()
-        self.unet, self.timestep, self.residual = unet, int(timestep), residual
-
-    def forward(self, z):
-        out = self.unet(z, self.timestep).sample
-        return z - out if self.residual else out
-
-    def render(self, z, upto, heads):
-        return {0: self(z)}
-
-    def head_ids(self):
-        return [0]
-
-
-def unet_from_config(unet_config: dict):
-    from diffusers import UNet2DModel
-
-    return UNet2DModel.from_config(unet_config)

@@ -1,0 +1,115 @@
+"""The registry: which method families exist. One line per family (advkd.method.Family): its name, kind, doc,
+parameters dataclass and implementing module. Adding a family is one line here plus one config block; nothing
+else asks for family names. Reading this module loads no torch (planning a run reads it).
+
+A method is a name in the config's `methods:` block, e.g. `ddim-10: {family: ddim, steps: 10}`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from jsonschema import Draft202012Validator
+
+from .io import BadInputError
+from .method import SCORING_KEYS, Family, Method, Params, param
+from .students.advkd.params import AdvKDParams
+from .students.denoising_params import DenoisingParams
+
+
+@dataclass(frozen=True)
+class SamplerParams(Params):
+    """A sampler over the teacher: a diffusers scheduler (the family's `extra`) run for `steps` steps."""
+    steps: int = param(None, "denoising steps (= NFE)", type="integer", minimum=1, maximum=1000)
+    example = {"steps": 2}
+
+    @property
+    def nfe(self) -> int:
+        return self.steps
+
+
+def sampler(name: str, doc: str, cls: str, step_kwargs=None, **scheduler_kwargs) -> Family:
+    """A sampler family over the teacher: a diffusers scheduler class by name, its overrides and step() arguments."""
+    return Family(name, "sampler", doc, SamplerParams, "advkd.samplers",
+                  extra={"scheduler": cls, "scheduler_kwargs": scheduler_kwargs, "step_kwargs": step_kwargs or {}})
+
+
+STUDENT_FIGURES = ("training_curves",)
+
+FAMILIES: dict[str, Family] = {f.name: f for f in [
+    sampler("ddpm", "ancestral DDPM", "DDPMScheduler"),
+    sampler("ddim", "DDIM, eta = 0 (deterministic)", "DDIMScheduler", step_kwargs={"eta": 0.0}),
+    sampler("dpmsolver", "DPM-Solver++ 2M", "DPMSolverMultistepScheduler", algorithm_type="dpmsolver++",
+            solver_order=2),
+    sampler("unipc", "UniPC, order 2 (bh2)", "UniPCMultistepScheduler", solver_order=2, solver_type="bh2"),
+    Family("advkd", "student", "Adv-KD progressive generator, one block per denoising phase (Mekonnen et al. 2024)",
+           AdvKDParams, "advkd.students.advkd.model",
+           loss_columns=("g_loss", "g_adv", "reg", "d_loss", "gp", "d_real", "d_fake"),
+           figures=(*STUDENT_FIGURES, "phase_panels")),
+    Family("denoising-student", "student", "one-step regression student on (x_T, x_0) (Luhman & Luhman 2021)",
+           DenoisingParams, "advkd.students.denoising", loss_columns=("regression",),
+           figures=STUDENT_FIGURES),
+]}
+
+
+def parse_sampler(spec: str) -> tuple[str, int]:
+    """'ddim-50' -> ('ddim', 50); used where a config names a teacher sampler directly."""
+    m = re.fullmatch(r"([a-z]+)-(\d+)", spec)
+    if not m or m.group(1) not in FAMILIES or FAMILIES[m.group(1)].kind != "sampler":
+        samplers = sorted(k for k, f in FAMILIES.items() if f.kind == "sampler")
+        raise BadInputError(f"{spec!r} is not <sampler>-<steps> with sampler one of {samplers}")
+    return m.group(1), int(m.group(2))
+
+
+def block_schema(fam: Family) -> dict:
+    """The JSON schema of a `methods:` block of this family, generated from its Params."""
+    props = fam.params.schema()
+    required = [k for k, p in props.items() if p["default"] is None and not _accepts_null(p)]
+    return {"type": "object", "additionalProperties": False, "required": ["family", *required],
+            "properties": {"family": {}, **dict.fromkeys(SCORING_KEYS, {}), **props}}
+
+
+def _accepts_null(prop: dict) -> bool:
+    return Draft202012Validator(prop).is_valid(None)
+
+
+def method_errors(cfg: dict) -> list[str]:
+    """Check each `methods:` entry against its family's parameters, then the family's own checks."""
+    errs = []
+    for name, block in cfg["methods"].items():
+        fam = FAMILIES.get(block["family"])
+        if fam is None:
+            errs.append(f"methods.{name}.family: unknown family {block['family']!r}; expected one of "
+                        f"{sorted(FAMILIES)}")
+            continue
+        schema = block_schema(fam)
+        props = schema["properties"]
+        found = []
+        for e in Draft202012Validator(schema).iter_errors(block):
+            where = ".".join(["methods", name, *map(str, e.absolute_path)])
+            if e.validator == "additionalProperties":
+                extra = sorted(set(block) - set(props))
+                where = ", ".join(f"methods.{name}.{k}" for k in extra)
+                found.append(f"{where}: family {fam.name} has no such parameter; its parameters are "
+                             f"{sorted(props)}")
+                continue
+            key = e.path[0] if e.path else None
+            hint = f" ({props[key]['description']})" if key in props and props[key].get("description") else ""
+            found.append(f"{where}: {e.message} (family {fam.name}){hint}")
+        if not found:
+            found = fam.params.from_block(block).errors(f"methods.{name}", block, cfg)
+        errs += found
+    return errs
+
+
+def params_of(block: dict) -> Params:
+    """The parameters of a (valid) method block, defaults filled."""
+    return FAMILIES[block["family"]].params.from_block(block)
+
+
+def build_method(name: str, block: dict, ctx: dict) -> Method:
+    """A runnable method: ctx holds teacher (teacher.json), device, and for students student_dir (or
+    random_weights, for a cost-only experiment), compile (samplers)."""
+    fam = FAMILIES[block["family"]]
+    return fam.module().build(name, fam.params.from_block(block), ctx | {"family": fam.name})

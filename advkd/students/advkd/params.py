@@ -1,0 +1,225 @@
+"""The Adv-KD family's parameters (the published recipe as defaults: /work/shared/reference/advkd-method.md), what
+the schema cannot check about them, and the layout rules that turn them into a generator: phases = blocks = teacher
+checkpoints distilled. No torch here: config validation and planning read this module."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ...method import Params, param
+
+PAPER_WIDTHS = (16, 16, 32, 32, 64, 64, 128, 128, 128, 128, 128)
+
+# A preset fixes what the data does not: base widths (one per published phase), noise resolution, critic width.
+# `embedded` is the published design at a quarter of the width, for 1x32x32 on a CPU: with 4x4 noise it doubles at
+# blocks 0, 2, 4 (8, 8, 16, 16, 32, ...) and the later blocks, whose published up-layers would pass 32x32, refine
+# at 32x32 with plain layers instead.
+PRESETS = {
+    "paper": {"widths": PAPER_WIDTHS, "noise_resolution": 4, "critic_width": 64, "resolution": 256,
+              "image_channels": 3},
+    "embedded": {"widths": (4, 4, 8, 8, 16, 16, 32, 32, 32, 32, 32), "noise_resolution": 4, "critic_width": 16,
+                 "resolution": None, "image_channels": None},
+}
+
+# What generator: teacher-unet fixes (the teacher's UNet on the whole x_T, one phase on x_0).
+TEACHER_UNET_FIXED = {"phases": 1, "noise_resolution": "full", "heads": False, "training": "joint"}
+LAYOUT_KEYS = ("phases", "checkpoints", "width", "widths", "layers_per_block", "upsample", "noise_resolution",
+               "heads", "training", "preset")
+
+
+@dataclass(frozen=True)
+class AdvKDParams(Params):
+    generator: str = param(
+        "progressive", "progressive = the published generator (blocks = phases, each with a head); teacher-unet = "
+        "the teacher's UNet initialised from its weights, fed the whole x_T, its output read as x_T minus the image "
+        "(the Denoising Student's network): one phase on x_0, trained with this recipe's losses and critics (not "
+        "published)", enum=["progressive", "teacher-unet"])
+    preset: str = param("embedded", "paper = published 256x256 RGB student; embedded = the same design at quarter "
+                        "width for 1x32x32", enum=sorted(PRESETS))
+    phases: int | None = param(None, "student phases = blocks = teacher checkpoints distilled (null: all of "
+                               "trajectories.checkpoints; fewer are thinned evenly, ending at x_0)",
+                               type=["integer", "null"], minimum=1)
+    checkpoints: list | None = param(None, "explicit trajectory checkpoint indices, one per phase, increasing, "
+                                     "ending at the last (x_0): the checkpoint-spacing ablation",
+                                     type=["array", "null"], items={"type": "integer", "minimum": 0}, minItems=1)
+    width: float = param(1.0, "multiplier on the preset's block widths", type="number", exclusiveMinimum=0)
+    widths: list | None = param(None, "base channel widths from the first block to the last (replace the preset's; "
+                                "spread over the blocks by relative depth, then scaled by `width`): e.g. wide early "
+                                "blocks, as in DCGAN, instead of the published growth",
+                                type=["array", "null"], items={"type": "integer", "minimum": 1}, minItems=1)
+    layers_per_block: int | None = param(None, "plain layers per block (null: the published 1-2 pattern)",
+                                         type=["integer", "null"], minimum=1, maximum=8)
+    upsample: str = param("transposed", "up layers: transposed = the published stride-2 3x3 transposed conv; "
+                          "nearest = nearest upsampling + 3x3 conv (no checkerboard, same parameters, 4x the FLOPs "
+                          "of that layer)", enum=["transposed", "nearest"])
+    noise_resolution: int | str | None = param(
+        None, "resolution x_T is downsampled to before the generator: 4 (published) .. the image resolution, or "
+        "'full' (null: the preset's)", oneOf=[{"type": "integer", "minimum": 1}, {"const": "full"}, {"type": "null"}])
+    heads: bool = param(True, "intermediate heads (true = published); false keeps only the last head and needs "
+                        "training: joint", type="boolean")
+    loss: str = param("adversarial", "adversarial = published; regression = Denoising-Student-style; both = sum",
+                      enum=["adversarial", "regression", "both"])
+    regression: str = param("mse", "regression loss kind", enum=["mse", "l1"])
+    reg_weight: float = param(1.0, "weight of the regression loss", type="number", minimum=0)
+    reg_resolution: int | None = param(
+        None, "compare student and teacher images area-averaged to this side (a power-of-2 divisor of the image) in "
+        "the regression loss, so that it anchors the layout the input noise determines and leaves the detail to the "
+        "critic; null = at the rendered resolution (published)", type=["integer", "null"], minimum=1)
+    adv_weight: float = param(1.0, "weight of the generator's adversarial loss", type="number", minimum=0)
+    gradient_penalty: float = param(10.0, "gradient-penalty weight (10 published, 0 = off)", type="number",
+                                    minimum=0)
+    clip: float | None = param(0.1, "critic weight clipping +-clip (0.1 published; null or 0 = off)",
+                               type=["number", "null"], minimum=0)
+    training: str = param("phases", "phases = published phase-by-phase; joint = all blocks and heads at once",
+                          enum=["phases", "joint"])
+    epochs_scale: float = param(1.0, "phase k trains max(1, round(10(k+1) * epochs_scale)) epochs (1 = published)",
+                                type="number", exclusiveMinimum=0)
+    batch_size: int | None = param(None, "null = published 64 (k<8), 32 (k=8), 16 (k>=9)",
+                                   type=["integer", "null"], minimum=2)
+    lr: float = param(1e-4, "Adam learning rate (1e-4 published)", type="number", exclusiveMinimum=0)
+    critic_lr: float | None = param(None, "critic learning rate (null = lr)", type=["number", "null"],
+                               exclusiveMinimum=0)
+    critic_width: int | None = param(None, "first critic conv width (null: the preset's)", type=["integer", "null"],
+                                   minimum=1)
+    critic: str = param("conditional", "conditional = published: the critic judges (image, input noise) pairs; "
+                        "unconditional = the image alone (realism, not the match to x_T)",
+                        enum=["conditional", "unconditional"])
+    ema: float | None = param(None, "sample from an exponential moving average of the generator weights with this "
+                              "decay per generator step, e.g. 0.95 for a few hundred steps (null = off, published)",
+                              type=["number", "null"], exclusiveMinimum=0, exclusiveMaximum=1)
+    augment: bool = param(False, "DiffAugment (random shift + cutout) on every image a critic sees, against critic "
+                          "overfitting on few trajectories (false = published)", type="boolean")
+    max_runs: int | None = param(None, "train on the first N trajectory runs only (null: all)",
+                                 type=["integer", "null"], minimum=2)
+
+    example = {"width": 0.5, "epochs_scale": 0.02, "batch_size": 8}
+
+    @property
+    def teacher_unet(self) -> bool:
+        return self.generator == "teacher-unet"
+
+    def errors(self, where: str, block: dict, cfg: dict) -> list[str]:
+        """The recipe must fit the experiment's data and trajectories."""
+        available = cfg["trajectories"]["checkpoints"]
+        res, ch = cfg["data"]["resolution"], cfg["data"]["channels"]
+        errs = checkpoint_errors(where, available, self.phases, self.checkpoints)
+        if self.teacher_unet:
+            for key in LAYOUT_KEYS:
+                if key in block and block[key] != TEACHER_UNET_FIXED.get(key, object()):
+                    errs.append(f"{where}.{key}: does not apply to generator: teacher-unet (the teacher's UNet on "
+                                "the whole x_T, one phase on x_0); remove it")
+        preset = PRESETS[self.preset]
+        for key in ("resolution", "image_channels"):
+            want, have = preset[key], res if key == "resolution" else ch
+            if want is not None and want != have:
+                errs.append(f"{where}.preset: {self.preset} is built for {key} {want}, the data has {have}; use "
+                            "preset embedded")
+        nr = self.noise_resolution or preset["noise_resolution"]
+        if nr != "full" and log2_ratio(res, nr) is None:
+            errs.append(f"{where}.noise_resolution: {nr} must divide the image resolution {res} by a power of 2")
+        rr = self.reg_resolution
+        if rr is not None and log2_ratio(res, rr) is None:
+            errs.append(f"{where}.reg_resolution: {rr} must divide the image resolution {res} by a power of 2")
+        if not self.heads and self.training != "joint":
+            errs.append(f"{where}.heads: false leaves the intermediate phases without an image to supervise; set "
+                        "training: joint")
+        if self.loss == "adversarial" and self.adv_weight == 0:
+            errs.append(f"{where}.adv_weight: 0 with loss adversarial trains nothing")
+        if self.max_runs is not None and self.max_runs > cfg["trajectories"]["count"]:
+            errs.append(f"{where}.max_runs: {self.max_runs} exceeds trajectories.count "
+                        f"{cfg['trajectories']['count']}")
+        return errs
+
+    def resolve(self, name: str, available: int, resolution: int, channels: int) -> dict:
+        """The full recipe: defaults filled, checkpoints chosen, layout computed. Saved as student.json."""
+        p = self.as_dict()
+        preset = PRESETS[self.preset]
+        critic_width = self.critic_width or preset["critic_width"]
+        if self.teacher_unet:  # one network on the whole x_T: no blocks, heads or noise resizing
+            return {**p, "family": "advkd", "name": name, "phases": 1, "noise_resolution": resolution,
+                    "heads": False, "training": "joint", "checkpoints": [available - 1], "resolution": resolution,
+                    "image_channels": channels, "layout": None, "critic_width": critic_width}
+        phases = self.phases or (len(self.checkpoints) if self.checkpoints else available)
+        nr = self.noise_resolution or preset["noise_resolution"]
+        nr = resolution if nr == "full" else nr
+        layout = block_layout(phases, nr, resolution, self.widths or preset["widths"], self.width,
+                              self.layers_per_block)
+        return {**p, "family": "advkd", "name": name, "phases": phases, "noise_resolution": nr,
+                "checkpoints": select_checkpoints(available, phases, self.checkpoints), "resolution": resolution,
+                "image_channels": channels, "layout": layout, "critic_width": critic_width}
+
+
+def select_checkpoints(available: int, phases: int, explicit=None) -> list[int]:
+    """Trajectory checkpoint indices the student distils, one per phase, always ending at x_0 (index available-1).
+
+    Rule: phase j takes checkpoint ceil((j+1)*available/phases) - 1, i.e. the checkpoints evenly thinned from the
+    end, so phases=available keeps all of them and phases=1 keeps x_0 only. An explicit list overrides the rule.
+    """
+    if explicit is not None:
+        return [int(i) for i in explicit]
+    return [math.ceil((j + 1) * available / phases) - 1 for j in range(phases)]
+
+
+def checkpoint_errors(where: str, available: int, phases: int | None, explicit) -> list[str]:
+    errs = []
+    if phases is not None and phases > available:
+        errs.append(f"{where}.phases: {phases} phases need as many teacher checkpoints, but trajectories.checkpoints "
+                    f"is {available}")
+    if explicit is not None:
+        if phases is not None and len(explicit) != phases:
+            errs.append(f"{where}.checkpoints: {len(explicit)} indices given but phases is {phases}")
+        if explicit != sorted(set(explicit)) or explicit[-1] != available - 1 or explicit[0] < 0:
+            errs.append(f"{where}.checkpoints: indices must strictly increase within 0..{available - 1} and end at "
+                        f"{available - 1} (x_0)")
+    return errs
+
+
+def published_batch(k: int) -> int:
+    return 64 if k < 8 else 32 if k == 8 else 16
+
+
+def log2_ratio(out_res: int, in_res: int) -> int | None:
+    """Number of doublings from in_res to out_res, or None if it is not a whole power of two."""
+    if in_res <= 0 or out_res < in_res or out_res % in_res:
+        return None
+    r = out_res // in_res
+    return r.bit_length() - 1 if r & (r - 1) == 0 else None
+
+
+def block_layout(n_blocks: int, noise_res: int, out_res: int, base_widths=PAPER_WIDTHS, width: float = 1.0,
+                 layers_per_block: int | None = None) -> list[dict]:
+    """Per block: its layers ('plain'/'up'), width and output resolution.
+
+    The published pattern marks an upsampling slot at every even block. Slots are used in order while doublings
+    remain (later slots become plain layers, so a block keeps its depth); doublings left over when there are too
+    few blocks go to the last block as extra up layers, so the last head always renders at the image resolution.
+    With n_blocks < len(base_widths) each block takes the base width at the same relative depth.
+    """
+    doublings = log2_ratio(out_res, noise_res)
+    if doublings is None:
+        raise ValueError(f"image resolution {out_res} must be the noise resolution {noise_res} times a power of 2")
+    nb = len(base_widths)
+    blocks, left, res = [], doublings, noise_res
+    for b in range(n_blocks):
+        if layers_per_block is None:
+            kinds = ["up"] if b == 0 else ["plain"] if b == 1 else ["plain", "plain"] if b % 2 else ["plain", "up"]
+        else:
+            kinds = ["plain"] * layers_per_block
+            if b % 2 == 0:
+                kinds[-1] = "up"
+        layers = []
+        for k in kinds:
+            if k == "up" and left > 0:
+                left -= 1
+                res *= 2
+                layers.append("up")
+            else:
+                layers.append("plain")
+        if b == n_blocks - 1 and left:
+            layers += ["up"] * left
+            res *= 2 ** left
+            left = 0
+        idx = b if n_blocks == nb else (nb - 1 if n_blocks == 1 else round(b * (nb - 1) / (n_blocks - 1)))
+        blocks.append({"layers": layers, "width": max(1, int(round(base_widths[idx] * width))), "resolution": res})
+    return blocks
