@@ -66,11 +66,11 @@ def cmd_sample(a):
     from .stages.sample import sample
 
     device = _device(a)
-    method = build_method(a.method, json.loads(a.spec), {"teacher": a.teacher, "device": device,
+    method = build_method(a.method, json.loads(a.block), {"teacher": a.teacher, "device": device,
                                                          "student_dir": a.student_dir, "compile": a.compile})
     out = Path(a.out)
     stats = sample(method, a.n, a.seed, a.batch_size, out.with_suffix(".npz"), out.with_suffix(".json"),
-                          device, a.part, a.part_size)
+                          device, a.shard, a.shard_size)
     print(json.dumps({k: stats[k] for k in ("method", "n", "start", "seconds", "images_per_s", "achieved_gflops",
                                             "matmul_peak_gflops", "fraction_of_peak")}))
 
@@ -79,9 +79,9 @@ def cmd_merge_samples(a):
     from .stages.sample import merge_samples
 
     out = Path(a.out)
-    stats = merge_samples(a.parts, a.n, out.with_suffix(".npz"), out.with_suffix(".png"), out.with_suffix(".json"),
+    stats = merge_samples(a.shards, a.n, out.with_suffix(".npz"), out.with_suffix(".png"), out.with_suffix(".json"),
                           a.grid)
-    print(json.dumps({k: stats[k] for k in ("method", "n", "parts", "seconds", "images_per_s")}))
+    print(json.dumps({k: stats[k] for k in ("method", "n", "shards", "seconds", "images_per_s")}))
 
 
 def cmd_trajectories(a):
@@ -130,7 +130,7 @@ def cmd_cost(a):
     from .stages.metrics import cost, cost_context
 
     ctx = cost_context(a.teacher, _device(a), a.student_dir, a.checkpoints)
-    row = cost(a.method, json.loads(a.spec), ctx, json.loads(a.cost), a.out, cfg=json.loads(a.cfg or "null"))
+    row = cost(a.method, json.loads(a.block), ctx, json.loads(a.cost), a.out, cfg=json.loads(a.cfg or "null"))
     print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "latency_batch1", "images_per_s")}))
 
 
@@ -144,7 +144,7 @@ def cmd_sanity(a):
 def cmd_distill(a):
     from .stages.students import distill
 
-    result = distill(a.method, json.loads(a.spec), {"trajectories": a.trajectories, "teacher": a.teacher,
+    result = distill(a.method, json.loads(a.block), {"trajectories": a.trajectories, "teacher": a.teacher,
                                                     "out": a.out, "seed": a.seed, "device": _device(a)})
     print(json.dumps({k: result[k] for k in ("done", "seconds_this_call") if k in result}))
 
@@ -192,21 +192,21 @@ def main(argv=None):
 
     s = stage("sample", cmd_sample, "generate samples with one method and one seed", device=True)
     s.add_argument("--method", required=True)
-    s.add_argument("--spec", required=True, help="the method's config block as JSON")
+    s.add_argument("--block", required=True, help="the method's config block as JSON")
     s.add_argument("--teacher", required=True, help="teacher.json")
     s.add_argument("--n", type=int, required=True)
     s.add_argument("--seed", type=int, required=True)
     s.add_argument("--batch-size", type=int, default=250)
-    s.add_argument("--part", type=int, default=0, help="which part of the run: images [part*part_size, ...)")
-    s.add_argument("--part-size", type=int, default=None,
-                   help="images per part, a multiple of --batch-size (default: all n in one part)")
+    s.add_argument("--shard", type=int, default=0, help="which shard of the run: images [shard*shard_size, ...)")
+    s.add_argument("--shard-size", type=int, default=None,
+                   help="images per shard, a multiple of --batch-size (default: all n in one shard)")
     s.add_argument("--out", required=True, help="path stem: writes STEM.npz and STEM.json")
     s.add_argument("--student-dir", default=None, help="the trained student's folder (student methods only)")
     s.add_argument("--compile", action="store_true", help="torch.compile the teacher network (sampling.compile)")
 
-    s = stage("merge-samples", cmd_merge_samples, "join the parts of one sample run into .npz, PNG grid, JSON")
-    s.add_argument("--parts", nargs="+", required=True, help="part stems (STEM.npz + STEM.json, from `sample`)")
-    s.add_argument("--n", type=int, required=True, help="images in the whole run (checked against the parts)")
+    s = stage("merge-samples", cmd_merge_samples, "join the shards of one sample run into .npz, PNG grid, JSON")
+    s.add_argument("--shards", nargs="+", required=True, help="shard stems (STEM.npz + STEM.json, from `sample`)")
+    s.add_argument("--n", type=int, required=True, help="images in the whole run (checked against the shards)")
     s.add_argument("--grid", type=int, default=64)
     s.add_argument("--out", required=True, help="path stem: writes STEM.npz, STEM.png, STEM.json")
 
@@ -254,7 +254,7 @@ def main(argv=None):
 
     s = stage("cost", cmd_cost, "params, NFE, FLOPs, latency, throughput, memory of one method", device=True)
     s.add_argument("--method", required=True)
-    s.add_argument("--spec", required=True, help="the method's config block as JSON")
+    s.add_argument("--block", required=True, help="the method's config block as JSON")
     s.add_argument("--teacher", required=True, help="teacher.json")
     s.add_argument("--student-dir", default=None, help="the student's folder (students only)")
     s.add_argument("--checkpoints", type=int, default=11,
@@ -275,7 +275,7 @@ def main(argv=None):
     s = stage("distill", cmd_distill, "train one student method on the teacher's trajectories (resumable)",
               device=True)
     s.add_argument("--method", required=True)
-    s.add_argument("--spec", required=True, help="the method's config block as JSON")
+    s.add_argument("--block", required=True, help="the method's config block as JSON")
     s.add_argument("--trajectories", nargs="+", required=True, help="trajectory shards (.safetensors)")
     s.add_argument("--teacher", default=None, help="teacher.json (students initialised from the teacher)")
     s.add_argument("--seed", type=int, default=0)

@@ -260,6 +260,24 @@ def _in_hf_cache(repo_id: str) -> bool:
         return False
 
 
+def extends_errors(cfg: dict) -> list[str]:
+    """`extends: <file in experiments/>` takes every top-level block the config leaves out from that experiment
+    (whole blocks, not merged key by key: a config that names `methods:` has exactly its own methods)."""
+    name = cfg.get("extends")
+    if name is None:
+        return []
+    path = REPO_ROOT / "experiments" / name
+    try:
+        base = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        return [f"extends: cannot read experiments/{name} ({e}); name a YAML file in experiments/"]
+    if not isinstance(base, dict) or "extends" in base:
+        return [f"extends: experiments/{name} must be an experiment that extends none"]
+    for key, block in base.items():
+        cfg.setdefault(key, block)
+    return []
+
+
 def validate_config(cfg: dict, source: str = "config", require_inputs: bool = True) -> dict:
     """Validate `cfg` in place (defaults filled); raise BadInputError listing every problem, naming `source`.
 
@@ -268,7 +286,7 @@ def validate_config(cfg: dict, source: str = "config", require_inputs: bool = Tr
 
     if not isinstance(cfg, dict) or not cfg:
         raise BadInputError(f"{source}: empty config; pass an experiment, e.g. --configfile experiments/default.yaml")
-    errs = schema_errors(cfg)
+    errs = extends_errors(cfg) or schema_errors(cfg)
     if not errs:
         errs = semantic_errors(cfg)
         missing = missing_inputs(cfg)

@@ -35,7 +35,7 @@ def sampler(name: str, doc: str, cls: str, step_kwargs=None, **scheduler_kwargs)
                   extra={"scheduler": cls, "scheduler_kwargs": scheduler_kwargs, "step_kwargs": step_kwargs or {}})
 
 
-STUDENT_FIGURES = ("training_curves",)
+STUDENT_FIGURES = ("training_curves", "student_panels")
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     sampler("ddpm", "ancestral DDPM", "DDPMScheduler"),
@@ -46,19 +46,19 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("advkd", "student", "Adv-KD progressive generator, one block per denoising phase (Mekonnen et al. 2024)",
            AdvKDParams, "advkd.students.advkd.model",
            loss_columns=("g_loss", "g_adv", "reg", "d_loss", "gp", "d_real", "d_fake"),
-           figures=(*STUDENT_FIGURES, "phase_panels")),
+           figures=STUDENT_FIGURES),
     Family("denoising-student", "student", "one-step regression student on (x_T, x_0) (Luhman & Luhman 2021)",
            DenoisingParams, "advkd.students.denoising", loss_columns=("regression",),
            figures=STUDENT_FIGURES),
 ]}
 
 
-def parse_sampler(spec: str) -> tuple[str, int]:
+def parse_sampler(name: str) -> tuple[str, int]:
     """'ddim-50' -> ('ddim', 50); used where a config names a teacher sampler directly."""
-    m = re.fullmatch(r"([a-z]+)-(\d+)", spec)
+    m = re.fullmatch(r"([a-z]+)-(\d+)", name)
     if not m or m.group(1) not in FAMILIES or FAMILIES[m.group(1)].kind != "sampler":
         samplers = sorted(k for k, f in FAMILIES.items() if f.kind == "sampler")
-        raise BadInputError(f"{spec!r} is not <sampler>-<steps> with sampler one of {samplers}")
+        raise BadInputError(f"{name!r} is not <sampler>-<steps> with sampler one of {samplers}")
     return m.group(1), int(m.group(2))
 
 

@@ -94,7 +94,7 @@ class Method:
     network: Any                                 # torch module: one network evaluation (for FLOPs, latency, params)
     network_inputs: Callable                     # batch -> args for one network evaluation
     inference_parameters: int                    # parameters used to sample
-    all_parameters: int                          # parameters trained/stored (e.g. with critics or heads)
+    all_parameters: int                          # parameters trained/stored (e.g. with critics)
     info: dict = field(default_factory=dict)
 
     def generate(self, n: int, seed: int, batch_size: int = 250, progress: bool = True, first_batch: int = 0):

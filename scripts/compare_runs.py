@@ -1,6 +1,10 @@
 """Do two runs of one experiment agree? Used by scripts/slurm_test.sh (SLURM run vs local run, same seeds).
 
     python scripts/compare_runs.py results_a/ci results_b/ci
+    python scripts/compare_runs.py --common results_old/default results_new/ablations
+
+--common compares only the files both trees hold (two experiments that share some methods, e.g. before and after
+methods moved between experiments) and lists the others without counting them as differences.
 
 Arrays must match bit for bit: every .npz (samples, data) and .safetensors (weights, trajectories) in either
 tree, except training checkpoints (resumable state that also logs wall-clock time per epoch). JSON under samples/
@@ -39,12 +43,12 @@ def is_measured(key) -> bool:
 
 
 RESULTS = frozenset(
-    "all_hold architecture batch batch_size checkpoints checks class_coverage classes classes_covered coverage "
-    "density discriminator_parameters entropy_bits entropy_normalized epochs family fd feature_condition_number "
+    "all_hold batch batch_size checkpoints checks class_coverage classes classes_covered coverage "
+    "critic_parameters density entropy_bits entropy_normalized epochs family fd feature_condition_number "
     "feature_dim flops_counter flops_per_call flops_per_image generator_parameters heldout_class_coverage "
     "heldout_inception_score histogram holds images inception_score info judge_kind judge_sha256 kid "
     "kid_subset_size kind largest_share loss method metric n nearest_k nfe nfe_per_sample noise_resolution "
-    "parameters_all parameters_inference parts phases pr_reference_n precision real_source recall reference_n "
+    "parameters_all parameters_inference shards phases pr_reference_n precision real_source recall reference_n "
     "repeats rows samples seed set source steps than threads threshold training warmup worse".split())
 JSON_DIRS = ("samples", "metrics")
 
@@ -120,14 +124,17 @@ def compare_json(a: Path, b: Path) -> tuple[list[str], int]:
     return out, len(x)
 
 
-def compare_trees(a: Path, b: Path) -> list[str]:
+def compare_trees(a: Path, b: Path, common: bool = False) -> list[str]:
     def files(root):
         return {p.relative_to(root) for p in root.rglob("*") if p.is_file()
                 and ((p.suffix in (".npz", ".safetensors") and not p.name.startswith("checkpoint"))
                      or (p.suffix == ".json" and p.relative_to(root).parts[0] in JSON_DIRS))}
 
     fa, fb = files(a), files(b)
-    problems = [f"{p}: only in {a if p in fa else b}" for p in sorted(fa ^ fb)]
+    only = [f"{p}: only in {a if p in fa else b}" for p in sorted(fa ^ fb)]
+    problems = [] if common else only
+    if common and only:
+        print(f"compare_runs: {len(only)} files in one tree only, not compared (--common):\n  " + "\n  ".join(only))
     counts = {"arrays": 0, "json": 0, "values": 0}
     for rel in sorted(fa & fb):
         if rel.suffix == ".json":
@@ -147,10 +154,12 @@ def compare_trees(a: Path, b: Path) -> list[str]:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    common = "--common" in argv
+    argv = [a for a in argv if a != "--common"]
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
         return 2
-    problems = compare_trees(Path(argv[0]), Path(argv[1]))
+    problems = compare_trees(Path(argv[0]), Path(argv[1]), common)
     for p in problems:
         print("  DIFF", p)
     return 1 if problems else 0

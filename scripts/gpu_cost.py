@@ -44,9 +44,9 @@ def main():
     out = Path(a.out)
     teacher(cfg["teacher"], out / "teacher" / "teacher.json")
     ctx = cost_context(out / "teacher" / "teacher.json", device, checkpoints=cfg["trajectories"]["checkpoints"])
-    for name, spec in cfg["methods"].items():
-        row = cost(name, spec, ctx, cfg["metrics"]["cost"], out / "metrics" / "cost" / f"{name}.json",
-                         cfg={"method": spec, "cost": cfg["metrics"]["cost"], "device": str(device)})
+    for name, block in cfg["methods"].items():
+        row = cost(name, block, ctx, cfg["metrics"]["cost"], out / "metrics" / "cost" / f"{name}.json",
+                         cfg={"method": block, "cost": cfg["metrics"]["cost"], "device": str(device)})
         print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "latency_s_per_image_batch1",
                                               "latency_extrapolated", "images_per_s", "device")}), flush=True)
         if device.type == "cuda":

@@ -52,14 +52,15 @@ def cost_context(teacher_json, device, student_dir=None, checkpoints: int = 11) 
     return ctx
 
 
-def cost(name: str, spec: dict, ctx: dict, settings: dict, out, cfg=None) -> dict:
+def cost(name: str, block: dict, ctx: dict, settings: dict, out, cfg=None) -> dict:
     """The `cost` rule: build the method from the registry (sampler or student alike) and write one JSON;
     `settings` is the config's metrics.cost block."""
-    method = build_method(name, spec, ctx)
+    method = build_method(name, block, ctx)
     row = measure_cost(method, ctx["device"], settings, settings.get("seed", 0))
-    row |= {"kind": FAMILIES[spec["family"]].kind, "info": method.info,
-            "provenance": provenance(cfg=cfg if cfg is not None else {"spec": spec, "cost": settings},
-                                     device=ctx["device"])}
+    row |= {"kind": FAMILIES[block["family"]].kind, "info": method.info,
+            # the method's config block, as written, is part of what produced the row (and the report's knob table)
+            "provenance": provenance(cfg=cfg if cfg is not None else {"method": block, "cost": settings},
+                                     device=ctx["device"], method=block)}
     write_json(out, row)
     return row
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..families import FAMILIES
-from ..io import atomic_path, read_json, write_text
+from ..families import FAMILIES, params_of
+from ..io import BadInputError, atomic_path, read_json, write_text
 from ..metrics.quality import aggregate_seeds
 
 QUALITY = ("fd", "kid", "inception_score", "precision", "recall", "classes_covered", "largest_share")
@@ -28,6 +28,10 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
     rows = []
     for cost_path in sorted((results / "metrics" / "cost").glob("*.json")):
         c = read_json(cost_path)
+        if "method" not in c.get("provenance", {}):
+            raise BadInputError(f"{cost_path}: written by an older version of advkd (its provenance has no method "
+                                "block); results are reproducible: rerun its cost rule (delete the file, then "
+                                "snakemake)")
         q = agg.get(c["method"], {})
         row = {"method": c["method"], "family": c["family"], "kind": c["kind"], "nfe": c["nfe"],
                "params_inference": c["parameters_inference"], "params_all": c["parameters_all"],
@@ -36,7 +40,7 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
                "latency_extrapolated": c["latency_extrapolated"], "images_per_s": c["images_per_s"],
                "device": c["device"], "threads": c["threads"],
                "n": min(q["n"]) if q else 0, "seeds": ",".join(map(str, q.get("seeds", []))),
-               "n_seeds": q.get("n_seeds", 0)}
+               "n_seeds": q.get("n_seeds", 0), "params": params_of(c["provenance"]["method"]).as_dict()}
         for m in QUALITY:
             row[f"{m}_mean"] = q[m]["mean"] if m in q else math.nan
             row[f"{m}_std"] = q[m]["std"] if m in q else math.nan
@@ -119,14 +123,39 @@ def footnotes(df: pd.DataFrame) -> str:
             "as few classes / a large share).")
 
 
+def knob_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per method of every family with several methods in the experiment, and a column for each of the
+    family's parameters whose value differs between them (an ablation's knobs), beside the headline numbers."""
+    parts = []
+    for family, rows in df.groupby("family", sort=True):
+        if len(rows) < 2:
+            continue
+        params = pd.DataFrame(list(rows.params), index=rows.index)
+        varying = [k for k in params if params[k].map(repr).nunique() > 1]
+        shown = params[varying].map(lambda v: "—" if v is None else v)
+        disp = display_table(rows)
+        results = disp[[c for c in KNOB_RESULTS if c in disp]]
+        parts.append(pd.concat([rows[["family", "method"]], shown, results], axis=1))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+KNOB_RESULTS = ("NFE", "params (M)", "latency b=1 (ms)", "FD", "KID x1e3", "recall", "classes", "top class", "n")
+
+
 def write_tables(df: pd.DataFrame, out_dirs) -> None:
     disp = display_table(df)
     notes = footnotes(df)
     md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
     tex = disp.to_latex(index=False, escape=True, caption=notes.replace("±", r"$\pm$"), label="tab:advkd")
+    knobs = knob_table(df)
+    knobs_md = (knobs.to_markdown(index=False) + "\n\nOne block of rows per method family with several methods: the "
+                "columns between the method and NFE are the family's parameters that differ between them (— = "
+                "null, the family's default rule); the rest as in summary.md.\n") if len(knobs) else \
+        "No family has several methods in this experiment.\n"
     for d in out_dirs:
-        _write_csv_md(Path(d), "summary", df, md)
+        _write_csv_md(Path(d), "summary", df.drop(columns=["params"]), md)
         write_text(Path(d) / "summary.tex", tex)
+        _write_csv_md(Path(d), "knobs", knobs, knobs_md)
 
 
 def _write_csv_md(d: Path, stem: str, df: pd.DataFrame, md: str) -> None:
@@ -321,12 +350,12 @@ def report(results, out, reference: str | None = None) -> dict:
     figs += fig_cost(df, out)
     figs += fig_latency(df, out)
     figs += fig_grids(results, df.method.tolist(), out, "sample_grids")
-    if with_figure("phase_panels"):
-        figs += fig_grids(results, with_figure("phase_panels"), out, "phase_panels",
-                          title_fn=lambda m: f"{m}: teacher | heads",
+    if with_figure("student_panels"):
+        figs += fig_grids(results, with_figure("student_panels"), out, "student_panels",
                           file_fn=lambda m: results / "students" / m / "panel.png", ncols=2)
     figs += fig_training(results, {m: students[m] for m in with_figure("training_curves")}, out)
-    tables = ["summary.csv", "summary.md", "summary.tex", "sampling_speed.csv", "sampling_speed.md"]
+    tables = ["summary.csv", "summary.md", "summary.tex", "knobs.csv", "knobs.md", "sampling_speed.csv",
+              "sampling_speed.md"]
     summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables}
     write_text(out / "index.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -1,5 +1,5 @@
 """The stages of workflow/rules/sample.smk: sampling any method, a sampler over the teacher or a trained student
-(rule sample), and joining the parts of a run (rule merge_samples)."""
+(rule sample), and joining the shards of a run (rule merge_samples)."""
 
 from __future__ import annotations
 
@@ -18,18 +18,18 @@ PEAK_CHUNKS = 6  # a sampling job measures the matmul peak PEAK_CHUNKS + 1 times
 
 
 def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json, device,
-           part: int = 0, part_size: int | None = None, progress=True) -> dict:
-    """The sample stage: images [part*part_size, ...) of the seed's n-image run (all n by default) to .npz, with a
-    JSON of speed figures. Batch b of the run always draws from batch_seed(seed, b), so the parts of a run, merged
-    by `merge_samples`, equal the run made in one piece; part_size must therefore be a multiple of batch_size."""
-    part_size = part_size or n
-    start = part * part_size
-    if part_size % batch_size and part_size < n:
-        raise BadInputError(f"sampling.shard_size: {part_size} must be a multiple of sampling.batch_size "
+           shard: int = 0, shard_size: int | None = None, progress=True) -> dict:
+    """The sample stage: images [shard*shard_size, ...) of the seed's n-image run (all n by default) to .npz, with a
+    JSON of speed figures. Batch b of the run always draws from batch_seed(seed, b), so the shards of a run, merged
+    by `merge_samples`, equal the run made in one piece; shard_size must therefore be a multiple of batch_size."""
+    shard_size = shard_size or n
+    start = shard * shard_size
+    if shard_size % batch_size and shard_size < n:
+        raise BadInputError(f"sampling.shard_size: {shard_size} must be a multiple of sampling.batch_size "
                             f"({batch_size}) so that every shard starts at a batch boundary")
     if not 0 <= start < n:
-        raise BadInputError(f"part {part} of size {part_size} starts at image {start}, beyond n = {n}")
-    count = min(part_size, n - start)
+        raise BadInputError(f"shard {shard} of size {shard_size} starts at image {start}, beyond n = {n}")
+    count = min(shard_size, n - start)
     # The host is shared and its speed drifts by +-10% within a job, so one or two peak measurements say more about
     # the moment they land in than about the job. The batches run in up to PEAK_CHUNKS chunks with the peak
     # measured before, between and after them (outside the sampling clock); the fraction of peak uses their
@@ -59,18 +59,18 @@ def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json
     return stats
 
 
-def merge_samples(parts, n: int, out_npz, out_png, out_json, grid: int) -> dict:
-    """Join the parts of one method's run for one seed (stems: STEM.npz + STEM.json, from `sample`) into
-    the run's .npz, PNG grid and JSON; speed figures are over the summed sampling time of all parts."""
-    stats = [json.loads(Path(f"{p}.json").read_text()) for p in parts]
-    order = sorted(range(len(parts)), key=lambda i: stats[i]["start"])
-    images = [load_images(f"{parts[i]}.npz") for i in order]
+def merge_samples(shards, n: int, out_npz, out_png, out_json, grid: int) -> dict:
+    """Join the shards of one method's run for one seed (stems: STEM.npz + STEM.json, from `sample`) into
+    the run's .npz, PNG grid and JSON; speed figures are over the summed sampling time of all shards."""
+    stats = [json.loads(Path(f"{p}.json").read_text()) for p in shards]
+    order = sorted(range(len(shards)), key=lambda i: stats[i]["start"])
+    images = [load_images(f"{shards[i]}.npz") for i in order]
     stats = [stats[i] for i in order]
     seeds = {s["seed"] for s in stats}
     starts = [s["start"] for s in stats]
     expected = np.cumsum([0] + [len(x) for x in images[:-1]]).tolist()
     if len(seeds) != 1 or starts != expected or sum(map(len, images)) != n:
-        raise BadInputError(f"the sample parts {list(parts)} do not tile images 0..{n - 1} of one seed "
+        raise BadInputError(f"the sample shards {list(shards)} do not tile images 0..{n - 1} of one seed "
                             f"(seeds {sorted(seeds)}, starts {starts}, sizes {[len(x) for x in images]}); "
                             "delete them and rerun")
     images = np.concatenate(images)
@@ -81,10 +81,10 @@ def merge_samples(parts, n: int, out_npz, out_png, out_json, grid: int) -> dict:
     best = max(s["matmul_peak_gflops_best"] for s in stats)
     merged = {k: v for k, v in first.items() if k != "start"} | {
         "n": n, "seconds": round(seconds, 3), "images_per_s": n / seconds, "achieved_gflops": achieved,
-        "matmul_peak_gflops": peak, "matmul_peak_gflops_parts": [s["matmul_peak_gflops"] for s in stats],
-        "matmul_peak_gflops_probes": [s["matmul_peak_gflops_probes"] for s in stats],  # one list per part
+        "matmul_peak_gflops": peak, "matmul_peak_gflops_shards": [s["matmul_peak_gflops"] for s in stats],
+        "matmul_peak_gflops_probes": [s["matmul_peak_gflops_probes"] for s in stats],  # one list per shard
         "fraction_of_peak": achieved / peak, "matmul_peak_gflops_best": best,
-        "fraction_of_best_peak": achieved / best, "parts": len(parts)}
+        "fraction_of_best_peak": achieved / best, "shards": len(shards)}
     save_images(out_npz, images, seed=np.int64(first["seed"]))
     save_grid(out_png, images[:grid])
     write_json(out_json, merged)

@@ -7,7 +7,7 @@ from torch import nn
 
 
 def resize_to(x, resolution: int):
-    """Teacher states to a head's resolution: area averaging (anti-aliased) when shrinking."""
+    """Teacher states to a given resolution: area averaging (anti-aliased) when shrinking."""
     h = x.shape[-1]
     if h == resolution:
         return x

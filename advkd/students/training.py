@@ -1,8 +1,8 @@
 """The training loop every student family runs: resumable, seeded, logged alike.
 
 A family hands over its modules (what a checkpoint holds), the modules that train, and a list of `Segment`s: a
-stretch of epochs with its own optimisers and batch step (Adv-KD's segments are its phases; a one-network student
-has one). This module owns the rest: epochs, batch order, checkpoints, the loss CSV.
+stretch of epochs with its own optimisers and batch step (a one-network student has one; a family that trains in
+stages has one per stage). This module owns the rest: epochs, batch order, checkpoints, the loss CSV.
 
 A checkpoint carries the identity of the run it belongs to (the family's resolved recipe and segments, the seed,
 digests of the distillation set, of the initial weights (the teacher's, for a teacher-initialised student) and of
@@ -45,12 +45,12 @@ INDEX_COLUMNS = ("epoch", "steps", "images")
 @dataclass
 class Segment:
     """A stretch of training with fresh optimisers: `epochs` passes over the runs in batches of `batch_size`."""
-    label: dict                     # leading columns of its loss.csv rows, e.g. {"phase": 3}
+    label: dict                     # leading columns of its loss.csv rows: the family's index of the segment
     epochs: int
     batch_size: int
     begin: Callable                 # () -> (optimisers by name, step); step(batch indices, torch.Generator of the
                                     #   epoch) -> {loss column: float}; called when the segment starts or resumes
-    identity: dict                  # what defines it, for the run identity (e.g. its heads, epochs, batch size)
+    identity: dict                  # what defines it, for the run identity (e.g. its epochs and batch size)
 
 
 def epoch_seed(seed: int, segment: int, epoch: int) -> int:

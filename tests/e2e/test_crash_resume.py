@@ -54,12 +54,12 @@ SHARDS = [R / f"trajectories/shard-{i:05d}.safetensors" for i in range(2)]
 STUDENT = R / "students/student/student.safetensors"
 SAMPLES = [R / f"samples/{m}/seed0.npz" for m in ("ddpm-50", "student")]
 TARGETS = [str(STUDENT), *map(str, SHARDS), *map(str, SAMPLES)]
-CORES = ["--cores", "2"]   # the README's; the thread count of a job is part of its arithmetic
+CORES = ["--cores", "2"]   # the README's; the thread count of a job is shard of its arithmetic
 
 # Each long stage by the log file(s) of its job(s), relative to the logs folder; a job's benchmark file (Snakemake
 # writes it when the job is over) has the same relative name under benchmarks/, with .tsv.
 STAGES = {"train_teacher": "train_teacher.log", "trajectories": "trajectories/shard-*.log",
-          "distill": "distill/student.log", "sample": "sample/ddpm-50-seed0-part*.log"}
+          "distill": "distill/student.log", "sample": "sample/ddpm-50-seed0-shard*.log"}
 
 
 def readme_recovery_commands():

@@ -285,6 +285,6 @@ def test_build_refuses_a_student_of_another_family(tiny_shard, tmp_path):
     _distill(TINY | {"phases": 1, "loss": "regression"}, tiny_shard, tmp_path)
     with pytest.raises(BadInputError, match="family"):
         build_method("x", {"family": "denoising-student"}, {"student_dir": str(tmp_path), "device": "cpu"})
-    spec = copy.deepcopy(TINY)
+    block = copy.deepcopy(TINY)
     with pytest.raises(BadInputError, match="not found"):
-        build_method("x", spec, {"student_dir": str(tmp_path / "missing"), "device": "cpu"})
+        build_method("x", block, {"student_dir": str(tmp_path / "missing"), "device": "cpu"})

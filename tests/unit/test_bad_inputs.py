@@ -118,8 +118,8 @@ def _card(path, pipeline_dir):
 
 
 def _sample_argv(card, out, **kw):
-    argv = ["sample", "--method", kw.get("method", "ddim-2"), "--spec",
-            json.dumps(kw.get("spec", {"family": "ddim", "steps": 2})), "--teacher", card, "--n", "4", "--seed", "0",
+    argv = ["sample", "--method", kw.get("method", "ddim-2"), "--block",
+            json.dumps(kw.get("block", {"family": "ddim", "steps": 2})), "--teacher", card, "--n", "4", "--seed", "0",
             "--device", "cpu", "--out", out]
     return argv + (["--student-dir", kw["student_dir"]] if "student_dir" in kw else [])
 
@@ -174,7 +174,7 @@ def test_truncated_trajectory_shard(tmp_path, capsys):
                          "timesteps": torch.tensor([0, 3])})
     shard.write_bytes(shard.read_bytes()[:300])
     old = earlier_result(tmp_path / "student" / "student.safetensors")
-    refused(["distill", "--method", "adv", "--spec", '{"family": "advkd"}', "--trajectories", shard,
+    refused(["distill", "--method", "adv", "--block", '{"family": "advkd"}', "--trajectories", shard,
              "--out", tmp_path / "student", "--device", "cpu"], capsys,
             r"shard-00000\.safetensors: not a valid safetensors file.*truncated or corrupt", [old])
 
@@ -182,7 +182,7 @@ def test_truncated_trajectory_shard(tmp_path, capsys):
 def test_foreign_file_given_as_trajectory_shard(tmp_path, capsys):
     shard = tmp_path / "shard-00000.safetensors"
     save_tensors(shard, {"weight": torch.zeros(3)})
-    refused(["distill", "--method", "adv", "--spec", '{"family": "advkd"}', "--trajectories", shard,
+    refused(["distill", "--method", "adv", "--block", '{"family": "advkd"}', "--trajectories", shard,
              "--out", tmp_path / "student", "--device", "cpu"], capsys,
             r"shard-00000\.safetensors: not a trajectory shard")
 
@@ -194,7 +194,7 @@ def test_corrupt_student_weights(pipeline, tmp_path, capsys):
     (d / "student.safetensors").write_bytes(os.urandom(256))
     old = earlier_result(tmp_path / "samples" / "seed0.npz")
     refused(_sample_argv(_card(tmp_path / "teacher.json", pipeline), tmp_path / "samples" / "seed0",
-                         method="adv", spec={"family": "advkd"}, student_dir=d), capsys,
+                         method="adv", block={"family": "advkd"}, student_dir=d), capsys,
             r"student\.safetensors: not a valid safetensors file", [old])
 
 

@@ -45,6 +45,9 @@ def test_a_changed_number_pixel_or_file_fails(compare, tmp_path):
     assert any("seed0.npz: array 'images' differs" in p for p in problems)
     assert any("seed1.npz: only in" in p for p in problems)
     assert compare.main([str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    # --common: the file only one run has is listed, not a difference; the changed ones still are
+    common = compare.compare_trees(tmp_path / "a", tmp_path / "b", common=True)
+    assert not any("only in" in p for p in common) and any("differs" in p for p in common)
 
 
 def test_tensors_compare_as_bytes_whatever_their_dtype(compare, tmp_path):

@@ -28,16 +28,16 @@ def setup(tmp_path, monkeypatch):
     return tmp_path, card, tmp_path / "evaluator" / "evaluator.json"
 
 
-def _sample(card, out, seed, n=8, part_size=None):
-    """The DAG's sample jobs (one per part) and their merge; returns the merged .npz."""
+def _sample(card, out, seed, n=8, shard_size=None):
+    """The DAG's sample jobs (one per shard) and their merge; returns the merged .npz."""
     # ddpm: the stochastic sampler, so every step's noise must come from the seed too
-    part_size = part_size or n
-    stems = [out.parent / f"{out.name}-part{j}" for j in range(-(-n // part_size))]
+    shard_size = shard_size or n
+    stems = [out.parent / f"{out.name}-shard{j}" for j in range(-(-n // shard_size))]
     for j, stem in enumerate(stems):
-        assert main(["sample", "--method", "ddpm-3", "--spec", '{"family": "ddpm", "steps": 3}', "--teacher",
-                     str(card), "--n", str(n), "--seed", str(seed), "--batch-size", "4", "--part", str(j),
-                     "--part-size", str(part_size), "--device", "cpu", "--threads", "1", "--out", str(stem)]) == 0
-    assert main(["merge-samples", "--parts", *map(str, stems), "--n", str(n), "--grid", "4", "--out", str(out)]) == 0
+        assert main(["sample", "--method", "ddpm-3", "--block", '{"family": "ddpm", "steps": 3}', "--teacher",
+                     str(card), "--n", str(n), "--seed", str(seed), "--batch-size", "4", "--shard", str(j),
+                     "--shard-size", str(shard_size), "--device", "cpu", "--threads", "1", "--out", str(stem)]) == 0
+    assert main(["merge-samples", "--shards", *map(str, stems), "--n", str(n), "--grid", "4", "--out", str(out)]) == 0
     return out.with_suffix(".npz")
 
 
@@ -74,18 +74,18 @@ def test_sharded_sampling_gives_the_same_bits(setup):
     """sampling.shard_size splits a run into jobs; merged, they are the run made in one piece."""
     tmp, card, _ = setup
     whole = _sample(card, tmp / "whole" / "seed0", seed=0, n=12)
-    parts = _sample(card, tmp / "parts" / "seed0", seed=0, n=12, part_size=4)
-    assert whole.read_bytes() == parts.read_bytes()
-    stats = json.loads((tmp / "parts" / "seed0.json").read_text())
-    assert stats["n"] == 12 and stats["parts"] == 3 and (tmp / "parts" / "seed0.png").exists()
-    assert len(stats["matmul_peak_gflops_probes"]) == 3  # each part's probes kept in the merged record
-    # parts that do not tile the run (one missing) are refused, naming them; nothing is written
-    assert main(["merge-samples", "--parts", str(tmp / "parts" / "seed0-part0"), str(tmp / "parts" / "seed0-part2"),
-                 "--n", "12", "--out", str(tmp / "bad" / "seed0")]) == 2
+    shards = _sample(card, tmp / "shards" / "seed0", seed=0, n=12, shard_size=4)
+    assert whole.read_bytes() == shards.read_bytes()
+    stats = json.loads((tmp / "shards" / "seed0.json").read_text())
+    assert stats["n"] == 12 and stats["shards"] == 3 and (tmp / "shards" / "seed0.png").exists()
+    assert len(stats["matmul_peak_gflops_probes"]) == 3  # each shard's probes kept in the merged record
+    # shards that do not tile the run (one missing) are refused, naming them; nothing is written
+    assert main(["merge-samples", "--shards", str(tmp / "shards" / "seed0-shard0"),
+                 str(tmp / "shards" / "seed0-shard2"), "--n", "12", "--out", str(tmp / "bad" / "seed0")]) == 2
     assert not (tmp / "bad").exists()
     # a shard size that is not a multiple of the batch size would change the draws: refused before sampling
-    assert main(["sample", "--method", "ddpm-3", "--spec", '{"family": "ddpm", "steps": 3}', "--teacher", str(card),
-                 "--n", "12", "--seed", "0", "--batch-size", "4", "--part", "1", "--part-size", "6", "--device",
+    assert main(["sample", "--method", "ddpm-3", "--block", '{"family": "ddpm", "steps": 3}', "--teacher", str(card),
+                 "--n", "12", "--seed", "0", "--batch-size", "4", "--shard", "1", "--shard-size", "6", "--device",
                  "cpu", "--out", str(tmp / "bad" / "p1")]) == 2
     assert not (tmp / "bad").exists()
 
@@ -102,7 +102,7 @@ def test_peak_probed_through_the_job_without_changing_the_images(setup, monkeypa
     monkeypatch.setattr(cost, "matmul_peak_gflops", lambda device: float(next(probes)))
     n, batch = 40, 4  # 10 batches -> PEAK_CHUNKS chunks -> PEAK_CHUNKS + 1 probes
     out = _sample(card, tmp / "probed" / "seed0", seed=3, n=n)
-    stats = json.loads((tmp / "probed" / "seed0-part0.json").read_text())
+    stats = json.loads((tmp / "probed" / "seed0-shard0.json").read_text())
     peaks = [100.0 + 10 * i for i in range(PEAK_CHUNKS + 1)]
     assert stats["matmul_peak_gflops_probes"] == peaks
     assert stats["matmul_peak_gflops"] == float(np.median(peaks)) and stats["matmul_peak_gflops_best"] == peaks[-1]

@@ -50,12 +50,6 @@ def test_installed_versions_match_pins(repo_root):
         assert got.split("+")[0] == want, f"{name}: installed {got}, pinned {want}; run `make setup`"
 
 
-def test_ci_runs_the_readme_test_command(repo_root):
-    readme = (repo_root / "README.md").read_text()
-    ci = (repo_root / ".ci" / "run").read_text()
-    assert "make test" in readme and "make test" in ci
-
-
 def test_setup_refuses_a_full_disk_before_installing(repo_root, tmp_path):
     """With too little space for the environment, setup.sh stops with the reason before pip starts."""
     import os

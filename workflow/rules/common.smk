@@ -86,15 +86,15 @@ def sample_inputs(wildcards):
     inputs = {"teacher": f"{R}/teacher/teacher.json"}
     if is_student(wildcards.method):
         inputs |= {"weights": f"{R}/students/{wildcards.method}/student.safetensors",
-                   "spec": f"{R}/students/{wildcards.method}/student.json"}
+                   "recipe": f"{R}/students/{wildcards.method}/student.json"}
     return inputs
 
 
-def sample_parts(wildcards):
+def sample_shards(wildcards):
     """Part stems of one method's run for one seed: sampling.shard_size images each (rule merge_samples)."""
     n = method_n(wildcards.method)
-    parts = shard_ranges(n, config["sampling"]["shard_size"] or n)
-    return [f"{R}/samples/{wildcards.method}/seed{wildcards.seed}/part-{i:05d}" for i in range(len(parts))]
+    shards = shard_ranges(n, config["sampling"]["shard_size"] or n)
+    return [f"{R}/samples/{wildcards.method}/seed{wildcards.seed}/shard-{i:05d}" for i in range(len(shards))]
 
 
 def per_seed(pattern, methods):

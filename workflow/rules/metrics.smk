@@ -99,7 +99,7 @@ rule cost:
     output:
         f"{R}/metrics/cost/{{method}}.json",
     params:
-        spec=lambda w: as_json(method_block(w.method)),
+        block=lambda w: as_json(method_block(w.method)),
         cost=as_json(METRICS["cost"]),
         cfg=lambda w: as_json({"method": method_block(w.method), "cost": METRICS["cost"], "device": DEVICE}),
         teacher=f"{R}/teacher/teacher.json",
@@ -119,7 +119,7 @@ rule cost:
     conda:
         ENV
     shell:
-        "advkd cost --method {wildcards.method} --spec {params.spec:q} --teacher {params.teacher}"
+        "advkd cost --method {wildcards.method} --block {params.block:q} --teacher {params.teacher}"
         " --student-dir {params.student_dir} --checkpoints {params.checkpoints} --cost {params.cost:q}"
         " --cfg {params.cfg:q}"
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"

@@ -4,6 +4,9 @@ rule report:
         unpack(report_inputs),
     output:
         tables=multiext(f"{R}/tables/summary", ".csv", ".md", ".tex"),
+        knobs=multiext(f"{R}/tables/knobs", ".csv", ".md"),
+        paper_knobs_csv=report(f"{PAPER}/knobs.csv", category="Tables", caption="../report/knobs.rst"),
+        paper_knobs_md=f"{PAPER}/knobs.md",
         speed=multiext(f"{R}/tables/sampling_speed", ".csv", ".md"),
         paper_speed_csv=report(f"{PAPER}/sampling_speed.csv", category="Tables", caption="../report/sampling_speed.rst"),
         paper_speed_md=f"{PAPER}/sampling_speed.md",

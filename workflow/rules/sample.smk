@@ -1,32 +1,32 @@
 # Sampling, one rule for every method, a sampler over the teacher or a trained student (both answer the same
-# contract, advkd.method.Method): one job per method, seed and part (sampling.shard_size images; one part unless
-# set), then the parts of a run are joined (rule merge_samples). Stage code: advkd/stages/sample.py.
+# contract, advkd.method.Method): one job per method, seed and shard (sampling.shard_size images; one shard unless
+# set), then the shards of a run are joined (rule merge_samples). Stage code: advkd/stages/sample.py.
 
 
 rule sample:
     input:
         unpack(sample_inputs),
     output:
-        npz=temp(f"{R}/samples/{{method}}/seed{{seed}}/part-{{part}}.npz"),
-        stats=temp(f"{R}/samples/{{method}}/seed{{seed}}/part-{{part}}.json"),
+        npz=temp(f"{R}/samples/{{method}}/seed{{seed}}/shard-{{shard}}.npz"),
+        stats=temp(f"{R}/samples/{{method}}/seed{{seed}}/shard-{{shard}}.json"),
     wildcard_constraints:
         method="|".join(map(re.escape, METHODS)) or "$^",
         seed=r"\d+",
-        part=r"\d{5}",
+        shard=r"\d{5}",
     params:
-        spec=lambda w: as_json(method_block(w.method)),
+        block=lambda w: as_json(method_block(w.method)),
         n=lambda w: method_n(w.method),
         s=config["sampling"],
-        part_size=lambda w: config["sampling"]["shard_size"] or method_n(w.method),
+        shard_size=lambda w: config["sampling"]["shard_size"] or method_n(w.method),
         # torch.compile for the teacher's samplers only (a one-pass student has nothing to gain)
         compile=lambda w: "" if is_student(w.method) else COMPILE,
         student=lambda w: f"--student-dir {R}/students/{w.method}" if is_student(w.method) else "",
         device=DEVICE,
         out=lambda w, output: os.path.splitext(output.npz)[0],
     log:
-        f"{LOGS}/sample/{{method}}-seed{{seed}}-part{{part}}.log",
+        f"{LOGS}/sample/{{method}}-seed{{seed}}-shard{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/sample/{{method}}-seed{{seed}}-part{{part}}.tsv"
+        f"{R}/benchmarks/sample/{{method}}-seed{{seed}}-shard{{shard}}.tsv"
     threads: all_cores
     resources:
         mem_mb=lambda w: 4000 if is_student(w.method) else 8000,
@@ -35,17 +35,17 @@ rule sample:
     conda:
         ENV
     shell:
-        "advkd sample --method {wildcards.method} --spec {params.spec:q} --teacher {input.teacher} {params.student}"
-        " --n {params.n} --seed {wildcards.seed} --batch-size {params.s[batch_size]} --part {wildcards.part}"
-        " --part-size {params.part_size} {params.compile} --device {params.device} --threads {threads}"
+        "advkd sample --method {wildcards.method} --block {params.block:q} --teacher {input.teacher} {params.student}"
+        " --n {params.n} --seed {wildcards.seed} --batch-size {params.s[batch_size]} --shard {wildcards.shard}"
+        " --shard-size {params.shard_size} {params.compile} --device {params.device} --threads {threads}"
         " --out {params.out} > {log} 2>&1"
 
 
-# Every method's sample parts (rule sample; one part unless sampling.shard_size is set) become its run for one
+# Every method's sample shards (rule sample; one shard unless sampling.shard_size is set) become its run for one
 # seed. Local: it only joins arrays, so a cluster need not queue it.
 rule merge_samples:
     input:
-        parts=lambda w: [f"{p}.{ext}" for p in sample_parts(w) for ext in ("npz", "json")],
+        shards=lambda w: [f"{p}.{ext}" for p in sample_shards(w) for ext in ("npz", "json")],
     output:
         npz=f"{R}/samples/{{method}}/seed{{seed}}.npz",
         grid=report(f"{R}/samples/{{method}}/seed{{seed}}.png", category="Samples", subcategory="{method}",
@@ -54,9 +54,9 @@ rule merge_samples:
     wildcard_constraints:
         seed=r"\d+",
     params:
-        # the method's spec too: a changed method reruns this job and so its parts (temporary, gone by then)
-        spec=lambda w: as_json(method_block(w.method)),
-        stems=lambda w: " ".join(sample_parts(w)),
+        # the method's block too: a changed method reruns this job and so its shards (temporary, gone by then)
+        block=lambda w: as_json(method_block(w.method)),
+        stems=lambda w: " ".join(sample_shards(w)),
         n=lambda w: method_n(w.method),
         grid=config["sampling"]["grid"],
         out=lambda w, output: os.path.splitext(output.npz)[0],
@@ -64,7 +64,7 @@ rule merge_samples:
         f"{LOGS}/sample/{{method}}-seed{{seed}}-merge.log",
     threads: 1
     resources:
-        # the parts and the joined array in memory at once (50,000 RGB 256x256 images: ~20 GB)
+        # the shards and the joined array in memory at once (50,000 RGB 256x256 images: ~20 GB)
         mem_mb=lambda w: 1000 + 2 * method_n(w.method) * config["data"]["resolution"] ** 2
         * config["data"]["channels"] // 2**20,
         runtime=30,
@@ -72,5 +72,5 @@ rule merge_samples:
     conda:
         ENV
     shell:
-        "advkd merge-samples --parts {params.stems} --n {params.n} --grid {params.grid} --out {params.out}"
+        "advkd merge-samples --shards {params.stems} --n {params.n} --grid {params.grid} --out {params.out}"
         " > {log} 2>&1"

@@ -9,7 +9,7 @@ rule distill:
         teacher=f"{R}/teacher/teacher.json",
     output:
         weights=f"{R}/students/{{method}}/student.safetensors",
-        spec=f"{R}/students/{{method}}/student.json",
+        recipe=f"{R}/students/{{method}}/student.json",
         curve=f"{R}/students/{{method}}/loss.csv",
         panel=report(f"{R}/students/{{method}}/panel.png", category="Students", subcategory="{method}",
                      caption="../report/student_panel.rst"),
@@ -18,7 +18,7 @@ rule distill:
     wildcard_constraints:
         method="|".join(map(re.escape, STUDENT_METHODS)) or "$^",
     params:
-        spec=lambda w: as_json(method_block(w.method)),
+        block=lambda w: as_json(method_block(w.method)),
         seed=config["seed"],
         device=DEVICE,
         out=lambda w, output: os.path.dirname(output.weights),
@@ -34,6 +34,6 @@ rule distill:
     conda:
         ENV
     shell:
-        "advkd distill --method {wildcards.method} --spec {params.spec:q} --trajectories {input.shards}"
+        "advkd distill --method {wildcards.method} --block {params.block:q} --trajectories {input.shards}"
         " --teacher {input.teacher} --seed {params.seed} --device {params.device} --threads {threads}"
         " --out {params.out} > {log} 2>&1"
