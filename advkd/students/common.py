@@ -89,17 +89,22 @@ def teacher_unet(card_path) -> tuple:
     return unet, {"unet_config": dict(unet.config), "timestep": int(train_config["num_train_timesteps"]) - 1}, card
 
 
-def load_student(student_dir, family: str) -> tuple[dict, dict]:
-    """(resolved config, tensors) of a trained student; a missing or foreign folder is a BadInputError."""
+def load_student(student_dir, family: str, keys=()) -> tuple[dict, dict]:
+    """(resolved config, tensors) of a trained student; a missing or foreign folder, or one written by an older
+    version (its recipe lacks some of `keys`, the family's parameters today), is a BadInputError."""
     d = Path(student_dir or "")
     cfg = read_json(d / "student.json")
     if cfg.get("family") != family:
         raise BadInputError(f"{d}/student.json: trained family {cfg.get('family')!r}, expected {family!r}; "
                             "delete the folder and rerun the distill rule")
+    missing = sorted(set(keys) - set(cfg))
+    if missing:
+        raise BadInputError(f"{d}/student.json: written by an older version of advkd (no {', '.join(missing)}); "
+                            "results are reproducible: delete the folder and rerun the distill rule")
     return cfg, load_tensors(d / "student.safetensors")
 
 
-def student_config(name: str, ctx: dict, family: str, resolve) -> tuple[dict, dict | None]:
+def student_config(name: str, ctx: dict, family: str, resolve, keys=()) -> tuple[dict, dict | None]:
     """(config, weights) of a student to build. A trained student: what the distill rule saved. A cost-only
     experiment (ctx["random_weights"] = {resolution, channels, checkpoints}): the config `resolve(name,
     checkpoints, resolution, channels)` gives at that shape and no weights, since parameters, FLOPs and latency
@@ -108,7 +113,7 @@ def student_config(name: str, ctx: dict, family: str, resolve) -> tuple[dict, di
     if rw:
         torch.manual_seed(rw.get("seed", 0))
         return resolve(name, rw["checkpoints"], rw["resolution"], rw["channels"]), None
-    return load_student(ctx.get("student_dir"), family)
+    return load_student(ctx.get("student_dir"), family, keys)
 
 
 def generator_weights(tensors: dict) -> dict:

@@ -89,7 +89,7 @@ def panel(net, x_T, x_0, path, examples: int = 6) -> None:
 
 
 def build(name: str, params: DenoisingParams, ctx: dict):
-    cfg, tensors = student_config(name, ctx, "denoising-student", lambda *a: resolve(params, *a))
+    cfg, tensors = student_config(name, ctx, "denoising-student", lambda *a: resolve(params, *a), params.as_dict())
     if tensors is None:  # cost only: the (random) teacher's architecture
         cfg |= teacher_unet(ctx["teacher"])[1]
     net = make_network(cfg)

@@ -4,6 +4,7 @@ test_families.py.)"""
 
 import copy
 import csv
+import json
 
 import pytest
 import torch
@@ -288,3 +289,9 @@ def test_build_refuses_a_student_of_another_family(tiny_shard, tmp_path):
     block = copy.deepcopy(TINY)
     with pytest.raises(BadInputError, match="not found"):
         build_method("x", block, {"student_dir": str(tmp_path / "missing"), "device": "cpu"})
+    # a student written before a parameter existed is refused by name, not guessed
+    recipe = json.loads((tmp_path / "student.json").read_text())
+    del recipe["critic_width"]
+    (tmp_path / "student.json").write_text(json.dumps(recipe))
+    with pytest.raises(BadInputError, match="older version of advkd .no critic_width"):
+        build_method("x", block, {"student_dir": str(tmp_path), "device": "cpu"})

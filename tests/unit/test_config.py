@@ -55,9 +55,25 @@ def test_defaults_are_filled(ci):
      r"trajectories.sampler: 'euler-5' is not <sampler>-<steps>"),
     (lambda c: c["teacher"].update(source="pretrained"), r"teacher.pretrained: required"),
     (lambda c: c["sampling"].update(shard_size=24), r"sampling.shard_size: 24 must be a multiple of sampling.batch"),
+    # an Adv-KD ablation knob on a family that has no such knob: the key and the family are named
+    (lambda c: c["methods"].update({"ds": {"family": "denoising-student", "augment": True}}),
+     r"methods.ds.augment: family denoising-student has no such parameter"),
+    (lambda c: c.update(report={"reference": "ddpm-1000"}), r"report.reference: 'ddpm-1000' is not one of"),
+    (lambda c: c.update(extends="nothing.yaml"), r"extends: cannot read experiments/nothing.yaml"),
 ])
 def test_bad_configs_name_the_key(ci, edit, message):
     cfg = copy.deepcopy(ci)
     edit(cfg)
     with pytest.raises(BadInputError, match=message):
         validate_config(cfg, "ci.yaml")
+
+
+def test_extends_takes_whole_blocks_from_its_base(repo_root):
+    """experiments/ablations.yaml: the default's data, teacher, distillation set and judge; its own methods only."""
+    default = load_config(repo_root / "experiments" / "default.yaml")
+    abl = load_config(repo_root / "experiments" / "ablations.yaml")
+    for block in ("data", "teacher", "sampling", "trajectories", "evaluator", "metrics", "seed"):
+        assert abl[block] == default[block], block
+    assert abl["experiment"] == "ablations" and "ddpm-1000" not in abl["methods"]
+    shared = set(abl["methods"]) & set(default["methods"])
+    assert shared and all(abl["methods"][m] == default["methods"][m] for m in shared)

@@ -320,7 +320,7 @@ def train(name: str, params: AdvKDParams, ctx: dict) -> dict:
 
 
 def build(name: str, params: AdvKDParams, ctx: dict):
-    cfg, tensors = student_config(name, ctx, "advkd", params.resolve)
+    cfg, tensors = student_config(name, ctx, "advkd", params.resolve, params.as_dict())
     if tensors is None and params.teacher_unet:  # cost only: the teacher's architecture
         cfg |= teacher_unet(ctx["teacher"])[1]
     gen = make_generator(cfg)
