@@ -130,7 +130,7 @@ def knob_table(df: pd.DataFrame) -> pd.DataFrame:
     for family, rows in df.groupby("family", sort=True):
         if len(rows) < 2:
             continue
-        params = pd.DataFrame(list(rows.params), index=rows.index)
+        params = pd.DataFrame(list(rows.params), index=rows.index, dtype=object)   # keeps None apart from NaN
         varying = [k for k in params if params[k].map(repr).nunique() > 1]
         shown = params[varying].map(lambda v: "—" if v is None else v)
         disp = display_table(rows)
