@@ -45,7 +45,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     sampler("unipc", "UniPC, order 2 (bh2)", "UniPCMultistepScheduler", solver_order=2, solver_type="bh2"),
     Family("advkd", "student", "Adv-KD progressive generator, one block per denoising phase (Mekonnen et al. 2024)",
            AdvKDParams, "advkd.students.advkd.model",
-           loss_columns=("g_loss", "g_adv", "reg", "d_loss", "gp", "d_real", "d_fake"),
+           loss_columns=("g_loss", "g_adv", "reg", "critic_loss", "gp", "critic_real", "critic_fake"),
            figures=STUDENT_FIGURES),
     Family("denoising-student", "student", "one-step regression student on (x_T, x_0) (Luhman & Luhman 2021)",
            DenoisingParams, "advkd.students.denoising", loss_columns=("regression",),

@@ -18,6 +18,7 @@ import yaml
 
 from advkd.cli import main
 from advkd.io import save_images, save_tensors
+from advkd.students.advkd.params import AdvKDParams
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_EVALUATOR = ROOT / "experiments" / "assets" / "evaluator-fmnist"
@@ -190,7 +191,7 @@ def test_foreign_file_given_as_trajectory_shard(tmp_path, capsys):
 def test_corrupt_student_weights(pipeline, tmp_path, capsys):
     d = tmp_path / "student"
     d.mkdir()
-    (d / "student.json").write_text(json.dumps({"family": "advkd"}))
+    (d / "student.json").write_text(json.dumps(AdvKDParams().resolve("adv", 11, 32, 1)))   # a complete recipe
     (d / "student.safetensors").write_bytes(os.urandom(256))
     old = earlier_result(tmp_path / "samples" / "seed0.npz")
     refused(_sample_argv(_card(tmp_path / "teacher.json", pipeline), tmp_path / "samples" / "seed0",

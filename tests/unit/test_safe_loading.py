@@ -33,10 +33,11 @@ def plant_pickle(path, marker):
 
 def test_pickle_in_place_of_student_weights_is_refused(tmp_path):
     from advkd.families import build_method
+    from advkd.students.advkd.params import AdvKDParams
 
     d = tmp_path / "student"
     plant_pickle(d / "student.safetensors", tmp_path / "pwned")
-    (d / "student.json").write_text(json.dumps({"family": "advkd"}))
+    (d / "student.json").write_text(json.dumps(AdvKDParams().resolve("adv", 11, 32, 1)))   # a complete recipe
     with pytest.raises(BadInputError, match=r"student\.safetensors: not a valid safetensors file.*pickle checkpoint, "
                                             "which this suite refuses to load"):
         build_method("adv", {"family": "advkd"}, {"student_dir": str(d), "device": "cpu"})

@@ -147,7 +147,7 @@ def train_step(student: Student, phase: Phase, recipe: Recipe, z, targets: dict,
     """One batch: a critic step per supervised head (adversarial losses), then one generator step."""
     adv = recipe.loss in ("adversarial", "both")
     reg = recipe.loss in ("regression", "both")
-    stats = dict.fromkeys(["g_adv", "reg", "d_loss", "gp", "d_real", "d_fake"], 0.0)
+    stats = dict.fromkeys(["g_adv", "reg", "critic_loss", "gp", "critic_real", "critic_fake"], 0.0)
     fake = render(student.generator, z, phase.last_block, phase.heads)
     aug = (lambda x: diff_augment(x, gen)) if recipe.augment else (lambda x: x)  # noqa: E731
     if adv:
@@ -162,8 +162,8 @@ def train_step(student: Student, phase: Phase, recipe: Recipe, z, targets: dict,
                 loss = loss + recipe.gradient_penalty * gp
                 stats["gp"] += gp.item()
             d_loss = d_loss + loss
-            stats["d_real"] += d_real.mean().item()
-            stats["d_fake"] += d_fake.mean().item()
+            stats["critic_real"] += d_real.mean().item()
+            stats["critic_fake"] += d_fake.mean().item()
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
@@ -172,7 +172,7 @@ def train_step(student: Student, phase: Phase, recipe: Recipe, z, targets: dict,
                 for h in phase.heads:
                     for p in student.critics[str(h)].parameters():
                         p.clamp_(-recipe.clip, recipe.clip)
-        stats["d_loss"] = d_loss.item()
+        stats["critic_loss"] = d_loss.item()
     g_loss = 0.0
     for h in phase.heads:
         if adv:
