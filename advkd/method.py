@@ -5,8 +5,8 @@ that they never ask which kind a method is.
   teacher, or student trained on its trajectories), one `Params` dataclass that holds the family's parameters and
   their only defaults (the config schema of its `methods:` blocks is generated from it), and the module that
   implements it. That module has `build(name, params, ctx) -> Method`; a student family's also has
-  `train(name, params, ctx) -> {"done": bool, ...}`, which writes the distill rule's files (see
-  advkd.students.common.STUDENT_FILES).
+  `train(name, params, ctx) -> {"done": bool, ...}`, which writes the distill rule's files (listed in
+  advkd.students.common).
 - A `Method` is a built, runnable method: how to sample, its NFE and its parameter counts.
 
 This module imports no torch, so that planning a run (`snakemake -n`) reads the registry without loading it.

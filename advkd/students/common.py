@@ -20,8 +20,7 @@ from ..method import Method
 from ..samplers import batch_seed
 from ..teacher import load_teacher
 from .networks import count
-
-STUDENT_FILES = ("student.safetensors", "student.json", "loss.csv", "panel.png", "grid.png", "train.json")
+from .training import state_tensors
 
 
 def load_trajectories(paths, checkpoints: int | None = None) -> dict:
@@ -68,9 +67,7 @@ def write_student(out_dir, cfg: dict, generator, noise_input, modules: dict, res
     with torch.no_grad():
         save_grid(out_dir / "grid.png", to_uint8(generator(noise_input(x_T))))
     write_json(out_dir / "student.json", cfg)
-    tensors = {f"gen.{k}": v for k, v in generator.state_dict().items()}
-    for name, m in modules.items():
-        tensors |= {f"{name}.{k}": v for k, v in m.state_dict().items()}
+    tensors = state_tensors({"gen": generator, **modules})
     save_tensors(out_dir / "student.safetensors", tensors, metadata={"family": cfg["family"], "name": cfg["name"]})
     hist = result["history"]
     write_json(out_dir / "train.json", {

@@ -22,13 +22,9 @@ from .common import (
 )
 from .denoising_params import DenoisingParams
 from .networks import UNetStudent, count, unet_from_config
-from .training import Segment, fit, run_identity
+from .training import Segment, fit, regression_loss, run_identity
 
 BETAS = (0.9, 0.999)   # Adam's defaults (the Adv-KD critics' 0.5 is a GAN habit)
-
-
-def regression_loss(kind: str, pred, target):
-    return torch.nn.functional.l1_loss(pred, target) if kind == "l1" else torch.nn.functional.mse_loss(pred, target)
 
 
 def resolve(params: DenoisingParams, name: str, available: int, resolution: int, channels: int,

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..io import (
@@ -36,6 +37,7 @@ from ..io import (
     sources_sha256,
     tensors_sha256,
 )
+from .networks import resize_to
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,14 @@ class Segment:
 
 def epoch_seed(seed: int, segment: int, epoch: int) -> int:
     return (seed * 1_000_003 + segment * 10_007 + epoch) % (2**63)
+
+
+def regression_loss(kind: str, pred, target, resolution: int | None = None):
+    """kind = mse | l1; with `resolution`, both images are first area-averaged to that side (detail finer than
+    that is left to the critic)."""
+    if resolution and resolution < pred.shape[-1]:
+        pred, target = resize_to(pred, resolution), resize_to(target, resolution)
+    return F.l1_loss(pred, target) if kind == "l1" else F.mse_loss(pred, target)
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints

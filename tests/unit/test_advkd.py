@@ -249,7 +249,7 @@ def test_diff_augment_is_seeded_differentiable_and_shape_preserving():
 
 
 def test_low_resolution_regression_leaves_detail_to_the_critic():
-    from advkd.students.advkd.model import regression_loss
+    from advkd.students.training import regression_loss
 
     target = torch.rand(2, 1, 32, 32)
     checker = (torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 2.0 - 1  # zero mean over every 2x2 cell

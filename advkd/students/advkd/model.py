@@ -23,7 +23,7 @@ from ..common import (
     write_student,
 )
 from ..networks import UNetStudent, count, resize_to, unet_from_config
-from ..training import Segment, fit, run_identity
+from ..training import Segment, fit, regression_loss, run_identity
 from .networks import Critic, InferencePath, ProgressiveGenerator, downsample_noise
 from .params import AdvKDParams, published_batch
 
@@ -75,14 +75,6 @@ def head_ids(gen: nn.Module) -> list[int]:
 
 
 # ----------------------------------------------------------------------------------------------- losses
-
-def regression_loss(kind: str, pred, target, resolution: int | None = None):
-    """kind = mse | l1; with `resolution`, both images are first area-averaged to that side (detail finer than
-    that is left to the critic)."""
-    if resolution and resolution < pred.shape[-1]:
-        pred, target = resize_to(pred, resolution), resize_to(target, resolution)
-    return F.l1_loss(pred, target) if kind == "l1" else F.mse_loss(pred, target)
-
 
 def gradient_penalty(critic, real, fake, noise, gen: torch.Generator):
     """WGAN-GP term on random interpolates between teacher (real) and student (fake) images."""
