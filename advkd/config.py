@@ -260,6 +260,39 @@ def _in_hf_cache(repo_id: str) -> bool:
         return False
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys without a word; a config with one is refused instead (two
+    `report:` blocks, say, where the reader cannot tell which one runs)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.MarkedYAMLError(
+                    problem=f"key {key!r} appears twice (lines {seen[key] + 1} and {key_node.start_mark.line + 1}); "
+                            "keep one", problem_mark=key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path):
+    """The YAML at `path`, refusing duplicate keys (yaml.YAMLError, naming both lines)."""
+    with open(path) as f:
+        return yaml.load(f, Loader=_StrictLoader)
+
+
+def file_errors(paths) -> list[str]:
+    """What is wrong with the config files themselves (Snakemake has parsed them leniently already)."""
+    errs = []
+    for path in paths:
+        try:
+            read_yaml(path)
+        except (OSError, yaml.YAMLError) as e:
+            errs.append(f"{path}: {e}")
+    return errs
+
+
 def extends_errors(cfg: dict) -> list[str]:
     """`extends: <file in experiments/>` takes every top-level block the config leaves out from that experiment
     (whole blocks, not merged key by key: a config that names `methods:` has exactly its own methods)."""
@@ -268,7 +301,7 @@ def extends_errors(cfg: dict) -> list[str]:
         return []
     path = REPO_ROOT / "experiments" / name
     try:
-        base = yaml.safe_load(path.read_text())
+        base = read_yaml(path)
     except (OSError, yaml.YAMLError) as e:
         return [f"extends: cannot read experiments/{name} ({e}); name a YAML file in experiments/"]
     if not isinstance(base, dict) or "extends" in base:
@@ -278,15 +311,16 @@ def extends_errors(cfg: dict) -> list[str]:
     return []
 
 
-def validate_config(cfg: dict, source: str = "config", require_inputs: bool = True) -> dict:
+def validate_config(cfg: dict, source: str = "config", require_inputs: bool = True, files=()) -> dict:
     """Validate `cfg` in place (defaults filled); raise BadInputError listing every problem, naming `source`.
+    `files`: the YAML files `cfg` was read from, checked for what a parsed dict no longer shows (duplicate keys).
 
     require_inputs=False (dry runs, lint) reports missing user-supplied inputs as a warning on stderr instead."""
     import sys
 
     if not isinstance(cfg, dict) or not cfg:
         raise BadInputError(f"{source}: empty config; pass an experiment, e.g. --configfile experiments/default.yaml")
-    errs = extends_errors(cfg) or schema_errors(cfg)
+    errs = file_errors(files) or extends_errors(cfg) or schema_errors(cfg)
     if not errs:
         errs = semantic_errors(cfg)
         missing = missing_inputs(cfg)
@@ -303,8 +337,7 @@ def validate_config(cfg: dict, source: str = "config", require_inputs: bool = Tr
 def load_config(path) -> dict:
     path = Path(path)
     try:
-        with open(path) as f:
-            cfg = yaml.safe_load(f)
+        cfg = read_yaml(path)
     except FileNotFoundError:
         raise BadInputError(f"{path}: config file not found") from None
     except yaml.YAMLError as e:

@@ -23,14 +23,26 @@ def earlier_result(path, content="earlier result\n"):
     return path
 
 
-def test_snakemake_refuses_a_bad_config_before_touching_results(ci, tmp_path):
+def unknown_family(ci):
     ci["methods"]["x-3"] = {"family": "heun", "steps": 3}
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(ci))
+    return yaml.safe_dump(ci)
+
+
+def duplicate_block(ci):   # Snakemake's own YAML reader keeps the last block silently
+    return yaml.safe_dump(ci) + "report:\n  reference: ddim-5\n"
+
+
+@pytest.mark.parametrize("write, message", [
+    (unknown_family, "methods.x-3.family: unknown family 'heun'"),
+    (duplicate_block, "key 'report' appears twice"),
+])
+def test_snakemake_refuses_a_bad_config_before_touching_results(ci, tmp_path, write, message):
+    (tmp_path / "bad.yaml").write_text(write(ci))
     card = earlier_result(tmp_path / "results" / "ci" / "data" / "data_card.json")
     r = subprocess.run([Path(sys.executable).parent / "snakemake", "-s", ROOT / "Snakefile", "-d", tmp_path,
                         "--cores", "1", "--configfile", tmp_path / "bad.yaml"], capture_output=True, text=True)
     assert r.returncode != 0
-    assert "methods.x-3.family: unknown family 'heun'" in r.stdout + r.stderr
+    assert message in r.stdout + r.stderr
     assert card.read_text() == "earlier result\n" and not (tmp_path / ".snakemake" / "incomplete").exists()
 
 

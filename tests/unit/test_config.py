@@ -68,6 +68,13 @@ def test_bad_configs_name_the_key(ci, edit, message):
         validate_config(cfg, "ci.yaml")
 
 
+def test_a_key_given_twice_is_refused_with_both_lines(repo_root, tmp_path):
+    text = (repo_root / "experiments" / "ci.yaml").read_text()
+    (tmp_path / "ci.yaml").write_text(text + "report:\n  reference: ddim-5\n")
+    with pytest.raises(BadInputError, match=r"ci.yaml: .*key 'report' appears twice \(lines \d+ and \d+\)"):
+        load_config(tmp_path / "ci.yaml")
+
+
 def test_extends_takes_whole_blocks_from_its_base(repo_root):
     """experiments/ablations.yaml: the default's data, teacher, distillation set and judge; its own methods only."""
     default = load_config(repo_root / "experiments" / "default.yaml")

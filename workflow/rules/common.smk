@@ -33,7 +33,7 @@ def plan_only(argv) -> bool:
 DRY_RUN = os.environ.get("ADVKD_PLAN_ONLY") == "1" or plan_only(sys.argv[1:])
 try:
     validate_config(config, source="experiment config (" + ", ".join(map(str, workflow.configfiles)) + ")",
-                    require_inputs=not DRY_RUN)
+                    require_inputs=not DRY_RUN, files=workflow.configfiles)
 except BadInputError as e:
     sys.exit(f"advkd: {e}")
 
