@@ -72,7 +72,15 @@ def cmd_sample(a):
     stats = sample(method, a.n, a.seed, a.batch_size, out.with_suffix(".npz"), out.with_suffix(".json"),
                           device, a.shard, a.shard_size)
     print(json.dumps({k: stats[k] for k in ("method", "n", "start", "seconds", "images_per_s", "achieved_gflops",
-                                            "matmul_peak_gflops", "fraction_of_peak")}))
+                                            "peak_gflops", "fraction_of_peak")}))
+
+
+def cmd_real_samples(a):
+    from .stages.sample import real_samples
+
+    out = Path(a.out)
+    real_samples(a.images, a.n, a.seed, out.with_suffix(".npz"), out.with_suffix(".png"), a.grid)
+    print(json.dumps({"n": a.n, "seed": a.seed, "from": a.images}))
 
 
 def cmd_merge_samples(a):
@@ -107,8 +115,16 @@ def cmd_evaluator(a):
     from .stages.metrics import evaluator
 
     card = evaluator(json.loads(a.evaluator), json.loads(a.data), a.out, a.train, a.heldout, a.seed,
-                           _device(a), command=" ".join(["advkd", *sys.argv[1:]]))
+                     _device(a), command=" ".join(["advkd", *sys.argv[1:]]), border=a.border)
     print(json.dumps({k: card.get(k) for k in ("source", "sha256", "heldout_accuracy", "feature_condition_number")}))
+
+
+def cmd_second_judge(a):
+    from .stages.metrics import second_judge
+
+    card = second_judge(json.loads(a.judge), json.loads(a.data), a.out, a.train, a.heldout, a.seed, _device(a),
+                        command=" ".join(["advkd", *sys.argv[1:]]), border=a.border)
+    print(json.dumps({k: card.get(k) for k in ("source", "sha256", "heldout_mse", "feature_condition_number")}))
 
 
 def cmd_reference_stats(a):
@@ -122,7 +138,8 @@ def cmd_quality(a):
     from .stages.metrics import quality
 
     row = quality(a.method, a.samples, a.seed, a.evaluator, a.reference, json.loads(a.metrics), a.out,
-                        _device(a), cfg=json.loads(a.cfg) if a.cfg else None)
+                  _device(a), cfg=json.loads(a.cfg) if a.cfg else None, scored_by=a.scored_by,
+                  judge2_json=a.judge2, judge2_reference=a.judge2_reference)
     print(json.dumps({k: row[k] for k in ("method", "seed", "n", "fd", "kid", "inception_score")}))
 
 
@@ -131,7 +148,23 @@ def cmd_cost(a):
 
     ctx = cost_context(a.teacher, _device(a), a.student_dir, a.checkpoints)
     row = cost(a.method, json.loads(a.block), ctx, json.loads(a.cost), a.out, cfg=json.loads(a.cfg or "null"))
-    print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "latency_batch1", "images_per_s")}))
+    print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "peak_memory_mb")}))
+
+
+def cmd_timing(a):
+    from .stages.metrics import timing
+
+    out = timing(json.loads(a.blocks), a.teacher, a.students, a.checkpoints, _device(a), json.loads(a.cost), a.out,
+                 cfg=json.loads(a.cfg or "null"), sampling=json.loads(a.sampling) if a.sampling else None)
+    print(json.dumps({m: round(r["latency_s_per_image_batch1"]["median"], 6) for m, r in out["timing"].items()}))
+
+
+def cmd_memorisation(a):
+    from .stages.metrics import memorisation
+
+    samples = dict(s.split("=", 1) for s in a.samples)
+    row = memorisation(a.method, samples, a.trajectories, a.train, a.real, a.evaluator, a.seed, a.out, _device(a))
+    print(json.dumps({"method": a.method, "share_below_threshold": row["share_below_threshold"]}))
 
 
 def cmd_sanity(a):
@@ -210,6 +243,13 @@ def main(argv=None):
     s.add_argument("--grid", type=int, default=64)
     s.add_argument("--out", required=True, help="path stem: writes STEM.npz, STEM.png, STEM.json")
 
+    s = stage("real-samples", cmd_real_samples, "draw the noise-floor row: n real images not in the reference")
+    s.add_argument("--images", required=True, help="a split's .npz the reference never saw (e.g. validation.npz)")
+    s.add_argument("--n", type=int, required=True)
+    s.add_argument("--seed", type=int, required=True)
+    s.add_argument("--grid", type=int, default=64)
+    s.add_argument("--out", required=True, help="path stem: writes STEM.npz and STEM.png")
+
     s = stage("trajectories", cmd_trajectories, "write one shard of teacher trajectories", device=True)
     s.add_argument("--teacher", required=True, help="teacher.json")
     s.add_argument("--params", required=True, help="the trajectories: block as JSON")
@@ -232,7 +272,19 @@ def main(argv=None):
     s.add_argument("--train", default=None, help="train.npz with labels (source: train; else read from --data)")
     s.add_argument("--heldout", default=None, help="heldout.npz with labels (else read from --data)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--border", type=int, default=0,
+                   help="the data's zero-padding in pixels: the judge scores the region inside it")
     s.add_argument("--out", required=True, help="folder: evaluator.json (+ evaluator.safetensors)")
+
+    s = stage("second-judge", cmd_second_judge, "install (shipped) or train the second, autoencoder judge",
+              device=True)
+    s.add_argument("--judge", required=True, help="the evaluator.second: block as JSON")
+    s.add_argument("--data", required=True, help="the data: block as JSON")
+    s.add_argument("--train", default=None, help="train.npz (source: train; else read from --data)")
+    s.add_argument("--heldout", default=None, help="held-out images for its card (else read from --data)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--border", type=int, default=0, help="the data's zero-padding in pixels")
+    s.add_argument("--out", required=True, help="folder: evaluator.json + autoencoder.safetensors")
 
     s = stage("reference-stats", cmd_reference_stats, "judge features of the held-out split: mu, sigma, features",
               device=True)
@@ -250,9 +302,14 @@ def main(argv=None):
     s.add_argument("--reference", required=True, help="reference stats stem (STEM.safetensors)")
     s.add_argument("--metrics", required=True, help="the metrics: block as JSON")
     s.add_argument("--cfg", default=None, help="config slice as JSON, hashed into the provenance")
+    s.add_argument("--scored-by", choices=("all", "kid"), default="all",
+                   help="kid: below the matched n, so only KID is kept (the method's scored_by)")
+    s.add_argument("--judge2", default=None, help="the second judge's evaluator.json: adds FD under it")
+    s.add_argument("--judge2-reference", default=None, help="the second judge's reference stats stem")
     s.add_argument("--out", required=True)
 
-    s = stage("cost", cmd_cost, "params, NFE, FLOPs, latency, throughput, memory of one method", device=True)
+    s = stage("cost", cmd_cost, "params, NFE, FLOPs and memory of one method (times: the timing stage)",
+              device=True)
     s.add_argument("--method", required=True)
     s.add_argument("--block", required=True, help="the method's config block as JSON")
     s.add_argument("--teacher", required=True, help="teacher.json")
@@ -261,6 +318,30 @@ def main(argv=None):
                    help="teacher checkpoints a student would distil (random-weight teachers only)")
     s.add_argument("--cost", required=True, help="the metrics.cost: block as JSON")
     s.add_argument("--cfg", default=None, help="config slice as JSON, hashed into the provenance")
+    s.add_argument("--out", required=True)
+
+    s = stage("timing", cmd_timing, "latency and images/s of every method, timed interleaved in one process",
+              device=True)
+    s.add_argument("--blocks", required=True, help="method name -> config block, as JSON")
+    s.add_argument("--teacher", required=True, help="teacher.json")
+    s.add_argument("--students", required=True, help="folder holding each student's folder (results/<exp>/students)")
+    s.add_argument("--sampling", default=None,
+                   help="the sampling: block as JSON: adds the peer ratio of the first DDIM method")
+    s.add_argument("--checkpoints", type=int, default=11,
+                   help="teacher checkpoints a student would distil (random-weight teachers only)")
+    s.add_argument("--cost", required=True, help="the metrics.cost: block as JSON")
+    s.add_argument("--cfg", default=None, help="config slice as JSON, hashed into the provenance")
+    s.add_argument("--out", required=True)
+
+    s = stage("memorisation", cmd_memorisation, "how close a student's samples come to its distillation targets",
+              device=True)
+    s.add_argument("--method", required=True)
+    s.add_argument("--samples", nargs="+", required=True, help="SEED=samples.npz, one per seed")
+    s.add_argument("--trajectories", nargs="+", required=True, help="the distillation set's shards")
+    s.add_argument("--train", required=True, help="train.npz")
+    s.add_argument("--real", required=True, help="held-out images the judge's reference uses (e.g. test.npz)")
+    s.add_argument("--evaluator", required=True, help="evaluator.json")
+    s.add_argument("--seed", type=int, default=0, help="seeds which training and held-out images are drawn")
     s.add_argument("--out", required=True)
 
     s = stage("sanity", cmd_sanity, "score real and deliberately degraded sets: the metrics must rank them",

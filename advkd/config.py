@@ -136,7 +136,7 @@ def semantic_errors(cfg: dict) -> list[str]:
         errs.append(f"report.reference: {ref!r} is not one of the experiment's methods {sorted(cfg['methods'])}")
     errs += teacher_errors(cfg) + sample_count_errors(cfg)
     if cfg["teacher"]["source"] != "random":  # a cost-only experiment has no judge
-        errs += evaluator_errors(cfg)
+        errs += evaluator_errors(cfg) + scoring_errors(cfg)
     return errs
 
 
@@ -177,6 +177,53 @@ def evaluator_errors(cfg: dict) -> list[str]:
         errs.append("evaluator.source: train needs class labels, which an image-folder has not; use inception")
     if ev["source"] == "inception" and d["channels"] != 3:
         errs.append("evaluator.source: inception expects RGB data (data.channels: 3)")
+    if ev.get("second", {}).get("source") == "shipped" and any(d[k] != v for k, v in SHIPPED_DATA.items()):
+        errs.append(f"evaluator.second.source: the shipped autoencoder judges {SHIPPED_DATA} only; use "
+                    "evaluator.second.source: train (trained on your training split) or none")
+    return errs
+
+
+# Sample seeds of tuning experiments start here; reported experiments use the ones below, so a number that chose a
+# recipe is never one a table reports.
+TUNING_SEEDS = 1000
+REAL = "real"   # the noise-floor row: held-out images not in the reference, scored like a method
+
+
+def reference_split(cfg: dict) -> str:
+    """The held-out half an experiment's samples are scored against."""
+    return cfg["metrics"]["reference_split"] or ("test" if cfg["purpose"] == "report" else "validation")
+
+
+def scoring_errors(cfg: dict) -> list[str]:
+    """Tune on validation, report on test, compare at one n: what an experiment may not ask for."""
+    purpose, split = cfg["purpose"], cfg["metrics"]["reference_split"]
+    implied = "test" if purpose == "report" else "validation"
+    errs = []
+    if split not in (None, implied):
+        errs.append(f"metrics.reference_split: {split!r} with purpose: {purpose}; "
+                    + ("tuning on the test half would choose recipes by the numbers the tables report: score a "
+                       "tuning experiment on the validation half (drop the key)" if purpose == "tuning" else
+                       "a report experiment's tables are scored on the test half (drop the key, or set purpose: "
+                       "tuning to choose recipes on the validation half)"))
+    seeds = [("sampling.seeds", cfg["sampling"]["seeds"])] + [
+        (f"methods.{m}.seeds", b["seeds"]) for m, b in cfg["methods"].items() if "seeds" in b]
+    for where, ss in seeds:
+        wrong = [s for s in ss if (s >= TUNING_SEEDS) != (purpose == "tuning")]
+        if wrong:
+            errs.append(f"{where}: {wrong} " + (
+                f"are below {TUNING_SEEDS}, the seeds reported tables use; a tuning experiment samples with seeds "
+                f"{TUNING_SEEDS} and up" if purpose == "tuning" else
+                f"are tuning seeds ({TUNING_SEEDS} and up); a report experiment uses seeds below {TUNING_SEEDS}"))
+    if REAL in cfg["methods"]:
+        errs.append(f"methods.{REAL}: the name is the tables' noise-floor row (real held-out images); rename the "
+                    "method")
+    matched = cfg["sampling"]["n"]
+    for m, b in cfg["methods"].items():
+        n = b.get("n", matched)
+        if n != matched and b.get("scored_by", "all") != "kid":
+            errs.append(f"methods.{m}.n: {n} differs from the matched n (sampling.n = {matched}): FD, IS, "
+                        "precision/recall and class coverage depend on n, so its row would not compare with the "
+                        "others; set scored_by: kid (compared by KID alone, those columns left empty) or drop n")
     return errs
 
 
@@ -235,7 +282,7 @@ def missing_inputs(cfg: dict) -> list[str]:
                     f"`huggingface-cli download <hub id> --local-dir {t['pretrained']}` (safetensors weights)")
     ev = cfg.get("evaluator", {})
     # A shipped teacher or judge must be the committed bytes before any job uses it.
-    for block in (t, ev):
+    for block in (t, ev, ev.get("second", {})):
         folder = block.get("shipped")
         if block.get("source") == "shipped" and folder:
             errs += shipped_errors(folder if Path(folder).is_absolute() else REPO_ROOT / folder)

@@ -23,7 +23,7 @@ from .data import to_uint8
 
 # Keys of a method's config block that only say how it is scored (how many samples, which seeds): never passed to
 # its training or cost jobs, so changing them only resamples and rescores.
-SCORING_KEYS = ("n", "seeds")
+SCORING_KEYS = ("n", "seeds", "scored_by")
 
 
 def param(default, doc: str, **schema):
@@ -94,8 +94,9 @@ class Method:
     network: Any                                 # torch module: one network evaluation (for FLOPs, latency, params)
     network_inputs: Callable                     # batch -> args for one network evaluation
     inference_parameters: int                    # parameters used to sample
-    all_parameters: int                          # parameters trained/stored (e.g. with critics)
+    all_parameters: int                          # the model's parameters, stored and loaded (e.g. unused heads)
     info: dict = field(default_factory=dict)
+    training_only_parameters: int = 0            # trained beside the model, never stored with it (critics)
 
     def generate(self, n: int, seed: int, batch_size: int = 250, progress: bool = True, first_batch: int = 0):
         """uint8 images (n,H,W,C) and sampling stats; batches first_batch.. of the seed's run (see samplers)."""

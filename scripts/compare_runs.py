@@ -45,11 +45,16 @@ def is_measured(key) -> bool:
 RESULTS = frozenset(
     "all_hold batch batch_size checkpoints checks class_coverage classes classes_covered coverage "
     "critic_parameters density entropy_bits entropy_normalized epochs family fd feature_condition_number "
-    "feature_dim flops_counter flops_per_call flops_per_image generator_parameters heldout_class_coverage "
-    "heldout_inception_score histogram holds images inception_score info judge_kind judge_sha256 kid "
-    "kid_subset_size kind largest_share loss method metric n nearest_k nfe nfe_per_sample noise_resolution "
-    "parameters_all parameters_inference shards phases pr_reference_n precision real_source recall reference_n "
-    "repeats rows samples seed set source steps than threads threshold training warmup worse".split())
+    "fd_judge2 judge2_sha256 feature_dim flops_counter flops_per_call flops_per_image generator_parameters "
+    "heldout_class_coverage "
+    "heldout_inception_score histogram holds images inception_score inception_score_splits "
+    "inception_score_std_splits info judge_kind judge_sha256 kid kid_std_subsets kid_subsets "
+    "kid_subset_size kind largest_share loss mean median_distance median_ratio method metric n nearest_k nfe "
+    "nfe_per_sample noise_resolution per_seed percentile real_to_train reference_size share_below_threshold std "
+    "targets threshold "
+    "parameters_all parameters_inference parameters_training_only shards phases pr_reference_n precision "
+    "real_source recall reference reference_n repeats rows samples scored_by seed set source steps than threads "
+    "threshold training warmup worse".split())
 JSON_DIRS = ("samples", "metrics")
 
 

@@ -6,6 +6,7 @@ import resource
 import statistics
 import time
 
+import numpy as np
 import torch
 
 from ..io import device_name
@@ -51,6 +52,85 @@ def matmul_peak_gflops(device, n: int = 2048, repeats: int = 5, dtype=torch.floa
     return 2 * n**3 / t["min_s"] / 1e9
 
 
+def conv_layers(network, inputs, top: int = 2) -> list[dict]:
+    """The `top` distinct 2-D convolutions of one `network(*inputs)` call with the most FLOPs: what the network
+    itself spends its time on, so a probe of them is a peak the network could reach (forward hooks)."""
+    seen = {}
+
+    def hook(mod, args, out):
+        x = args[0]
+        key = (tuple(mod.weight.shape), tuple(x.shape), mod.stride, mod.padding, mod.dilation, mod.groups)
+        flops = 2 * out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
+        seen.setdefault(key, {"module": mod, "input_shape": tuple(x.shape), "flops": flops,
+                              "channels_last": x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
+                              and not x.is_contiguous()})
+
+    handles = [m.register_forward_hook(hook) for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.inference_mode():
+            network(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return sorted(seen.values(), key=lambda c: -c["flops"])[:top]
+
+
+def conv_gflops(layer: dict, device, repeats: int = 5) -> float:
+    """GFLOP/s of one of `conv_layers` run alone on a fresh input of its shape and memory format (fastest call)."""
+    mod = layer["module"]
+    x = torch.randn(layer["input_shape"], device=device)
+    if layer["channels_last"]:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        t = time_call(lambda: torch.nn.functional.conv2d(x, mod.weight, mod.bias, mod.stride, mod.padding,
+                                                         mod.dilation, mod.groups), device, repeats=repeats, warmup=2)
+    return layer["flops"] / t["min_s"] / 1e9
+
+
+def peak_probe(network, inputs, device):
+    """A callable measuring, now, the speed the device offers: the 2048x2048 sgemm and the network's own two
+    largest convolutions (BLAS and oneDNN take different code paths; on some hosts the convolution runs at twice
+    the sgemm's speed). Each call returns {probe name: GFLOP/s}; a yardstick takes the fastest of them all."""
+    layers = conv_layers(network, inputs)
+
+    def probe() -> dict:
+        out = {"sgemm 2048": matmul_peak_gflops(device)}
+        for c in layers:
+            n, ci, h, w = c["input_shape"]
+            out[f"conv {ci}->{c['module'].out_channels} k{c['module'].kernel_size[0]} {h}x{w} b{n}"] = \
+                conv_gflops(c, device)
+        return out
+    return probe
+
+
+def theoretical_peak_gflops(threads: int | None = None) -> dict:
+    """The CPU's fp32 peak from its own description: cores x clock x FLOP per cycle, with the vector width ATen's
+    kernels dispatch to (torch.backends.cpu.get_cpu_capability) and two FMA units per core (assumed: x86 server
+    cores since Haswell / Zen have two). The clock is the highest the machine states (lscpu's max MHz, else
+    /proc/cpuinfo's MHz, which a VM reports as its nominal clock: a turbo above it would show as a fraction > 1)."""
+    import os
+    import subprocess
+
+    threads = threads or torch.get_num_threads()
+    mhz, source = None, None
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("CPU max MHz:"):
+                mhz, source = float(line.split(":")[1]), "lscpu CPU max MHz"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    if mhz is None and os.path.exists("/proc/cpuinfo"):
+        found = [float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz")]
+        mhz, source = (max(found), "/proc/cpuinfo cpu MHz") if found else (None, None)
+    capability = torch.backends.cpu.get_cpu_capability()
+    lanes = {"AVX512": 16, "AVX2": 8}.get(capability, 4)
+    flop_per_cycle = 2 * lanes * 2  # FMA = 2 FLOPs per lane, two FMA units
+    return {"gflops": threads * mhz / 1e3 * flop_per_cycle if mhz else None, "cores": threads, "mhz": mhz,
+            "mhz_source": source, "capability": capability, "fp32_lanes": lanes, "fma_units_assumed": 2,
+            "flop_per_cycle": flop_per_cycle}
+
+
 def peak_memory(fn, device) -> dict:
     """Peak memory of one call of `fn()`, measured the way the device allows (the field `memory_measure` says how).
 
@@ -75,55 +155,90 @@ def peak_memory(fn, device) -> dict:
                               "above_start = its growth during that call (model and data already loaded)"}
 
 
+def timed_call(method, batch: int, cost: dict, seed: int = 0):
+    """(fn, factor, how): one latency measurement of `method` at `batch` is fn()'s seconds x factor. A full sample
+    when NFE <= full_sample_max_nfe, else one network call x NFE (the scheduler's own arithmetic between calls,
+    small next to a UNet, is left out: the row is marked extrapolated)."""
+    if method.nfe <= cost["full_sample_max_nfe"]:
+        return (lambda: method.sample(batch, seed, batch, False)), 1, "full sample"
+    inputs = method.network_inputs(batch)
+    return (lambda: method.network(*inputs)), method.nfe, f"one network call x NFE ({method.nfe})"
+
+
 def latency(method, batch: int, cost: dict, device, seed: int = 0) -> dict:
-    """Seconds per image at `batch`: a full sample when NFE is small, else one network call x NFE (extrapolated).
-
-    The extrapolation leaves out the scheduler's own arithmetic between calls, which is small next to a UNet.
-    """
-    direct = method.nfe <= cost["full_sample_max_nfe"]
-    if direct:
-        def fn():
-            method.sample(batch, seed, batch, False)
-        factor = 1
-    else:
-        inputs = method.network_inputs(batch)
-
-        def fn():
-            method.network(*inputs)
-        factor = method.nfe
+    """Seconds per image at `batch` of one method alone (median, min, max of cost["repeats"] calls)."""
+    fn, factor, how = timed_call(method, batch, cost, seed)
     with torch.inference_mode():
         t = time_call(fn, device, repeats=cost["repeats"], warmup=cost["warmup"])
-    out = {"batch": batch, "extrapolated": not direct, "repeats": t["repeats"], "warmup": t["warmup"],
-           "measured": "full sample" if direct else f"one network call x NFE ({method.nfe})"}
+    out = {"batch": batch, "extrapolated": factor > 1, "repeats": t["repeats"], "warmup": t["warmup"],
+           "measured": how}
     for k in ("median_s", "min_s", "max_s"):
         out[f"{k}_per_batch"] = t[k] * factor
         out[f"{k}_per_image"] = t[k] * factor / batch
     return out
 
 
+def time_interleaved(calls: dict, device, repeats: int, warmup: int, clock=time.perf_counter) -> dict:
+    """Seconds of each named fn() in `calls`, timed round-robin in one process: every round calls each once, the
+    order rotated by one each round, so a slow spell of the shared host lands on all of them alike and no method
+    always follows the same one. Returns {name: [seconds per round]} (after `warmup` untimed rounds)."""
+    names = list(calls)
+    for _ in range(warmup):
+        for name in names:
+            calls[name]()
+    sync(device)
+    times = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            t0 = clock()
+            calls[name]()
+            sync(device)
+            times[name].append(clock() - t0)
+    return times
+
+
+def spread(seconds, factor: float = 1.0, per: int = 1) -> dict:
+    """Median and interquartile range (and min/max) of timings, scaled by factor / per."""
+    q1, med, q3 = (float(np.percentile(seconds, q)) * factor / per for q in (25, 50, 75))
+    return {"median": med, "q1": q1, "q3": q3, "min": min(seconds) * factor / per,
+            "max": max(seconds) * factor / per, "repeats": len(seconds)}
+
+
+def measure_timing(methods: dict, device, cost: dict, seed: int = 0) -> dict:
+    """Latency per image at batch 1 and images/s at cost["throughput_batch"] of every method in `methods`
+    (name -> Method), interleaved in one process (time_interleaved), with median and interquartile range."""
+    tb = cost["throughput_batch"]
+    plan = {(name, b): timed_call(m, b, cost, seed) for name, m in methods.items() for b in sorted({1, tb})}
+    with torch.inference_mode():
+        times = time_interleaved({key: fn for key, (fn, _, _) in plan.items()}, device, cost["repeats"],
+                                 cost["warmup"])
+    out = {}
+    for name in methods:
+        (_, f1, how), (_, ft, _) = plan[name, 1], plan[name, tb]
+        per_image = spread(times[name, 1], f1)
+        batch_s = spread(times[name, tb], ft)
+        ips = sorted(tb / t / ft for t in times[name, tb])
+        out[name] = {"latency_s_per_image_batch1": per_image, "seconds_per_batch_throughput": batch_s,
+                     "images_per_s": spread(ips), "throughput_batch": tb, "extrapolated": f1 > 1 or ft > 1,
+                     "measured": how}
+    return out
+
+
 def measure_cost(method, device, cost: dict, seed: int = 0) -> dict:
-    """Every cost number of one method on `device`, in one process (the matmul peak is measured here too)."""
+    """What one method costs that needs no clock: parameters, FLOPs per image, peak memory of a cold call at the
+    throughput batch (in its own process: the CPU measure is a process high-water mark). Times: measure_timing."""
     with torch.inference_mode():
         flops_call = count_flops(lambda: method.network(*method.network_inputs(1)))
     tb = cost["throughput_batch"]
-    direct = method.nfe <= cost["full_sample_max_nfe"]
-    inputs = None if direct else method.network_inputs(tb)
+    fn, _, _ = timed_call(method, tb, cost, seed)
 
     def one_batch():
         with torch.inference_mode():
-            method.sample(tb, seed, tb, False) if direct else method.network(*inputs)
-    mem = peak_memory(one_batch, device)  # first: on CPU only a cold call moves the RSS high-water mark
-    b1 = latency(method, 1, cost, device, seed)
-    bt = latency(method, tb, cost, device, seed)
-    images_per_s = tb / bt["median_s_per_batch"]
-    peak = matmul_peak_gflops(device)
-    achieved = flops_call * method.nfe * images_per_s / 1e9
+            fn()
+    mem = peak_memory(one_batch, device)
     return {"method": method.name, "family": method.family, "nfe": method.nfe,
             "parameters_all": int(method.all_parameters), "parameters_inference": int(method.inference_parameters),
+            "parameters_training_only": int(method.training_only_parameters),
             "flops_per_call": flops_call, "flops_per_image": flops_call * method.nfe,
             "flops_counter": "torch.utils.flop_counter, network at batch 1 (multiply-add = 2 FLOPs)",
-            "latency_batch1": b1, "latency_throughput": bt, "throughput_batch": tb,
-            "latency_extrapolated": bool(b1["extrapolated"] or bt["extrapolated"]),
-            "latency_s_per_image_batch1": b1["median_s_per_image"], "images_per_s": images_per_s, **mem,
-            "device": device_name(device), "threads": torch.get_num_threads(),
-            "matmul_peak_gflops": peak, "achieved_gflops": achieved, "fraction_of_peak": achieved / peak}
+            "throughput_batch": tb, **mem, "device": device_name(device), "threads": torch.get_num_threads()}

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data import set_border
 from ..io import BadInputError, load_tensors, read_json
+from .autoencoder import embed as embed_autoencoder
+from .autoencoder import load_autoencoder
 from .evaluator import embed, load_evaluator
 from .inception import InceptionJudge, embed_inception, resolve_inception_weights
 
@@ -33,33 +36,44 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(fd(mu1, sigma1, mu2, sigma2))
 
 
-def kernel_inception_distance(feats1, feats2, seed: int = 0, subsets: int = 100, subset_size: int = 1000) -> float:
-    """clean-fid's KID (cubic polynomial kernel, unbiased MMD^2 over random subsets), made reproducible.
+def kernel_inception_distance(feats1, feats2, seed: int = 0, subsets: int = 100,
+                              subset_size: int = 1000) -> tuple[float, float]:
+    """clean-fid's KID (cubic polynomial kernel, unbiased MMD^2) over random subsets: (mean, std over subsets).
 
-    clean-fid draws its subsets from numpy's global generator; it is seeded here and restored afterwards so the
-    number depends on `seed` alone and the caller's random stream is untouched.
+    clean-fid's `kernel_distance` is called once per subset, so its mean over the calls is clean-fid's KID with
+    the same draws, and their sample std (ddof=1) is the spread a reader needs. clean-fid draws from numpy's
+    global generator: it is seeded here and restored afterwards, so the number depends on `seed` alone.
     """
     from cleanfid.fid import kernel_distance
 
+    f1, f2 = np.asarray(feats1), np.asarray(feats2)
     state = np.random.get_state()
     np.random.seed(seed)
     try:
-        return float(kernel_distance(np.asarray(feats1), np.asarray(feats2), num_subsets=subsets,
-                                     max_subset_size=subset_size))
+        per_subset = np.array([kernel_distance(f1, f2, num_subsets=1, max_subset_size=subset_size)
+                               for _ in range(subsets)])
     finally:
         np.random.set_state(state)
+    return float(per_subset.mean()), float(per_subset.std(ddof=1)) if subsets > 1 else 0.0
 
 
-def inception_score(logits) -> float | None:
-    """exp(E_x KL(p(y|x) || p(y))) over the whole set (one split: our sets are small)."""
+IS_SPLITS = 10
+
+
+def inception_score(logits, splits: int = IS_SPLITS) -> tuple[float, float] | None:
+    """exp(E_x KL(p(y|x) || p(y))) on each of `splits` consecutive parts of the set, as Salimans et al. (2016)
+    report it: (mean, std over the splits); None without logits."""
     if logits is None:
         return None
     z = np.asarray(logits, dtype=np.float64)
     logp = z - z.max(1, keepdims=True)
     logp -= np.log(np.exp(logp).sum(1, keepdims=True))
-    p = np.exp(logp)
-    log_marginal = np.log(p.mean(0) + 1e-300)
-    return float(np.exp((p * (logp - log_marginal)).sum(1).mean()))
+    scores = []
+    for part in np.array_split(logp, min(splits, len(logp))):
+        p = np.exp(part)
+        log_marginal = np.log(p.mean(0) + 1e-300)
+        scores.append(np.exp((p * (part - log_marginal)).sum(1).mean()))
+    return float(np.mean(scores)), float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
 
 
 def precision_recall(real, fake, k: int = 3) -> dict:
@@ -94,11 +108,12 @@ def score_features(feats, logits, ref: dict, metrics: dict, seed: int, judge_kin
     k = metrics.get("nearest_k", 3)
     out = {"n": n, "seed": seed, "reference_n": int(len(ref_feats)),
            "fd": frechet_distance(mu, sigma, ref["mu"], ref["sigma"]),
-           "kid": kernel_inception_distance(feats, ref_feats, seed, metrics.get("kid_subsets", 100),
-                                            metrics.get("kid_subset_size", 1000)),
            "kid_subset_size": int(min(n, len(ref_feats), metrics.get("kid_subset_size", 1000))),
-           "inception_score": inception_score(logits),
+           "kid_subsets": metrics.get("kid_subsets", 100), "inception_score_splits": IS_SPLITS,
            "nearest_k": k, "pr_reference_n": int(len(real)), **precision_recall(real, feats, k)}
+    out["kid"], out["kid_std_subsets"] = kernel_inception_distance(
+        feats, ref_feats, seed, metrics.get("kid_subsets", 100), metrics.get("kid_subset_size", 1000))
+    out["inception_score"], out["inception_score_std_splits"] = inception_score(logits) or (None, None)
     # ImageNet's 1008 classes say little about a face or a car data set: coverage only for a data set's own classes.
     out["class_coverage"] = class_coverage(logits, metrics.get("coverage_threshold", COVERAGE_THRESHOLD)) \
         if judge_kind == "classifier" and logits is not None else None
@@ -108,14 +123,23 @@ def score_features(feats, logits, ref: dict, metrics: dict, seed: int, judge_kin
 # --- the judge and its reference -----------------------------------------------------------------------------------
 
 def load_judge(evaluator_json, device="cpu"):
-    """(embed(images) -> (features, logits), card) for the judge the `evaluator` stage set up."""
+    """(embed(images) -> (features, logits), card) for the judge the `evaluator` stage set up. The judge scores the
+    region the data defines: where the data is zero-padded (card["border"] pixels) it sees the frame set to zero
+    in every set, real or generated, so a sampler is not judged on pixels no real image has."""
     card = read_json(evaluator_json)
+    if "border" not in card:
+        raise BadInputError(f"{evaluator_json}: written by an older version of advkd (no scored region); rerun its "
+                            "evaluator rule (delete the file, then snakemake)")
+    border = card["border"]
     if card.get("kind") == "inception":
         judge = InceptionJudge(resolve_inception_weights(card["weights"]))
-        return (lambda images: embed_inception(judge, images, device=device)), card
+        return (lambda images: embed_inception(judge, set_border(images, border), device=device)), card
 
-    model, card = load_evaluator(Path(evaluator_json).parent, device)
-    return (lambda images: embed(model, images, device=device)), card
+    if card.get("kind") == "autoencoder":
+        ae, _ = load_autoencoder(Path(evaluator_json).parent, device)
+        return (lambda images: embed_autoencoder(ae, set_border(images, border), device=device)), card
+    model, _ = load_evaluator(Path(evaluator_json).parent, device)
+    return (lambda images: embed(model, set_border(images, border), device=device)), card
 
 
 def load_reference(stem, judge_sha256: str | None = None) -> dict:
@@ -131,7 +155,8 @@ def load_reference(stem, judge_sha256: str | None = None) -> dict:
 
 # --- several seeds -------------------------------------------------------------------------------------------------
 
-SCALARS = ("fd", "kid", "inception_score", "precision", "recall", "density", "coverage")
+SCALARS = ("fd", "fd_judge2", "kid", "kid_std_subsets", "inception_score", "inception_score_std_splits",
+           "precision", "recall", "density", "coverage")
 
 
 def aggregate_seeds(paths) -> dict:

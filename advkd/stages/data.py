@@ -4,18 +4,32 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..data import SPLITS, load_split
+import numpy as np
+
+from ..data import HALVES, load_split, split_heldout
 from ..io import save_images, write_json
 
 
 def prepare_data(data_cfg: dict, out_dir) -> dict:
-    """The prepare_data stage: write train.npz, heldout.npz and data_card.json under out_dir."""
+    """The prepare_data stage: train.npz, the held-out split's two halves validation.npz and test.npz (each with
+    `index`, its rows in the held-out split) and data_card.json under out_dir."""
     out_dir = Path(out_dir)
-    cards = {}
-    for split in SPLITS:
-        d = load_split(data_cfg, split)
-        extra = {} if d["labels"] is None else {"labels": d["labels"]}
-        save_images(out_dir / f"{split}.npz", d["images"], **extra)
-        cards[split] = d["card"]
+    train = load_split(data_cfg, "train")
+    save_images(out_dir / "train.npz", train["images"], **_labels(train))
+    held = load_split(data_cfg, "heldout")
+    halves = split_heldout(len(held["images"]), held["labels"], data_cfg["validation_fraction"],
+                           data_cfg["split_seed"])
+    cards = {"train": train["card"], "heldout": held["card"]}
+    for half in HALVES:
+        idx = halves[half]
+        labels = None if held["labels"] is None else held["labels"][idx]
+        save_images(out_dir / f"{half}.npz", held["images"][idx], index=idx,
+                    **({} if labels is None else {"labels": labels}))
+        cards[half] = {"of": "heldout", "count": int(len(idx)), "split_seed": data_cfg["split_seed"],
+                       "class_counts": None if labels is None else np.bincount(labels).tolist()}
     write_json(out_dir / "data_card.json", cards)
     return cards
+
+
+def _labels(d):
+    return {} if d["labels"] is None else {"labels": d["labels"]}

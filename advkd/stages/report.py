@@ -16,111 +16,234 @@ from ..families import FAMILIES, params_of
 from ..io import BadInputError, atomic_path, read_json, write_text
 from ..metrics.quality import aggregate_seeds
 
-QUALITY = ("fd", "kid", "inception_score", "precision", "recall", "classes_covered", "largest_share")
+QUALITY = ("fd", "fd_judge2", "kid", "kid_std_subsets", "inception_score", "inception_score_std_splits",
+           "precision", "recall", "classes_covered", "largest_share")
 FIG_STYLE = {"figure.dpi": 120, "savefig.bbox": "tight", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3}
+# A row whose samples the judge puts in fewer classes than this, or whose recall is below COLLAPSED_RECALL, has
+# collapsed: it is marked and never on a Pareto front, whatever its FD.
+COLLAPSED_CLASSES = 9
+COLLAPSED_RECALL = 0.05
+REAL = "real"
 
 
 def collect(results, reference: str | None = None) -> pd.DataFrame:
-    """One row per method: cost JSON + per-seed quality aggregated to mean/std + how it was measured; speed-up
-    against the `reference` method's latency (the config's report.reference)."""
+    """One row per method: cost JSON + per-seed quality aggregated to mean/std + how it was measured; the ratios
+    against the `reference` method (the config's report.reference); and the noise-floor row `real` (real images
+    the reference never saw, scored at the same n and seeds), which has no cost."""
     results = Path(results)
     agg = aggregate_seeds(sorted((results / "metrics" / "quality").glob("*/seed*.json")))
+    timing_path = results / "metrics" / "timing.json"
+    times = read_json(timing_path)["timing"] if timing_path.exists() else {}
     rows = []
     for cost_path in sorted((results / "metrics" / "cost").glob("*.json")):
         c = read_json(cost_path)
-        if "method" not in c.get("provenance", {}):
-            raise BadInputError(f"{cost_path}: written by an older version of advkd (its provenance has no method "
-                                "block); results are reproducible: rerun its cost rule (delete the file, then "
-                                "snakemake)")
-        q = agg.get(c["method"], {})
-        row = {"method": c["method"], "family": c["family"], "kind": c["kind"], "nfe": c["nfe"],
-               "params_inference": c["parameters_inference"], "params_all": c["parameters_all"],
-               "gflops_per_image": c["flops_per_image"] / 1e9,
-               "latency_ms_batch1": 1e3 * c["latency_s_per_image_batch1"],
-               "latency_extrapolated": c["latency_extrapolated"], "images_per_s": c["images_per_s"],
-               "device": c["device"], "threads": c["threads"],
-               "n": min(q["n"]) if q else 0, "seeds": ",".join(map(str, q.get("seeds", []))),
-               "n_seeds": q.get("n_seeds", 0), "params": params_of(c["provenance"]["method"]).as_dict()}
-        for m in QUALITY:
-            row[f"{m}_mean"] = q[m]["mean"] if m in q else math.nan
-            row[f"{m}_std"] = q[m]["std"] if m in q else math.nan
-        rows.append(row)
+        if "parameters_training_only" not in c or c["method"] not in times:
+            raise BadInputError(f"{cost_path}: written by an older version of advkd, or {timing_path} has no "
+                                f"timing of {c['method']!r}; results are reproducible: rerun the cost and timing "
+                                "rules (delete the files, then snakemake)")
+        t = times[c["method"]]
+        lat, ips = t["latency_s_per_image_batch1"], t["images_per_s"]
+        rows.append({"method": c["method"], "family": c["family"], "kind": c["kind"], "nfe": c["nfe"],
+                     "params_inference": c["parameters_inference"], "params_all": c["parameters_all"],
+                     "params_training_only": c["parameters_training_only"],
+                     "gflops_per_image": c["flops_per_image"] / 1e9,
+                     "latency_ms_batch1": 1e3 * lat["median"], "latency_ms_q1": 1e3 * lat["q1"],
+                     "latency_ms_q3": 1e3 * lat["q3"], "latency_extrapolated": t["extrapolated"],
+                     "images_per_s": ips["median"], "images_per_s_q1": ips["q1"], "images_per_s_q3": ips["q3"],
+                     "timing_rounds": ips["repeats"], "device": c["device"], "threads": c["threads"],
+                     "params": params_of(c["provenance"]["method"]).as_dict()} | _quality(agg.get(c["method"], {})))
     if not rows:
         raise FileNotFoundError(f"no cost results under {results}/metrics/cost; run the DAG first")
+    if REAL in agg:
+        rows.append({"method": REAL, "family": REAL, "kind": REAL, "nfe": 0, "latency_extrapolated": False,
+                     "params": {}} | _quality(agg[REAL]))
     df = pd.DataFrame(rows)
-    ref = df.loc[df.method == reference, "latency_ms_batch1"]
-    if reference is not None and not len(ref):
+    if reference is not None and reference not in set(df.method):
         raise FileNotFoundError(f"report.reference: no cost result for method {reference!r} under "
                                 f"{results}/metrics/cost")
-    df["speedup"] = ref.iloc[0] / df.latency_ms_batch1 if len(ref) else math.nan
+    ref = df.set_index("method").loc[reference] if reference is not None else None
+    # Three speed-ups: exact (FLOPs), measured in bulk (images/s) and at batch 1 (latency); reference / row.
+    df["flop_ratio"] = ref.gflops_per_image / df.gflops_per_image if ref is not None else math.nan
+    df["throughput_ratio"] = df.images_per_s / ref.images_per_s if ref is not None else math.nan
+    # its spread: the interquartile ranges of both, at their least and most favourable
+    df["throughput_ratio_lo"] = df.images_per_s_q1 / ref.images_per_s_q3 if ref is not None else math.nan
+    df["throughput_ratio_hi"] = df.images_per_s_q3 / ref.images_per_s_q1 if ref is not None else math.nan
+    df["speedup"] = ref.latency_ms_batch1 / df.latency_ms_batch1 if ref is not None else math.nan
     df.attrs["reference"] = reference
-    # FD is biased upward at small n: only rows scored on the largest n are compared by FD; KID is unbiased in n.
-    df["fd_comparable"] = df.n == df.n.max()
-    df["pareto"] = pareto_front(df)
-    order = {"sampler": 0, "student": 1}
+    df.attrs["scoring"] = scoring_info(results)
+    df.attrs["judges"] = judge_agreement(df)
+    df["collapsed"] = (df.classes_covered_mean < COLLAPSED_CLASSES) | (df.recall_mean < COLLAPSED_RECALL)
+    df["pareto_flops"] = pareto_front(df, "gflops_per_image")
+    df["pareto_throughput"] = pareto_front(df, "images_per_s", higher_is_better=True,
+                                           spread=("images_per_s_q1", "images_per_s_q3"))
+    order = {"real": 0, "sampler": 1, "student": 2}
     return df.sort_values(by=["kind", "family", "nfe", "method"], key=lambda s: s.map(order).fillna(s)
                           if s.name == "kind" else s).reset_index(drop=True)
 
 
-def pareto_front(df: pd.DataFrame) -> pd.Series:
-    """True where no other FD-comparable row is at least as good in both FD and latency and better in one."""
-    ok = df.fd_comparable & df.fd_mean.notna()
+def judge_agreement(df: pd.DataFrame) -> dict | None:
+    """Spearman rank correlation of FD under the two judges over every row that has both, and the pairs of rows
+    whose order flips between them (None with one judge)."""
+    from scipy.stats import spearmanr
+
+    both = df[df.fd_mean.notna() & df.fd_judge2_mean.notna()]
+    if len(both) < 3:
+        return None
+    rho = spearmanr(both.fd_mean, both.fd_judge2_mean).statistic
+    rows = list(both.itertuples())
+    flips = [(a.method, b.method) for i, a in enumerate(rows) for b in rows[i + 1:]
+             if (a.fd_mean - b.fd_mean) * (a.fd_judge2_mean - b.fd_judge2_mean) < 0]
+    return {"spearman": float(rho), "rows": len(both), "flips": flips}
+
+
+def scoring_info(results: Path) -> dict:
+    """What the quality numbers were measured against, for the caption: the judge, the data's border, the
+    reference set and its size."""
+    ev_path = results / "evaluator" / "evaluator.json"
+    if not ev_path.exists():
+        return {}
+    ev = read_json(ev_path)
+    judge = ("Inception pool3 features" if ev.get("kind") == "inception" else
+             f"the {ev.get('source', '')} classifier judge, {ev.get('architecture', {}).get('features', '?')}-d "
+             f"features") + f", sha256 {ev['sha256'][:12]}"
+    info = {"judge": judge, "border": ev.get("border", 0)}
+    judge2 = results / "judge2" / "evaluator.json"
+    if judge2.exists():
+        j2 = read_json(judge2)
+        info["judge2"] = (f"an autoencoder's {j2['feature_dim']}-d bottleneck, trained without labels to "
+                          f"reconstruct the training split, sha256 {j2['sha256'][:12]}")
+    first = next(iter(sorted((results / "metrics" / "quality").glob("*/seed*.json"))), None)
+    if first is not None:
+        half = read_json(first)["reference"]
+        card = read_json(results / "metrics" / "reference" / "evaluator" / f"{half}.json")
+        info["reference"] = f"the judge's statistics of the {half} half ({card['n']:,} images)"
+    return info
+
+
+def _quality(q: dict) -> dict:
+    row = {"n": min(q["n"]) if q else 0, "seeds": ",".join(map(str, q.get("seeds", []))),
+           "n_seeds": q.get("n_seeds", 0)}
+    for m in QUALITY:
+        row[f"{m}_mean"] = q[m]["mean"] if m in q else math.nan
+        row[f"{m}_std"] = q[m]["std"] if m in q else math.nan
+    return row
+
+
+def pareto_front(df: pd.DataFrame, cost: str, higher_is_better: bool = False, spread=None) -> pd.Series:
+    """True for the rows no other row dominates in (FD, `cost`). Only rows with an FD at the matched n that have
+    not collapsed compete. Row j dominates row i when it is at least as good on both axes and better beyond the
+    spread on one: FDs when their mean ± std over seeds do not overlap; a measured cost when its `spread`
+    columns (low, high: the interquartile range) do not overlap; an exact cost (FLOPs) when it differs at all."""
+    ok = df.fd_mean.notna() & ~df.collapsed & df[cost].notna()
+    sign = -1.0 if higher_is_better else 1.0
+    c = sign * df[cost]
+    lo, hi = (c, c) if spread is None else (sign * df[spread[0]], sign * df[spread[1]])
+    lo, hi = np.minimum(lo, hi), np.maximum(lo, hi)   # a sign flip swaps the quartiles
+    fd, sd = df.fd_mean, df.fd_std.fillna(0.0)
     out = pd.Series(False, index=df.index)
     for i in df.index[ok]:
-        fd, lat = df.at[i, "fd_mean"], df.at[i, "latency_ms_batch1"]
-        dominated = ((df.fd_mean[ok] <= fd) & (df.latency_ms_batch1[ok] <= lat)
-                     & ((df.fd_mean[ok] < fd) | (df.latency_ms_batch1[ok] < lat))).any()
-        out[i] = not dominated
+        j = ok & (df.index != i) & (c <= c[i]) & (fd <= fd[i])
+        clearly = ((hi < lo[i]) if spread is not None else (c < c[i])) | (fd + sd < fd[i] - sd[i])
+        out[i] = not (j & clearly).any()
     return out
 
 
-def _pm(mean, std, digits=2):
+def _pm(mean, std, n_seeds, fmt="{:.2f}"):
+    """mean ± std over seeds; one seed has no spread to show, and says so."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "—"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std and not math.isnan(std) else f"{mean:.{digits}f}"
+    return f"{fmt.format(mean)} ± " + (fmt.format(std) if n_seeds > 1 else "n/a (1 seed)")
+
+
+def _x(v):
+    return "—" if v is None or math.isnan(v) else f"{v:,.0f}x" if v >= 10 else f"{v:.2g}x"
+
+
+def _sig(v, digits=3):
+    return "—" if v is None or math.isnan(v) else f"{v:.{digits}g}"
 
 
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
+    real = df.kind == REAL
+    mark = np.where(df.pareto_flops, " *", "") + np.where(df.pareto_throughput, " †", "") + np.where(
+        df.collapsed, " (collapsed)", "")
+    cost = lambda col, fmt: [("" if r else fmt(v)) for r, v in zip(real, df[col])]  # noqa: E731
     out = pd.DataFrame({
-        "method": df.method + np.where(df.pareto, " *", ""),
-        "family": df.family, "NFE": df.nfe,
-        "params (M)": (df.params_inference / 1e6).map("{:.2f}".format),
-        "GFLOPs/img": df.gflops_per_image.map("{:.2f}".format),
-        "latency b=1 (ms)": df.latency_ms_batch1.map("{:.1f}".format) + np.where(df.latency_extrapolated, "†", ""),
+        "method": df.method + mark,
+        "family": df.family, "NFE": [("" if r else v) for r, v in zip(real, df.nfe)],
+        "params (M)": cost("params_inference", lambda v: f"{v / 1e6:.2f}"),
+        "all params (M)": cost("params_all", lambda v: f"{v / 1e6:.2f}"),
+        "training-only (M)": cost("params_training_only", lambda v: f"{v / 1e6:.2f}" if v else "0"),
+        "GFLOPs/img": cost("gflops_per_image", lambda v: f"{v:.2f}"),
+        "latency b=1 (ms)": [("" if r else f"{v:.1f}" + ("‡" if e else ""))
+                             for r, v, e in zip(real, df.latency_ms_batch1, df.latency_extrapolated)],
         # two significant digits below 1 img/s, so paper-scale samplers on a CPU do not print as 0
-        "img/s": df.images_per_s.map(lambda v: f"{v:.1f}" if v >= 1 else f"{v:.2g}"),
-        "speed-up": df.speedup.map("{:.0f}x".format),
-        "FD": [_pm(m, s) + ("" if c else "‡") for m, s, c in zip(df.fd_mean, df.fd_std, df.fd_comparable)],
-        "KID x1e3": [_pm(1e3 * m, 1e3 * s) for m, s in zip(df.kid_mean, df.kid_std)],
-        "IS": [_pm(m, s) for m, s in zip(df.inception_score_mean, df.inception_score_std)],
-        "precision": df.precision_mean.map("{:.3f}".format),
-        "recall": df.recall_mean.map("{:.3f}".format),
-        "classes": df.classes_covered_mean.map(lambda v: f"{v:.1f}".removesuffix(".0")),  # 9.5 = 9 and 10
-        "top class": df.largest_share_mean.map("{:.0%}".format),
+        "img/s": cost("images_per_s", lambda v: f"{v:.1f}" if v >= 1 else f"{v:.2g}"),
+        "FLOP ratio": cost("flop_ratio", _x),
+        "throughput ratio": [("" if r else f"{_x(v)} ({_x(a)}-{_x(b)})") for r, v, a, b in
+                             zip(real, df.throughput_ratio, df.throughput_ratio_lo, df.throughput_ratio_hi)],
+        "latency ratio": cost("speedup", _x),
+        "FD": [_pm(m, s, k) for m, s, k in zip(df.fd_mean, df.fd_std, df.n_seeds)],
+        "FD judge 2": [_pm(m, s, k) for m, s, k in zip(df.fd_judge2_mean, df.fd_judge2_std, df.n_seeds)],
+        "KID": [_pm(m, s, k, "{:.3g}") for m, s, k in zip(df.kid_mean, df.kid_std, df.n_seeds)],
+        "KID sd (subsets)": df.kid_std_subsets_mean.map(_sig),
+        "IS": [_pm(m, s, k) for m, s, k in zip(df.inception_score_mean, df.inception_score_std, df.n_seeds)],
+        "IS sd (splits)": df.inception_score_std_splits_mean.map(lambda v: _sig(v, 2)),
+        "precision": [_pm(m, s, k, "{:.3f}") for m, s, k in zip(df.precision_mean, df.precision_std, df.n_seeds)],
+        "recall": [_pm(m, s, k, "{:.3f}") for m, s, k in zip(df.recall_mean, df.recall_std, df.n_seeds)],
+        "classes": df.classes_covered_mean.map(lambda v: "—" if math.isnan(v) else f"{v:.1f}".removesuffix(".0")),
+        "top class": df.largest_share_mean.map(lambda v: "—" if math.isnan(v) else f"{v:.0%}"),
         "n": df.n, "seeds": df.seeds,
     })
-    if df.fd_mean.isna().all():  # cost-only experiment: no quality columns to show
-        out = out.drop(columns=["FD", "KID x1e3", "IS", "precision", "recall", "classes", "top class", "n", "seeds"])
+    if df.kid_mean.isna().all():  # cost-only experiment: no quality columns to show
+        out = out.drop(columns=["FD", "FD judge 2", "KID", "KID sd (subsets)", "IS", "IS sd (splits)", "precision",
+                                "recall", "classes", "top class", "n", "seeds"])
         out["method"] = df.method
     return out
 
 
-def footnotes(df: pd.DataFrame) -> str:
-    dev = "; ".join(sorted(set(f"{d}" for d in df.device)))
+def footnotes(df: pd.DataFrame, scoring: dict | None = None) -> str:
+    dev = "; ".join(sorted(set(str(d) for d in df.device.dropna())))
     ref = df.attrs.get("reference") or "(no report.reference set)"
-    if df.fd_mean.isna().all():
-        return (f"Measured on {dev}, fp32, random weights (cost depends only on architecture and schedule). "
-                "Latency = median after warm-up per image at batch 1; † = one network call timed, x NFE. "
-                f"Speed-up = latency of {ref} / latency of the row, measured by the cost rule one method after "
-                "another on the same machine. FLOPs from torch.utils.flop_counter (multiply-add = 2).")
-    return (f"Measured on {dev}. n = samples per seed scored against the judge's held-out reference; ± is the "
-            "standard deviation over seeds. * = Pareto-optimal in (FD, latency) among rows with comparable FD. "
-            "† = latency per network call x NFE (a full sample at batch 1 was too slow to time directly). "
-            "‡ = scored on fewer samples than the other rows: FD is biased upward at small n, compare this row by "
-            f"KID (unbiased in n). Speed-up = latency of {ref} / latency of the row, both at batch 1, measured "
-            "by the cost rule one method after another on the same machine. classes = judge classes with at least "
-            "1% of the samples and top class = the largest share, both means over the seeds (mode collapse shows "
-            "as few classes / a large share).")
+    params = ("params = parameters on the sampling path; all params = the model's, as stored; training-only = "
+              "networks trained beside it and never part of it (Adv-KD's critics). ")
+    rounds = int(df.timing_rounds.dropna().iloc[0]) if df.timing_rounds.notna().any() else 0
+    ratios = params + (f"Ratios against {ref} (reference / row; throughput: row / reference): FLOP ratio exact "
+              "(torch.utils.flop_counter, multiply-add = 2); throughput ratio from the median images/s at the cost "
+              "batch, in brackets its range over both interquartile ranges; latency ratio from the median "
+              "latency per image at batch 1. Every method was timed in one process, round-robin "
+              f"({rounds} rounds after warm-up, the order rotated each round), so the ratios share the host's "
+              "conditions. ‡ = latency per network call x NFE (a full sample at batch 1 was too slow to time).")
+    if df.kid_mean.isna().all():
+        return f"Measured on {dev}, fp32, random weights (cost depends only on architecture and schedule). " + ratios
+    scoring = scoring or {}
+    judge = scoring.get("judge", "the judge")
+    border = scoring.get("border", 0)
+    region = (f"The judge sees the region the data defines: the data's {border}-pixel zero border is set to zero in "
+              "every set, real or generated, before scoring. " if border else "")
+    agree = df.attrs.get("judges")
+    second = ""
+    if scoring.get("judge2"):
+        second = (f"FD judge 2 = FD under a second, independent judge ({scoring['judge2']}). " + (
+            f"The two judges' FDs rank the {agree['rows']} rows with a Spearman correlation of "
+            f"{agree['spearman']:.3f}; " + ("pairs whose order flips between them: "
+                                            + ", ".join(f"{a} / {b}" for a, b in agree['flips']) + ". "
+                                            if agree["flips"] else "no pair of rows changes order. ")
+            if agree else ""))
+    return (f"Measured on {dev}. Every quality number is comparable only within its judge ({judge}): n = "
+            f"samples per seed scored against {scoring.get('reference', 'the held-out reference')}; ± is the "
+            "standard deviation over seeds (a row with one seed says so). " + second + region
+            + "KID is raw (the unbiased cubic-kernel MMD² on the judge's features, not scaled), its sd (subsets) "
+            "the mean over seeds of its standard deviation over the random subsets; IS is the mean over 10 splits, "
+            "its sd (splits) the mean over seeds of the standard deviation over splits. Every n-dependent column "
+            "(FD, IS, precision, recall, classes) compares rows at one n (the matched n); a row scored at a "
+            "smaller n (scored_by: kid) shows — there and is compared by KID alone. The row real = held-out images "
+            "the reference never saw, at the same n and seeds: the noise floor. * = on the Pareto front of FD "
+            "against FLOPs per image, † = of FD against measured images/s; a row is dominated only when another "
+            "is at least as good on both and better beyond the spread on one; a row whose samples fill fewer than "
+            f"{COLLAPSED_CLASSES} judge classes or whose recall is below {COLLAPSED_RECALL} is marked collapsed and "
+            "never starred. " + ratios + " classes = judge classes with at least 1% of the samples and top class = "
+            "the largest share, means over the seeds.")
 
 
 def knob_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -139,12 +262,12 @@ def knob_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-KNOB_RESULTS = ("NFE", "params (M)", "latency b=1 (ms)", "FD", "KID x1e3", "recall", "classes", "top class", "n")
+KNOB_RESULTS = ("NFE", "params (M)", "latency b=1 (ms)", "FD", "KID", "recall", "classes", "top class", "n")
 
 
 def write_tables(df: pd.DataFrame, out_dirs) -> None:
     disp = display_table(df)
-    notes = footnotes(df)
+    notes = footnotes(df, df.attrs.get("scoring"))
     md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
     tex = disp.to_latex(index=False, escape=True, caption=notes.replace("±", r"$\pm$"), label="tab:advkd")
     knobs = knob_table(df)
@@ -183,21 +306,25 @@ def _palette(df):
     return dict(zip(fams, sns.color_palette("tab10", len(fams))))
 
 
-def fig_fd_vs(df, out, x, xlabel, name):
+def fig_fd_vs(df, out, x, xlabel, name, front: str | None = None):
+    """FD (mean ± std over seeds) against a cost column; the noise floor (row real) as a band; `front`: the
+    Pareto column whose rows the dashed line joins."""
     import matplotlib.pyplot as plt
 
     pal = _palette(df)
     fig, ax = plt.subplots(figsize=(6, 4))
-    for _, r in df.iterrows():
-        if math.isnan(r.fd_mean):
-            continue
-        ax.errorbar(r[x], r.fd_mean, yerr=r.fd_std if r.n_seeds > 1 else None, fmt="o" if r.fd_comparable else "o",
-                    mfc=pal[r.family] if r.fd_comparable else "white", mec=pal[r.family], color=pal[r.family],
-                    label=r.family, capsize=2)
+    for _, r in df[(df.kind != REAL) & df.fd_mean.notna()].iterrows():
+        ax.errorbar(r[x], r.fd_mean, yerr=r.fd_std if r.n_seeds > 1 else None, fmt="x" if r.collapsed else "o",
+                    color=pal[r.family], label=r.family, capsize=2)
         ax.annotate(r.method, (r[x], r.fd_mean), fontsize=6, xytext=(3, 3), textcoords="offset points")
-    if x == "latency_ms_batch1":
-        front = df[df.pareto].sort_values(x)
-        ax.plot(front[x], front.fd_mean, "k--", lw=0.8, label="Pareto front")
+    real = df[(df.kind == REAL) & df.fd_mean.notna()]
+    if len(real):
+        r = real.iloc[0]
+        ax.axhspan(r.fd_mean - r.fd_std, r.fd_mean + r.fd_std, color="0.85", zorder=0)
+        ax.axhline(r.fd_mean, color="0.5", lw=0.8, label="real images (noise floor)")
+    if front is not None:
+        line = df[df[front]].sort_values(x)
+        ax.plot(line[x], line.fd_mean, "k--", lw=0.8, label="Pareto front")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -205,7 +332,7 @@ def fig_fd_vs(df, out, x, xlabel, name):
     h, lab = ax.get_legend_handles_labels()
     uniq = dict(zip(lab, h))
     ax.legend(uniq.values(), uniq.keys(), fontsize=7)
-    ax.set_title("hollow = fewer samples (FD not comparable)", fontsize=7)
+    ax.set_title("rows at the matched n; x = collapsed; KID-only rows are not drawn", fontsize=7)
     return _save(fig, out, name)
 
 
@@ -284,7 +411,8 @@ def fig_training(results, methods: dict, out):
 
 
 SPEED_COLUMNS = ["method", "kind", "seed", "n", "batch_size", "compiled", "nfe", "seconds", "images_per_s",
-                 "achieved_gflops", "matmul_peak_gflops", "fraction_of_peak", "fraction_of_best_peak", "device"]
+                 "achieved_gflops", "peak_gflops", "peak_probe", "fraction_of_peak", "theoretical_gflops",
+                 "fraction_of_theoretical_peak", "device"]
 
 
 def sampling_speed(results, kinds: dict) -> pd.DataFrame:
@@ -292,40 +420,85 @@ def sampling_speed(results, kinds: dict) -> pd.DataFrame:
     rows = []
     for path in sorted((Path(results) / "samples").glob("*/seed*.json")):
         s = read_json(path)
+        if "peak_gflops" not in s:
+            raise BadInputError(f"{path}: written by an older version of advkd (no peak probes); rerun its sample "
+                                "jobs (delete the file, then snakemake)")
         rows.append({"method": s["method"], "kind": kinds.get(s["method"], ""), "seed": s["seed"], "n": s["n"],
                      # a student is never compiled (sampling.compile is for the teacher's samplers)
                      "batch_size": s["batch_size"], "compiled": bool(s.get("compiled", False)), "nfe": s["nfe"],
                      "seconds": s["seconds"], "images_per_s": s["images_per_s"],
-                     "achieved_gflops": s["achieved_gflops"], "matmul_peak_gflops": s["matmul_peak_gflops"],
-                     "fraction_of_peak": s["fraction_of_peak"], "fraction_of_best_peak": s["fraction_of_best_peak"],
+                     "achieved_gflops": s["achieved_gflops"], "peak_gflops": s["peak_gflops"],
+                     "peak_probe": s["peak_probe"], "fraction_of_peak": s["fraction_of_peak"],
+                     "theoretical_gflops": (s.get("theoretical_peak") or {}).get("gflops"),
+                     "fraction_of_theoretical_peak": s.get("fraction_of_theoretical_peak"),
                      "device": s["provenance"]["device"]})
     return pd.DataFrame(rows, columns=SPEED_COLUMNS)
 
 
-def write_speed_tables(speed: pd.DataFrame, out_dirs, target: float = 0.8) -> None:
-    """sampling_speed.{csv,md}; the .md's note counts the teacher samplers at or above `target` of the peak."""
+def write_speed_tables(speed: pd.DataFrame, out_dirs, target: float = 0.8, peer: dict | None = None) -> None:
+    """sampling_speed.{csv,md}; the .md's note counts the teacher samplers at or above `target` of the peak and
+    gives the peer ratio (the suite's sampler against the stock diffusers loop, from the timing rule)."""
     teacher = speed[speed.kind == "sampler"]
-    frac, best = teacher.fraction_of_peak, teacher.fraction_of_best_peak
+    frac, theory = teacher.fraction_of_peak, teacher.fraction_of_theoretical_peak.astype(float)
     summary = (f"Teacher samplers: median fraction of peak {frac.median():.3f} over {len(frac)} jobs "
                f"(range {frac.min():.3f}-{frac.max():.3f}; {(frac >= target).sum()} of {len(frac)} at {target} or "
-               f"more); of the best peak {best.median():.3f} (range {best.min():.3f}-{best.max():.3f}). "
-               if len(frac) else "No teacher sampling jobs in this experiment. ")
+               f"more); of the CPU's theoretical fp32 peak {theory.median():.3f} (range {theory.min():.3f}-"
+               f"{theory.max():.3f}). " if len(frac) else "No teacher sampling jobs in this experiment. ")
+    if peer:
+        summary += (f"Peer ratio: the suite's {peer['method']} sampler runs at {peer['ratio']:.2f}x the images/s of "
+                    f"the stock diffusers loop a user would write ({peer['stock']}), same UNet, batch "
+                    f"{peer['batch']} and steps, timed interleaved in one process (median of {peer['rounds']} "
+                    f"rounds; IQR of the ratio {peer['ratio_q1']:.2f}-{peer['ratio_q3']:.2f}). ")
     notes = (summary + "One row per sampling job (one method and seed; shards merged). achieved GFLOP/s = the "
              "network's FLOPs per image (torch.utils.flop_counter: convolutions and matmuls, multiply-add = 2) x "
-             "NFE x n / sampling seconds (compilation before the clock). peak = a 2048x2048 fp32 matmul (the "
-             "fastest of 5 calls) timed in the same process before, after and at up to 5 points between the "
-             "sampling batches (outside the clock); fraction of peak uses the median of those, the speed the shared "
-             "machine offered while the job ran, fraction of best peak the fastest of them (the median over shards "
-             "for a sharded run). Students are single calls of small networks: their fraction says little.")
-    fmt = {"seconds": "{:.1f}", "images_per_s": "{:.1f}", "achieved_gflops": "{:.1f}",
-           "matmul_peak_gflops": "{:.1f}", "fraction_of_peak": "{:.3f}", "fraction_of_best_peak": "{:.3f}"}
-    disp = speed.drop(columns=["kind"]).assign(**{c: speed[c].map(f.format) for c, f in fmt.items()}).rename(
-        columns={"batch_size": "batch", "images_per_s": "img/s", "achieved_gflops": "GFLOP/s",
-                 "matmul_peak_gflops": "peak GFLOP/s", "fraction_of_peak": "fraction of peak",
-                 "fraction_of_best_peak": "of best peak"})
+             "NFE x n / sampling seconds (compilation before the clock). peak = the fastest of the probes timed "
+             "in the same process before, after and at up to 5 points between the sampling batches (outside the "
+             "clock): a 2048x2048 fp32 sgemm and the network's own two largest convolutions at the job's batch "
+             "(peak probe names the winner); this strict yardstick was fixed before looking at any result. "
+             "theoretical = cores x clock x fp32 FLOP per cycle (vector width of ATen's CPU capability, 2 FMA "
+             "units), from the machine's own description. A fraction above 1 means the yardstick is wrong. "
+             "Students are single calls of small networks: their fraction says little.")
+    fmt = {"seconds": "{:.1f}", "images_per_s": "{:.1f}", "achieved_gflops": "{:.1f}", "peak_gflops": "{:.1f}",
+           "fraction_of_peak": "{:.3f}", "theoretical_gflops": "{:.0f}", "fraction_of_theoretical_peak": "{:.3f}"}
+    disp = speed.drop(columns=["kind"]).assign(**{c: speed[c].map(lambda v, f=f: "—" if v is None or v != v
+                                                                  else f.format(v)) for c, f in fmt.items()})
+    disp = disp.rename(columns={"batch_size": "batch", "images_per_s": "img/s", "achieved_gflops": "GFLOP/s",
+                                "peak_gflops": "peak GFLOP/s", "fraction_of_peak": "fraction of peak",
+                                "theoretical_gflops": "theoretical GFLOP/s",
+                                "fraction_of_theoretical_peak": "of theoretical"})
     md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
     for d in out_dirs:
         _write_csv_md(Path(d), "sampling_speed", speed, md)
+
+
+def write_memorisation_table(results, out_dirs) -> None:
+    """memorisation.{csv,md}: per student, how close its samples come to its distillation targets against how
+    close real held-out images come to as many training images (advkd.metrics.memorisation)."""
+    rows = []
+    for path in sorted((Path(results) / "metrics" / "memorisation").glob("*.json")):
+        m = read_json(path)
+        rows.append({"method": m["method"], "share_below_threshold": m["share_below_threshold"]["mean"],
+                     "share_std": m["share_below_threshold"]["std"], "median_ratio": m["median_ratio"]["mean"],
+                     "median_ratio_std": m["median_ratio"]["std"], "seeds": len(m["per_seed"]),
+                     "targets": m["targets"], "real_n": m["real_to_train"]["n"],
+                     "real_share": m["real_to_train"]["share_below_threshold"], "percentile": m["percentile"]})
+    if not rows:
+        return
+    df = pd.DataFrame(rows)
+    disp = pd.DataFrame({
+        "method": df.method,
+        "samples nearer than real's 1st pct": [f"{a:.1%} ± {b:.1%}" for a, b in zip(df.share_below_threshold,
+                                                                                  df.share_std)],
+        "median distance / real's": [f"{a:.2f} ± {b:.2f}" for a, b in zip(df.median_ratio, df.median_ratio_std)],
+        "seeds": df.seeds, "targets": df.targets})
+    notes = ("Distances in the judge's feature space. For each sample, the distance to the nearest of the "
+             f"{df.targets.iloc[0]:,} teacher outputs it was distilled on; for {df.real_n.iloc[0]} real held-out "
+             "images, the distance to the nearest of as many training images. A sampler that copies its targets "
+             "puts many samples nearer than real images come to training images 1% of the time (the first "
+             "column; real images themselves: 1%) and has a median distance ratio well below 1; ± over seeds.")
+    md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
+    for d in out_dirs:
+        _write_csv_md(Path(d), "memorisation", df, md)
 
 
 def report(results, out, reference: str | None = None) -> dict:
@@ -340,12 +513,16 @@ def report(results, out, reference: str | None = None) -> dict:
     results, out = Path(results), Path(out)
     df = collect(results, reference)
     write_tables(df, [results / "tables", out])
-    write_speed_tables(sampling_speed(results, dict(zip(df.method, df.kind))), [results / "tables", out])
+    write_memorisation_table(results, [results / "tables", out])
+    write_speed_tables(sampling_speed(results, dict(zip(df.method, df.kind))), [results / "tables", out],
+                       peer=read_json(results / "metrics" / "timing.json").get("peer_timing"))
     students = dict(zip(df.method[df.kind == "student"], df.family[df.kind == "student"]))
     with_figure = lambda name: [m for m, f in students.items() if name in FAMILIES[f].figures]  # noqa: E731
     figs = []
     if df.fd_mean.notna().any():
-        figs += fig_fd_vs(df, out, "latency_ms_batch1", "latency per image at batch 1 (ms, log)", "fd_vs_latency")
+        figs += fig_fd_vs(df, out, "gflops_per_image", "GFLOPs per image (exact, log)", "fd_vs_flops", "pareto_flops")
+        figs += fig_fd_vs(df, out, "images_per_s", "images per second at the cost batch (measured, log)",
+                          "fd_vs_throughput", "pareto_throughput")
         figs += fig_fd_vs(df, out, "nfe", "network evaluations per sample (NFE, log)", "fd_vs_nfe")
     figs += fig_cost(df, out)
     figs += fig_latency(df, out)
@@ -355,7 +532,7 @@ def report(results, out, reference: str | None = None) -> dict:
                           file_fn=lambda m: results / "students" / m / "panel.png", ncols=2)
     figs += fig_training(results, {m: students[m] for m in with_figure("training_curves")}, out)
     tables = ["summary.csv", "summary.md", "summary.tex", "knobs.csv", "knobs.md", "sampling_speed.csv",
-              "sampling_speed.md"]
+              "sampling_speed.md"] + (["memorisation.csv", "memorisation.md"] if students else [])
     summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables}
     write_text(out / "index.json", json.dumps(summary, indent=2) + "\n")
     return summary

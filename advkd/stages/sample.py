@@ -1,5 +1,6 @@
 """The stages of workflow/rules/sample.smk: sampling any method, a sampler over the teacher or a trained student
-(rule sample), and joining the shards of a run (rule merge_samples)."""
+(rule sample), joining the shards of a run (rule merge_samples) and the real images of the noise-floor row
+(rule real_samples)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import torch
 from ..data import save_grid
 from ..io import BadInputError, load_images, provenance, save_images, write_json
 from ..method import Method
-from ..metrics import cost  # as a module: tests stub cost.matmul_peak_gflops
+from ..metrics import cost  # as a module: tests stub cost.peak_probe
 
-PEAK_CHUNKS = 6  # a sampling job measures the matmul peak PEAK_CHUNKS + 1 times (see sample)
+PEAK_CHUNKS = 6  # a sampling job probes the device's peak PEAK_CHUNKS + 1 times (see sample)
 
 
 def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json, device,
@@ -30,33 +31,49 @@ def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json
     if not 0 <= start < n:
         raise BadInputError(f"shard {shard} of size {shard_size} starts at image {start}, beyond n = {n}")
     count = min(shard_size, n - start)
-    # The host is shared and its speed drifts by +-10% within a job, so one or two peak measurements say more about
-    # the moment they land in than about the job. The batches run in up to PEAK_CHUNKS chunks with the peak
-    # measured before, between and after them (outside the sampling clock); the fraction of peak uses their
-    # median, the speed the machine offered while the job ran. The best of them is kept too (fraction_of_best_peak,
-    # the conservative reading). Chunks are batch ranges of the same run, so the images do not change.
+    # The yardstick: the fastest the device ran, during this job, the sgemm probe or the network's own largest
+    # convolutions (cost.peak_probe), measured before, between and after the batches (outside the sampling clock;
+    # the host is shared and drifts by +-10% within a job). Chunks are batch ranges of the same run, so the images
+    # do not change. Fixed before looking at any result: the fastest probe, not a typical one.
+    probe = cost.peak_probe(method.network, method.network_inputs(batch_size), device)
     n_batches = -(-count // batch_size)
     bounds = [int(b) for b in np.linspace(0, n_batches, min(PEAK_CHUNKS, n_batches) + 1).round()]
-    peaks, chunks, seconds = [cost.matmul_peak_gflops(device)], [], 0.0
+    probes, chunks, seconds = [probe()], [], 0.0
     for b0, b1 in zip(bounds[:-1], bounds[1:]):
         m = min(count, b1 * batch_size) - b0 * batch_size
         images, stats = method.generate(m, seed, batch_size, progress, first_batch=start // batch_size + b0)
         chunks.append(images)
         seconds += stats["seconds"]
-        peaks.append(cost.matmul_peak_gflops(device))
+        probes.append(probe())
     images = np.concatenate(chunks)
     with torch.inference_mode():
         flops_per_call = cost.count_flops(lambda: method.network(*method.network_inputs(1)))
-    peak = float(np.median(peaks))
     achieved = flops_per_call * method.nfe * count / seconds / 1e9
+    best_name, best = max(((k, v) for p in probes for k, v in p.items()), key=lambda kv: kv[1])
     stats |= {"method": method.name, "family": method.family, "nfe": method.nfe, "start": start, "n": count,
               "seconds": round(seconds, 3), "images_per_s": count / seconds,
               "flops_per_image": flops_per_call * method.nfe, "achieved_gflops": achieved,
-              "matmul_peak_gflops": peak, "matmul_peak_gflops_probes": peaks, "fraction_of_peak": achieved / peak,
-              "matmul_peak_gflops_best": max(peaks), "fraction_of_best_peak": achieved / max(peaks)}
+              "peak_probes": probes, "peak_gflops": best, "peak_probe": best_name, "fraction_of_peak": achieved / best}
+    if torch.device(device).type == "cpu":   # a probe-free yardstick: the CPU's own fp32 peak
+        theory = cost.theoretical_peak_gflops()
+        stats |= {"theoretical_peak": theory, "fraction_of_theoretical_peak":
+                  achieved / theory["gflops"] if theory["gflops"] else None}
     save_images(out_npz, images, seed=np.int64(seed), start=np.int64(start))
     write_json(out_json, stats | {"provenance": provenance(device=device), **method.info})
     return stats
+
+
+def real_samples(images_npz, n: int, seed: int, out_npz, out_png, grid: int) -> np.ndarray:
+    """The real_samples rule: n real images drawn (seeded, without replacement) from a split the reference never
+    saw, written like a method's samples so that the quality rule scores the noise floor at the same n and seeds."""
+    images = load_images(images_npz)
+    if n > len(images):
+        raise BadInputError(f"{images_npz}: the noise-floor row needs sampling.n = {n} real images per seed but "
+                            f"the split has {len(images)}; lower sampling.n or use more held-out images")
+    picked = images[np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))]
+    save_images(out_npz, picked, seed=np.int64(seed))
+    save_grid(out_png, picked[:grid])
+    return picked
 
 
 def merge_samples(shards, n: int, out_npz, out_png, out_json, grid: int) -> dict:
@@ -77,14 +94,14 @@ def merge_samples(shards, n: int, out_npz, out_png, out_json, grid: int) -> dict
     seconds = sum(s["seconds"] for s in stats)
     first = stats[0]
     achieved = first["flops_per_image"] * n / seconds / 1e9
-    peak = float(np.median([s["matmul_peak_gflops"] for s in stats]))
-    best = max(s["matmul_peak_gflops_best"] for s in stats)
+    best = max(stats, key=lambda s: s["peak_gflops"])
     merged = {k: v for k, v in first.items() if k != "start"} | {
         "n": n, "seconds": round(seconds, 3), "images_per_s": n / seconds, "achieved_gflops": achieved,
-        "matmul_peak_gflops": peak, "matmul_peak_gflops_shards": [s["matmul_peak_gflops"] for s in stats],
-        "matmul_peak_gflops_probes": [s["matmul_peak_gflops_probes"] for s in stats],  # one list per shard
-        "fraction_of_peak": achieved / peak, "matmul_peak_gflops_best": best,
-        "fraction_of_best_peak": achieved / best, "shards": len(shards)}
+        "peak_probes": [s["peak_probes"] for s in stats],  # one list per shard
+        "peak_gflops": best["peak_gflops"], "peak_probe": best["peak_probe"],
+        "fraction_of_peak": achieved / best["peak_gflops"], "shards": len(shards)}
+    if first.get("theoretical_peak", {}).get("gflops"):
+        merged["fraction_of_theoretical_peak"] = achieved / first["theoretical_peak"]["gflops"]
     save_images(out_npz, images, seed=np.int64(first["seed"]))
     save_grid(out_png, images[:grid])
     write_json(out_json, merged)

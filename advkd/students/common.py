@@ -118,7 +118,7 @@ def generator_weights(tensors: dict) -> dict:
 
 
 def student_method(name: str, family: str, nfe: int, generate, network, image_shape, net_input_shape,
-                   all_parameters: int, info: dict, device="cpu"):
+                   all_parameters: int, info: dict, device="cpu", training_only_parameters: int = 0):
     """A `Method` over a trained student: `generate(x_T on the device) -> images` is the whole sampling path, from
     fresh x_T (the same draws the teacher's samplers make for this seed); `network` is what it calls `nfe` times
     per sample (for FLOPs, latency and the parameters on the sampling path)."""
@@ -136,7 +136,10 @@ def student_method(name: str, family: str, nfe: int, generate, network, image_sh
         return torch.cat(outs), {"n": n, "seed": seed, "steps": nfe, "nfe_per_sample": nfe, "batch_size": batch_size,
                                  "seconds": seconds, "images_per_s": n / seconds}
 
-    network.to(device).eval()
+    # the teacher's memory format, so that a student and the sampler it is compared with run their convolutions
+    # the same way (sampled and timed alike)
+    network.to(device).to(memory_format=torch.channels_last).eval()
     return Method(name, family, nfe=nfe, sample=sample, network=network,
                   network_inputs=lambda b: (torch.randn(b, *net_input_shape, device=device),),
-                  inference_parameters=count(network), all_parameters=all_parameters, info=info)
+                  inference_parameters=count(network), all_parameters=all_parameters, info=info,
+                  training_only_parameters=training_only_parameters)

@@ -209,12 +209,6 @@ def test_missing_inception_weights(tmp_path, capsys, monkeypatch):
                  "--data", data, "--out", tmp_path / "evaluator", "--device", "cpu"], capsys, match, [card])
 
 
-@pytest.fixture
-def judge(tmp_path):
-    shutil.copytree(SHIPPED_EVALUATOR, tmp_path / "evaluator")
-    return tmp_path / "evaluator" / "evaluator.json"
-
-
 def test_corrupt_samples_file(judge, tmp_path, capsys):
     bad = tmp_path / "heldout.npz"
     bad.write_bytes(b"PK\x03\x04 not really a zip")

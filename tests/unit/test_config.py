@@ -60,6 +60,18 @@ def test_defaults_are_filled(ci):
      r"methods.ds.augment: family denoising-student has no such parameter"),
     (lambda c: c.update(report={"reference": "ddpm-1000"}), r"report.reference: 'ddpm-1000' is not one of"),
     (lambda c: c.update(extends="nothing.yaml"), r"extends: cannot read experiments/nothing.yaml"),
+    # tune on validation, report on test, compare at one n
+    (lambda c: c.update(purpose="tuning", metrics={"reference_split": "test"}, sampling={"seeds": [1000]}),
+     r"metrics.reference_split: 'test' with purpose: tuning; tuning on the test half"),
+    (lambda c: c.update(metrics={"reference_split": "validation"}),
+     r"metrics.reference_split: 'validation' with purpose: report"),
+    (lambda c: c.update(purpose="tuning"), r"sampling.seeds: \[0, 1\] are below 1000"),
+    (lambda c: c["methods"]["ddim-5"].update(seeds=[1001]), r"methods.ddim-5.seeds: \[1001\] are tuning seeds"),
+    (lambda c: c["methods"]["ddim-5"].update(n=16), r"methods.ddim-5.n: 16 differs from the matched n \(sampling.n "
+                                                   r"= 32\).*set scored_by: kid"),
+    (lambda c: c["methods"].update(real={"family": "ddim", "steps": 3}), r"methods.real: the name is the tables'"),
+    (lambda c: (c["data"].update(resolution=64), c["evaluator"].update(source="train", second={"source": "shipped"})),
+     r"evaluator.second.source: the shipped autoencoder judges"),
 ])
 def test_bad_configs_name_the_key(ci, edit, message):
     cfg = copy.deepcopy(ci)

@@ -106,11 +106,31 @@ def test_float_view_and_back():
 
 
 def test_prepare_writes_splits_and_card(tmp_path):
-    cards = prepare_data({"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 100}, tmp_path)
+    cards = prepare_data({"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 100,
+                          "validation_fraction": 0.5, "split_seed": 0}, tmp_path)
     assert cards["train"]["count"] == 100
     from advkd.io import load_images, read_json
     assert load_images(tmp_path / "train.npz").shape == (100, 8, 8, 1)
-    assert read_json(tmp_path / "data_card.json")["heldout"]["count"] == 359
+    card = read_json(tmp_path / "data_card.json")
+    assert card["heldout"]["count"] == 359 and card["validation"]["count"] + card["test"]["count"] == 359
+
+
+def test_validation_and_test_halves_are_disjoint_stratified_and_seeded(tmp_path):
+    """Recipes are chosen on the validation half, tables report the test half: no image in both, every class
+    split in the same proportion, the same halves for the same seed."""
+    labels = np.repeat(np.arange(10), [100, 90, 80, 70, 60, 50, 40, 30, 20, 11])
+    a = data.split_heldout(len(labels), labels, 0.5, seed=0)
+    assert not set(a["validation"]) & set(a["test"])
+    assert sorted([*a["validation"], *a["test"]]) == list(range(len(labels)))
+    per_class = np.bincount(labels[a["validation"]], minlength=10)
+    assert np.all(np.abs(per_class - 0.5 * np.bincount(labels)) <= 0.5)   # each class halved, to the image
+    b = data.split_heldout(len(labels), labels, 0.5, seed=0)
+    c = data.split_heldout(len(labels), labels, 0.5, seed=1)
+    assert np.array_equal(a["test"], b["test"]) and not np.array_equal(a["test"], c["test"])
+    prepare_data({"dataset": "digits", "resolution": 8, "channels": 1, "validation_fraction": 0.5,
+                  "split_seed": 3}, tmp_path)
+    with np.load(tmp_path / "test.npz", allow_pickle=False) as z:   # each half knows its rows in the held-out split
+        assert z["images"].shape[0] == len(z["index"]) == len(z["labels"])
 
 
 @pytest.mark.skipif(not (data.Path(data.FASHION_MNIST_DIR) / "t10k-images-idx3-ubyte.gz").exists(),

@@ -72,7 +72,7 @@ def test_scores_do_not_depend_on_sample_order():
     a = q.score_features(fake, logits, ref, metrics, seed=0)
     perm = rng.permutation(200)
     b = q.score_features(fake[perm], logits[perm], ref, metrics, seed=0)
-    for k in ("fd", "precision", "recall", "density", "coverage", "inception_score"):
+    for k in ("fd", "precision", "recall", "density", "coverage"):   # IS: consecutive splits, by definition
         assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-12), k
     # KID with subsets as large as the sets: every subset is the whole set, so order cannot matter either.
     assert a["kid"] == pytest.approx(b["kid"], rel=1e-9)
@@ -87,10 +87,25 @@ def test_kid_is_reproducible_and_separates_distributions():
     np.random.seed(123)
     before = np.random.random()
     np.random.seed(123)
-    k1 = q.kernel_inception_distance(a, b, seed=7, subsets=10, subset_size=100)
+    k1, s1 = q.kernel_inception_distance(a, b, seed=7, subsets=10, subset_size=100)
     assert np.random.random() == before  # the caller's global stream is left as it was
-    assert q.kernel_inception_distance(a, b, seed=7, subsets=10, subset_size=100) == k1
-    assert abs(k1) < 0.05 < q.kernel_inception_distance(a, far, seed=7, subsets=10, subset_size=100)
+    assert q.kernel_inception_distance(a, b, seed=7, subsets=10, subset_size=100) == (k1, s1)
+    kfar, sfar = q.kernel_inception_distance(a, far, seed=7, subsets=10, subset_size=100)
+    assert abs(k1) < 0.05 < kfar and 0 < s1 and 0 < sfar < kfar   # the spread over subsets is there
+
+
+def test_kid_is_clean_fids_and_zero_for_one_set():
+    """The per-subset mean is clean-fid's KID with the same draws; two sets from one distribution score ~0 (the
+    estimator is unbiased), within the spread of the mean over subsets."""
+    from cleanfid.fid import kernel_distance
+
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(400, 16)), rng.normal(0.3, 1.0, size=(400, 16))
+    np.random.seed(3)
+    assert q.kernel_inception_distance(a, b, seed=3, subsets=20, subset_size=200)[0] == pytest.approx(
+        kernel_distance(a, b, num_subsets=20, max_subset_size=200), rel=1e-12)
+    same, spread = q.kernel_inception_distance(a, rng.normal(size=(400, 16)), seed=3, subsets=50, subset_size=200)
+    assert abs(same) < 3 * spread / np.sqrt(50)
 
 
 def test_precision_recall_match_a_hand_computed_case():
@@ -105,11 +120,35 @@ def test_precision_recall_match_a_hand_computed_case():
 
 
 def test_inception_score_limits():
-    assert q.inception_score(np.zeros((50, 10))) == pytest.approx(1.0)
-    confident = np.full((100, 10), -50.0)
-    confident[np.arange(100), np.arange(100) % 10] = 50.0
-    assert q.inception_score(confident) == pytest.approx(10.0, rel=1e-6)
+    """A uniform classifier scores 1; a perfectly confident one whose every split holds all 10 classes evenly
+    scores the class count, with no spread over the 10 splits."""
+    assert q.inception_score(np.zeros((50, 10))) == pytest.approx((1.0, 0.0))
+    confident = np.full((200, 10), -50.0)
+    confident[np.arange(200), np.arange(200) % 10] = 50.0
+    mean, std = q.inception_score(confident)
+    assert mean == pytest.approx(10.0, rel=1e-6) and std == pytest.approx(0.0, abs=1e-6)
+    half = confident.copy()
+    half[100:] = np.where(np.arange(10) == 0, 50.0, -50.0)   # the second half is all one class
+    mean, std = q.inception_score(half)
+    assert mean == pytest.approx(5.5, rel=1e-6) and std > 4   # splits of 10 and of 1: the spread shows it
     assert q.inception_score(None) is None
+
+
+def test_memorisation_tells_a_copier_from_a_fresh_sampler():
+    """A student whose samples are its distillation targets (plus a hair of noise) is nearer to them than real test
+    images ever are to training images; a student drawing fresh points of the same distribution is not."""
+    from advkd.metrics.memorisation import copy_statistics, nearest_distances
+
+    rng = np.random.default_rng(0)
+    draw = lambda n: rng.normal(size=(n, 8))  # noqa: E731
+    targets, train, real = draw(1024), draw(1024), draw(500)
+    copier = targets[rng.choice(1024, 500)] + 1e-3 * rng.normal(size=(500, 8))
+    out = copy_statistics({0: copier, 1: draw(500)}, targets, real, train)
+    copied, fresh = out["per_seed"]
+    assert copied["seed"] == 0 and copied["share_below_threshold"] == 1.0 and copied["median_ratio"] < 0.01
+    assert fresh["share_below_threshold"] < 0.05 and 0.8 < fresh["median_ratio"] < 1.25
+    assert out["real_to_train"]["share_below_threshold"] == pytest.approx(0.01, abs=0.005)
+    assert nearest_distances(np.array([[0.0, 0.0]]), np.array([[3.0, 4.0], [1.0, 0.0]])) == pytest.approx([1.0])
 
 
 def test_class_coverage_shows_collapse():
@@ -154,11 +193,51 @@ def test_evaluator_trains_saves_and_refuses_tampered_weights(tmp_path):
         load_evaluator(tmp_path)
 
 
+def test_second_judge_trains_saves_and_refuses_tampered_weights(tmp_path):
+    """The autoencoder judge: trained by the suite's code, no labels; its card records what it is; its features
+    are its own (64-d, no logits); changed weights are refused."""
+    from advkd.metrics.autoencoder import embed as embed_ae
+    from advkd.metrics.autoencoder import load_autoencoder, train_autoencoder
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (128, 32, 32, 1), dtype=np.uint8)
+    card = train_autoencoder(images[:96], images[96:], tmp_path, epochs=1, batch_size=32, seed=0)
+    assert card["kind"] == "autoencoder" and card["feature_dim"] == 64 and card["heldout_n"] == 32
+    model, card2 = load_autoencoder(tmp_path)
+    feats, logits = embed_ae(model, images[:10])
+    assert feats.shape == (10, 64) and logits is None and card2["sha256"] == card["sha256"]
+    (tmp_path / card["weights"]).write_bytes((tmp_path / card["weights"]).read_bytes()[:-4] + b"\0\0\0\0")
+    with pytest.raises(BadInputError, match="sha256 differs"):
+        load_autoencoder(tmp_path)
+
+
 def test_shipped_evaluator_card_is_consistent():
     card = json.loads((SHIPPED / "evaluator.json").read_text())
     assert card["heldout_accuracy"] >= 0.90 and card["heldout_n"] == 10000
     assert card["feature_condition_number"] < 1e6
     load_evaluator(SHIPPED)  # verifies the sha256
+
+
+@pytest.mark.skipif(not FMNIST.exists(), reason="Debian package dataset-fashion-mnist not installed")
+def test_the_judge_scores_only_the_region_the_data_defines(tmp_path):
+    """Fashion-MNIST at 32x32 is 28x28 padded with exact zeros: a generated frame there is not scored."""
+    from advkd.data import zero_border
+    from advkd.metrics.quality import load_judge
+    from advkd.stages.metrics import evaluator
+
+    data = {"dataset": "fashion-mnist", "resolution": 32, "channels": 1, "heldout_count": 8}
+    assert zero_border(data) == 2 and zero_border(data | {"resolution": 28}) == 0
+    assert zero_border({"dataset": "image-folder", "resolution": 64}) == 0
+    evaluator({"source": "shipped", "shipped": str(SHIPPED)}, data, tmp_path, border=2)
+    embed, card = load_judge(tmp_path / "evaluator.json")
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1), dtype=np.uint8)
+    framed = images.copy()
+    framed[:, 2:-2, 2:-2] = 0
+    inner = images - framed                   # the central 28x28 of images, zero outside
+    assert card["border"] == 2 and np.array_equal(embed(images)[0], embed(inner)[0])
+    (tmp_path / "evaluator.json").write_text(json.dumps({k: v for k, v in card.items() if k != "border"}))
+    with pytest.raises(BadInputError, match="older version of advkd"):
+        load_judge(tmp_path / "evaluator.json")
 
 
 def test_shipped_judge_only_fits_its_data():

@@ -4,7 +4,8 @@ import os
 import re
 import sys
 
-from advkd.config import validate_config
+from advkd.config import REAL, reference_split, validate_config
+from advkd.data import zero_border
 from advkd.method import SCORING_KEYS
 from advkd.io import BadInputError
 from advkd.families import FAMILIES
@@ -51,6 +52,12 @@ STUDENT_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind =
 # A random-weight teacher gives cost numbers only: such an experiment runs teacher, cost and report.
 COST_ONLY = config["teacher"]["source"] == "random"
 N_SHARDS = len(shard_ranges(config["trajectories"]["count"], config["trajectories"]["shard_size"]))
+# Samples are scored against one half of the held-out split; the noise-floor row draws real images from where the
+# reference is not: the validation half beside a test reference, the training split beside a validation one.
+REFERENCE = f"{R}/metrics/reference/evaluator/{reference_split(config)}.safetensors"
+REFERENCE2 = f"{R}/metrics/reference/judge2/{reference_split(config)}.safetensors"
+JUDGE2 = config["evaluator"]["second"]["source"]
+REAL_SOURCE = "validation" if reference_split(config) == "test" else "train"
 
 
 def all_cores(wildcards):
@@ -68,7 +75,7 @@ def method_n(method):
 
 
 def method_seeds(method):
-    return METHODS[method].get("seeds", SEEDS)
+    return SEEDS if method == REAL else METHODS[method].get("seeds", SEEDS)
 
 
 def method_block(method):
@@ -119,7 +126,7 @@ def cost_inputs(wildcards):
 def all_targets():
     if COST_ONLY:
         return [f"{R}/teacher/teacher.json", *expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
-                f"{R}/tables/summary.md"]
+                f"{R}/metrics/timing.json", f"{R}/tables/summary.md"]
     return [
         f"{R}/data/data_card.json",
         f"{R}/teacher/teacher.json",
@@ -128,7 +135,10 @@ def all_targets():
         # the distillation set only where some student learns from it
         *(expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS)) if STUDENT_METHODS else []),
         *quality_files(METHODS),
+        *quality_files([REAL]),
         *expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
+        f"{R}/metrics/timing.json",
+        *expand(f"{R}/metrics/memorisation/{{method}}.json", method=STUDENT_METHODS),
         f"{R}/metrics/sanity.json",
         f"{R}/tables/summary.md",
     ]
@@ -139,16 +149,20 @@ if COST_ONLY:
     FIGURES = ["params_flops", "latency"]
 else:
     # and the figures the experiment's student families add (advkd.families)
-    FIGURES = ["fd_vs_latency", "fd_vs_nfe", "params_flops", "latency", "sample_grids",
+    FIGURES = ["fd_vs_flops", "fd_vs_throughput", "fd_vs_nfe", "params_flops", "latency", "sample_grids",
                *sorted({f for m in STUDENT_METHODS for f in FAMILIES[METHODS[m]["family"]].figures})]
 
 
 def report_inputs(wildcards):
     if COST_ONLY:
-        return {"cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS)}
+        return {"cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
+                "timing": f"{R}/metrics/timing.json"}
     return {
-        "quality": quality_files(METHODS),
+        "quality": quality_files([*METHODS, REAL]),
         "cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
+        "timing": f"{R}/metrics/timing.json",
+        "judges": [f"{R}/evaluator/evaluator.json", *([f"{R}/judge2/evaluator.json"] if JUDGE2 != "none" else [])],
+        "memorisation": expand(f"{R}/metrics/memorisation/{{method}}.json", method=STUDENT_METHODS),
         "samples": per_seed(f"{R}/samples/{{method}}/seed{{seed}}.png", METHODS),
         "sample_stats": per_seed(f"{R}/samples/{{method}}/seed{{seed}}.json", METHODS),
         "students": expand(f"{R}/students/{{method}}/loss.csv", method=STUDENT_METHODS),

@@ -1,7 +1,8 @@
 rule prepare_data:
     output:
         train=f"{R}/data/train.npz",
-        heldout=f"{R}/data/heldout.npz",
+        validation=f"{R}/data/validation.npz",
+        test=f"{R}/data/test.npz",
         card=report(f"{R}/data/data_card.json", category="Data", caption="../report/data_card.rst"),
     params:
         data=as_json(config["data"]),

@@ -7,7 +7,8 @@ METRICS = config["metrics"]
 rule evaluator:
     input:
         train=[f"{R}/data/train.npz"] if EVAL["source"] == "train" else [],
-        heldout=[f"{R}/data/heldout.npz"] if EVAL["source"] != "inception" else [],
+        # the judge's accuracy is reported on the validation half (the test half only ever scores samples)
+        heldout=[f"{R}/data/validation.npz"] if EVAL["source"] != "inception" else [],
     output:
         f"{R}/evaluator/evaluator.json",
     params:
@@ -16,6 +17,7 @@ rule evaluator:
         files=lambda w, input: " ".join(f"--{k} {v}" for k, v in input.items() if v),
         out=lambda w, output: os.path.dirname(output[0]),
         seed=config["seed"],
+        border=zero_border(config["data"]),   # padded data: the judge scores the region the data defines
         device=DEVICE,
     log:
         f"{LOGS}/evaluator.log",
@@ -30,24 +32,61 @@ rule evaluator:
         ENV
     shell:
         "advkd evaluator --evaluator {params.ev:q} --data {params.data:q} {params.files} --seed {params.seed}"
+        " --border {params.border}"
         " --device {params.device} --threads {threads} --out {params.out} > {log} 2>&1"
 
 
+# The second, independent judge (an autoencoder's encoder): FD under it beside FD under the first.
+rule second_judge:
+    input:
+        train=[f"{R}/data/train.npz"] if JUDGE2 == "train" else [],
+        heldout=f"{R}/data/validation.npz",
+    output:
+        f"{R}/judge2/evaluator.json",
+    params:
+        judge=as_json(EVAL["second"]),
+        data=as_json(config["data"]),
+        files=lambda w, input: " ".join(f"--{k} {v}" for k, v in input.items() if v),
+        out=lambda w, output: os.path.dirname(output[0]),
+        seed=config["seed"],
+        border=zero_border(config["data"]),
+        device=DEVICE,
+    log:
+        f"{LOGS}/second_judge.log",
+    benchmark:
+        f"{R}/benchmarks/second_judge.tsv"
+    threads: all_cores if JUDGE2 == "train" else 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+        gpu=GPU if JUDGE2 == "train" else 0,
+    conda:
+        ENV
+    shell:
+        "advkd second-judge --judge {params.judge:q} --data {params.data:q} {params.files} --seed {params.seed}"
+        " --border {params.border} --device {params.device} --threads {threads} --out {params.out} > {log} 2>&1"
+
+
+# A judge's statistics of one half of the held-out split: samples are scored against REFERENCE (the test half
+# in a report experiment, the validation half in a tuning one). judge: evaluator (the first) or judge2.
 rule reference_stats:
     input:
-        evaluator=f"{R}/evaluator/evaluator.json",
-        heldout=f"{R}/data/heldout.npz",
+        evaluator=f"{R}/{{judge}}/evaluator.json",
+        heldout=f"{R}/data/{{half}}.npz",
     output:
-        stats=f"{R}/metrics/reference/heldout.safetensors",
-        card=f"{R}/metrics/reference/heldout.json",
+        stats=f"{R}/metrics/reference/{{judge}}/{{half}}.safetensors",
+        card=f"{R}/metrics/reference/{{judge}}/{{half}}.json",
+    wildcard_constraints:
+        half="validation|test",
+        judge="evaluator|judge2",
     params:
         metrics=as_json(METRICS),
         stem=lambda w, output: output.stats.removesuffix(".safetensors"),
         device=DEVICE,
     log:
-        f"{LOGS}/reference_stats.log",
+        f"{LOGS}/reference_stats-{{judge}}-{{half}}.log",
     benchmark:
-        f"{R}/benchmarks/reference_stats.tsv"
+        f"{R}/benchmarks/reference_stats-{{judge}}-{{half}}.tsv"
     threads: all_cores
     resources:
         mem_mb=4000,
@@ -64,7 +103,9 @@ rule quality:
     input:
         samples=f"{R}/samples/{{method}}/seed{{seed}}.npz",
         evaluator=f"{R}/evaluator/evaluator.json",
-        reference=f"{R}/metrics/reference/heldout.safetensors",
+        reference=REFERENCE,
+        judge2=[f"{R}/judge2/evaluator.json"] if JUDGE2 != "none" else [],
+        reference2=[REFERENCE2] if JUDGE2 != "none" else [],
     output:
         f"{R}/metrics/quality/{{method}}/seed{{seed}}.json",
     wildcard_constraints:
@@ -72,9 +113,12 @@ rule quality:
     params:
         metrics=as_json(METRICS),
         # the config slice that determines this number, hashed into its provenance
-        cfg=lambda w: as_json({"method": method_block(w.method), "metrics": METRICS, "evaluator": EVAL,
-                               "data": config["data"]}),
+        cfg=lambda w: as_json({"method": method_block(w.method) if w.method != REAL else REAL_SOURCE,
+                               "metrics": METRICS, "evaluator": EVAL, "data": config["data"]}),
         ref=lambda w, input: input.reference.removesuffix(".safetensors"),
+        scored_by=lambda w: "all" if w.method == REAL else METHODS[w.method].get("scored_by", "all"),
+        judge2=lambda w, input: (f"--judge2 {input.judge2[0]} --judge2-reference "
+                                 f"{input.reference2[0].removesuffix('.safetensors')}") if input.judge2 else "",
         device=DEVICE,
     log:
         f"{LOGS}/quality/{{method}}-seed{{seed}}.log",
@@ -90,7 +134,8 @@ rule quality:
     shell:
         "advkd quality --method {wildcards.method} --samples {input.samples} --seed {wildcards.seed}"
         " --evaluator {input.evaluator} --reference {params.ref} --metrics {params.metrics:q}"
-        " --cfg {params.cfg:q} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        " --cfg {params.cfg:q} --scored-by {params.scored_by} {params.judge2} --device {params.device} --threads {threads}"
+        " --out {output} > {log} 2>&1"
 
 
 rule cost:
@@ -110,7 +155,7 @@ rule cost:
         f"{LOGS}/cost/{{method}}.log",
     benchmark:
         f"{R}/benchmarks/cost/{{method}}.tsv"
-    # Timings want the machine to themselves: the job takes every core so no other job runs beside it.
+    # the CPU memory measure is the process's high-water mark: nothing else may run in the job's process
     threads: all_cores
     resources:
         mem_mb=8000,
@@ -125,10 +170,78 @@ rule cost:
         " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
 
 
+# Every method timed in one job, round-robin, so that speed ratios are measured under the same conditions (the
+# shared host drifts by up to 2x between days and by 10% within a job).
+rule timing:
+    input:
+        teacher=f"{R}/teacher/teacher.json",
+        students=[f"{R}/students/{m}/student.safetensors" for m in STUDENT_METHODS if not COST_ONLY],
+    output:
+        f"{R}/metrics/timing.json",
+    params:
+        blocks=as_json({m: method_block(m) for m in METHODS}),
+        cost=as_json(METRICS["cost"]),
+        cfg=as_json({"methods": {m: method_block(m) for m in METHODS}, "cost": METRICS["cost"], "device": DEVICE}),
+        students=lambda w: f"{R}/students",   # each student's folder is <this>/<method>
+        sampling=as_json(config["sampling"]),
+        checkpoints=config["trajectories"]["checkpoints"],
+        device=DEVICE,
+    log:
+        f"{LOGS}/timing.log",
+    benchmark:
+        f"{R}/benchmarks/timing.tsv"
+    # Timings want the machine to themselves: the job takes every core so no other job runs beside it.
+    threads: all_cores
+    resources:
+        mem_mb=16000,
+        runtime=120,
+        gpu=GPU,
+    conda:
+        ENV
+    shell:
+        "advkd timing --blocks {params.blocks:q} --teacher {input.teacher} --students {params.students}"
+        " --checkpoints {params.checkpoints} --cost {params.cost:q} --cfg {params.cfg:q} --sampling {params.sampling:q}"
+        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+
+
+# Does a student copy the teacher outputs it learnt from? Its samples against the x_0 of the distillation set,
+# real held-out images against as many training images (advkd.metrics.memorisation).
+rule memorisation:
+    input:
+        samples=lambda w: [f"{R}/samples/{w.method}/seed{s}.npz" for s in method_seeds(w.method)],
+        trajectories=expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS)),
+        train=f"{R}/data/train.npz",
+        real=f"{R}/data/{reference_split(config)}.npz",
+        evaluator=f"{R}/evaluator/evaluator.json",
+    output:
+        f"{R}/metrics/memorisation/{{method}}.json",
+    wildcard_constraints:
+        method="|".join(map(re.escape, STUDENT_METHODS)) or "$^",
+    params:
+        samples=lambda w, input: " ".join(f"{s}={p}" for s, p in zip(method_seeds(w.method), input.samples)),
+        seed=config["seed"],
+        device=DEVICE,
+    log:
+        f"{LOGS}/memorisation/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/memorisation/{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=GPU,
+    conda:
+        ENV
+    shell:
+        "advkd memorisation --method {wildcards.method} --samples {params.samples} --trajectories"
+        " {input.trajectories} --train {input.train} --real {input.real} --evaluator {input.evaluator}"
+        " --seed {params.seed} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+
+
 rule sanity:
     input:
         evaluator=f"{R}/evaluator/evaluator.json",
-        reference=f"{R}/metrics/reference/heldout.safetensors",
+        reference=REFERENCE,
         images=f"{R}/data/train.npz",
     output:
         json=f"{R}/metrics/sanity.json",

@@ -52,6 +52,7 @@ rule merge_samples:
                     caption="../report/samples.rst"),
         stats=f"{R}/samples/{{method}}/seed{{seed}}.json",
     wildcard_constraints:
+        method="|".join(map(re.escape, METHODS)) or "$^",
         seed=r"\d+",
     params:
         # the method's block too: a changed method reruns this job and so its shards (temporary, gone by then)
@@ -74,3 +75,31 @@ rule merge_samples:
     shell:
         "advkd merge-samples --shards {params.stems} --n {params.n} --grid {params.grid} --out {params.out}"
         " > {log} 2>&1"
+
+
+# The noise floor: real images the reference never saw (REAL_SOURCE), sampling.n per seed, scored by the quality
+# rule like any method (the tables' row "real").
+rule real_samples:
+    input:
+        f"{R}/data/{REAL_SOURCE}.npz",
+    output:
+        npz=f"{R}/samples/{REAL}/seed{{seed}}.npz",
+        grid=f"{R}/samples/{REAL}/seed{{seed}}.png",
+    wildcard_constraints:
+        seed=r"\d+",
+    params:
+        n=config["sampling"]["n"],
+        grid=config["sampling"]["grid"],
+        out=lambda w, output: os.path.splitext(output.npz)[0],
+    log:
+        f"{LOGS}/sample/{REAL}-seed{{seed}}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=10,
+    localrule: True
+    conda:
+        ENV
+    shell:
+        "advkd real-samples --images {input} --n {params.n} --seed {wildcards.seed} --grid {params.grid}"
+        " --out {params.out} > {log} 2>&1"

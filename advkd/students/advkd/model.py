@@ -326,7 +326,8 @@ def build(name: str, params: AdvKDParams, ctx: dict):
     net = gen if params.teacher_unet else InferencePath(gen)
     gen.to(ctx.get("device", "cpu")).eval()
     return student_method(name, "advkd", params.nfe, lambda x: net(downsample_noise(x, nr)), net, (c, r, r),
-                          (c, nr, nr), count(gen) + count(critics), info, ctx.get("device", "cpu"))
+                          (c, nr, nr), count(gen), info, ctx.get("device", "cpu"),
+                          training_only_parameters=count(critics))
 
 
 # ----------------------------------------------------------------------------------------------- pictures

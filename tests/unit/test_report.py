@@ -1,0 +1,107 @@
+"""The summary table from finished results: which rows are starred, which columns a small-n row leaves empty, the
+noise-floor row, and the ratios against the reference method."""
+
+import json
+import math
+
+import pytest
+
+from advkd.io import write_json
+from advkd.stages.report import collect, display_table, footnotes
+
+SAMPLER = {"family": "ddim", "steps": 10}
+
+
+def _result(root, method, block, gflops, latency_ms, images_per_s, fds, classes=10, recall=0.6, kid_only=False,
+            kind="sampler", judge2=2.0):
+    """One method's cost JSON and its per-seed quality JSONs, as the cost and quality rules write them."""
+    if block is not None:
+        write_json(root / "metrics" / "cost" / f"{method}.json", {
+            "method": method, "family": block["family"], "kind": kind, "nfe": block.get("steps", 1),
+            "parameters_inference": 1e6, "parameters_all": 1e6, "parameters_training_only": 0,
+            "flops_per_image": gflops * 1e9,
+            "device": "cpu (test, 2 threads)", "threads": 2, "provenance": {"method": block}})
+        path = root / "metrics" / "timing.json"
+        timing = json.loads(path.read_text()) if path.exists() else {"timing": {}}
+        timing["timing"][method] = {
+            "latency_s_per_image_batch1": {"median": latency_ms / 1e3, "q1": latency_ms / 1e3 * 0.95,
+                                           "q3": latency_ms / 1e3 * 1.05, "repeats": 10},
+            "images_per_s": {"median": images_per_s, "q1": images_per_s * 0.95, "q3": images_per_s * 1.05,
+                             "repeats": 10}, "extrapolated": False}
+        write_json(path, timing)
+    for seed, fd in enumerate(fds):
+        n_dep = dict.fromkeys(("fd", "fd_judge2", "inception_score", "inception_score_std_splits", "precision",
+                               "recall", "class_coverage")) if kid_only else {
+            "fd": fd, "fd_judge2": judge2 * fd, "inception_score": 5.0, "inception_score_std_splits": 0.1,
+            "precision": 0.7, "recall": recall, "class_coverage": {"classes_covered": classes, "largest_share": 0.2}}
+        write_json(root / "metrics" / "quality" / method / f"seed{seed}.json", {
+            "method": method, "seed": seed, "n": 50 if kid_only else 500, "kid": fd / 1000,
+            "kid_std_subsets": fd / 1e4, "reference": "test", **n_dep})
+
+
+@pytest.fixture
+def results(tmp_path):
+    _result(tmp_path, "ddpm-1000", {"family": "ddpm", "steps": 1000}, 550.0, 6000.0, 0.2, [30.0], kid_only=True)
+    _result(tmp_path, "ddim-10", SAMPLER, 5.5, 60.0, 16.0, [9.0, 10.0, 11.0])
+    _result(tmp_path, "ddim-20", SAMPLER | {"steps": 20}, 11.0, 120.0, 8.0, [9.5, 10.5, 11.5])  # not better
+    _result(tmp_path, "dpm-10", {"family": "dpmsolver", "steps": 10}, 5.5, 60.0, 16.0, [9.5, 10.1, 10.7])
+    _result(tmp_path, "good-ddim-40", SAMPLER | {"steps": 40}, 22.0, 240.0, 4.0, [4.0, 4.1, 4.2], judge2=5.0)
+    _result(tmp_path, "collapsed", {"family": "denoising-student"}, 0.5, 6.0, 160.0, [3.0, 3.1, 3.2], classes=7,
+            kind="student")
+    _result(tmp_path, "real", None, 0, 0, 0, [2.5, 2.6, 2.7])
+    return tmp_path
+
+
+def test_the_front_stars_only_rows_better_beyond_the_spread(results):
+    df = collect(results, "ddpm-1000").set_index("method")
+    # ddim-20 costs twice ddim-10 and its FD is within ddim-10's spread: dominated. ddim-10 and dpm-10 cost the
+    # same and their FDs overlap: neither dominates the other. good-ddim-40 is clearly better than both.
+    assert df.pareto_flops.to_dict() == {"ddpm-1000": False, "ddim-10": True, "ddim-20": False, "dpm-10": True,
+                                         "good-ddim-40": True, "collapsed": False, "real": False}
+    assert df.pareto_throughput["ddim-10"] and not df.pareto_throughput["ddim-20"]
+
+
+def test_a_collapsed_row_is_marked_and_never_starred(results):
+    df = collect(results, "ddpm-1000")
+    row = df.set_index("method").loc["collapsed"]
+    assert row.collapsed and not row.pareto_flops and not row.pareto_throughput   # best FD, cheapest, 7 classes
+    shown = display_table(df).set_index("family").loc["denoising-student", "method"]
+    assert shown == "collapsed (collapsed)" and "*" not in shown
+
+
+def test_small_n_rows_show_kid_only_and_real_is_the_noise_floor(results):
+    df = collect(results, "ddpm-1000")
+    disp = display_table(df).set_index(df.method)
+    assert (disp.loc["ddpm-1000", ["FD", "IS", "precision", "recall", "classes"]] == "—").all()
+    assert disp.loc["ddpm-1000", "KID"] == "0.03 ± n/a (1 seed)"
+    assert disp.loc["real", "FD"] == "2.60 ± 0.10" and disp.loc["real", "GFLOPs/img"] == ""
+    assert df.kind.iloc[0] == "real"   # the floor heads the table
+
+
+def test_three_ratios_against_the_reference(results):
+    df = collect(results, "ddpm-1000").set_index("method")
+    assert df.flop_ratio["ddim-10"] == pytest.approx(100.0)          # 550 / 5.5 GFLOPs, exact
+    assert df.throughput_ratio["ddim-10"] == pytest.approx(80.0)     # 16 / 0.2 images/s
+    assert df.speedup["ddim-10"] == pytest.approx(100.0)             # 6000 / 60 ms at batch 1
+    assert math.isnan(df.flop_ratio["real"])
+    disp = display_table(df.reset_index()).set_index(df.index)
+    assert disp.loc["ddim-10", "throughput ratio"] == "80x (72x-88x)"   # with the spread of both IQRs
+
+
+def test_the_judges_rank_agreement_and_the_pairs_that_flip(results):
+    """Judge 2 doubles every FD except good-ddim-40's (x5: 20.5, above ddim-10's 20 and dpm-10's 20.2)."""
+    df = collect(results, "ddpm-1000")
+    agree = df.attrs["judges"]
+    assert agree["rows"] == 6 and 0 < agree["spearman"] < 1   # ddpm-1000 has no FD: left out
+    assert sorted(map(sorted, agree["flips"])) == [["ddim-10", "good-ddim-40"], ["dpm-10", "good-ddim-40"]]
+    assert display_table(df).set_index(df.method).loc["ddim-10", "FD judge 2"] == "20.00 ± 2.00"
+
+
+def test_the_caption_names_the_judge_region_and_reference(results):
+    write_json(results / "evaluator" / "evaluator.json", {"source": "shipped", "kind": "classifier", "border": 2,
+                                                         "sha256": "ab" * 32, "architecture": {"features": 128}})
+    write_json(results / "metrics" / "reference" / "evaluator" / "test.json", {"n": 5000, "source": "data/test.npz"})
+    df = collect(results, "ddpm-1000")
+    note = footnotes(df, df.attrs["scoring"])
+    assert "comparable only within its judge (the shipped classifier judge, 128-d features, sha256 abab" in note
+    assert "2-pixel zero border" in note and "test half (5,000 images)" in note
