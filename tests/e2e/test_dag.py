@@ -77,7 +77,11 @@ def test_ci_experiment_end_to_end(venv_bin, repo_root, tmp_path):
     assert set(zip(speed.method, speed.seed)) == jobs and len(speed) == len(jobs)
     assert np.allclose(speed.fraction_of_peak, speed.achieved_gflops / speed.peak_gflops)
     # a fraction above 1 means the yardstick is wrong: against the fastest probe and against the CPU's own peak
-    assert (speed.fraction_of_peak <= 1).all() and (speed.fraction_of_theoretical_peak <= 1).all(), speed
+    # (the theoretical peak from the stated clock is shown only where no probe beat it: a VM may state its nominal
+    # clock and boost above it)
+    shown = speed.fraction_of_theoretical_peak.notna()
+    assert (speed.fraction_of_peak <= 1).all() and (speed.fraction_of_theoretical_peak[shown] <= 1).all(), speed
+    assert (speed.peak_gflops[shown] <= speed.theoretical_gflops[shown]).all()
     md = (res / "tables" / "sampling_speed.md").read_text()
     assert "Teacher samplers: median fraction of peak" in md and "Peer ratio: the suite's ddim-5 sampler" in md
     # the noise-floor row and the small-n row: real held-out images at the matched n; ddpm-10 by KID alone

@@ -12,6 +12,8 @@ rule report:
         paper_speed_md=f"{PAPER}/sampling_speed.md",
         paper_csv=report(f"{PAPER}/summary.csv", category="Tables", caption="../report/summary.rst"),
         paper_md=f"{PAPER}/summary.md",
+        memorisation=[report(f"{PAPER}/memorisation.csv", category="Tables", caption="../report/memorisation.rst"),
+                      f"{PAPER}/memorisation.md"] if STUDENT_METHODS and not COST_ONLY else [],
         paper_tex=f"{PAPER}/summary.tex",
         figures=[
             report(f"{PAPER}/{name}.{ext}", category="Figures", caption=f"../report/{name}.rst")
