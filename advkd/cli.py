@@ -195,7 +195,8 @@ def main(argv=None):
             s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
         return s
 
-    s = stage("prepare-data", cmd_prepare_data, "write train/heldout .npz and a data card")
+    s = stage("prepare-data", cmd_prepare_data,
+              "write train, validation and test .npz (the held-out split halved) and a data card")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--config", help="experiment YAML (its data: block is used)")
     g.add_argument("--data", help="the data: block as JSON")
@@ -286,10 +287,10 @@ def main(argv=None):
     s.add_argument("--border", type=int, default=0, help="the data's zero-padding in pixels")
     s.add_argument("--out", required=True, help="folder: evaluator.json + autoencoder.safetensors")
 
-    s = stage("reference-stats", cmd_reference_stats, "judge features of the held-out split: mu, sigma, features",
+    s = stage("reference-stats", cmd_reference_stats, "a judge's features of one held-out half: mu, sigma, features",
               device=True)
     s.add_argument("--evaluator", required=True, help="evaluator.json written by the evaluator stage")
-    s.add_argument("--heldout", required=True, help="heldout.npz")
+    s.add_argument("--heldout", required=True, help="one held-out half (validation.npz or test.npz)")
     s.add_argument("--metrics", required=True, help="the metrics: block as JSON")
     s.add_argument("--out", required=True, help="path stem: writes STEM.safetensors and STEM.json")
 
