@@ -182,6 +182,15 @@ def cmd_distill(a):
     print(json.dumps({k: result[k] for k in ("done", "seconds_this_call") if k in result}))
 
 
+def costing_args(s) -> None:
+    """The arguments of the stages that build methods to cost them (cost, timing)."""
+    s.add_argument("--checkpoints", type=int, default=11,
+                   help="teacher checkpoints a student would distil (random-weight teachers only)")
+    s.add_argument("--cost", required=True, help="the metrics.cost: block as JSON")
+    s.add_argument("--cfg", default=None, help="config slice as JSON, hashed into the provenance")
+    s.add_argument("--out", required=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="advkd", description=__doc__)
     p.add_argument("-v", "--verbose", action="store_true")
@@ -315,11 +324,7 @@ def main(argv=None):
     s.add_argument("--block", required=True, help="the method's config block as JSON")
     s.add_argument("--teacher", required=True, help="teacher.json")
     s.add_argument("--student-dir", default=None, help="the student's folder (students only)")
-    s.add_argument("--checkpoints", type=int, default=11,
-                   help="teacher checkpoints a student would distil (random-weight teachers only)")
-    s.add_argument("--cost", required=True, help="the metrics.cost: block as JSON")
-    s.add_argument("--cfg", default=None, help="config slice as JSON, hashed into the provenance")
-    s.add_argument("--out", required=True)
+    costing_args(s)
 
     s = stage("timing", cmd_timing, "latency and images/s of every method, timed interleaved in one process",
               device=True)
@@ -328,11 +333,7 @@ def main(argv=None):
     s.add_argument("--students", required=True, help="folder holding each student's folder (results/<exp>/students)")
     s.add_argument("--sampling", default=None,
                    help="the sampling: block as JSON: adds the peer ratio of the first DDIM method")
-    s.add_argument("--checkpoints", type=int, default=11,
-                   help="teacher checkpoints a student would distil (random-weight teachers only)")
-    s.add_argument("--cost", required=True, help="the metrics.cost: block as JSON")
-    s.add_argument("--cfg", default=None, help="config slice as JSON, hashed into the provenance")
-    s.add_argument("--out", required=True)
+    costing_args(s)
 
     s = stage("memorisation", cmd_memorisation, "how close a student's samples come to its distillation targets",
               device=True)

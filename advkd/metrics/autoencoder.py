@@ -9,7 +9,6 @@ no logits (no IS, no class coverage).
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -20,9 +19,7 @@ from torch import nn
 from ..assets import verify_shipped
 from ..data import to_float
 from ..io import BadInputError, load_tensors, provenance, read_json, save_tensors, sha256_file, write_json
-from .evaluator import CARD, condition_number
-
-log = logging.getLogger(__name__)
+from .evaluator import CARD, condition_number, fit_epochs
 
 WEIGHTS = "autoencoder.safetensors"
 
@@ -73,20 +70,12 @@ def train_autoencoder(train_images, heldout_images, out_dir, *, epochs=6, batch_
     steps = epochs * int(np.ceil(n / batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     x_all = to_float(train_images)
-    t0, curve = time.perf_counter(), []
-    for epoch in range(epochs):
-        model.train()
-        order, total = rng.permutation(n), 0.0
-        for i in range(0, n, batch_size):
-            x = x_all[torch.from_numpy(order[i:i + batch_size])].to(device)
-            loss = nn.functional.mse_loss(model(x), x)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(x)
-        curve.append(total / n)
-        log.info("epoch %d/%d mse %.5f (%.0f s)", epoch + 1, epochs, curve[-1], time.perf_counter() - t0)
+    def batch_loss(idx):
+        x = x_all[idx].to(device)
+        return nn.functional.mse_loss(model(x), x)
+
+    t0 = time.perf_counter()
+    curve = fit_epochs(model, opt, sched, n, batch_size, epochs, rng, batch_loss, "mse")
     model.eval()
     out_dir = Path(out_dir)
     weights = out_dir / WEIGHTS

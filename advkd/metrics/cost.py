@@ -165,19 +165,6 @@ def timed_call(method, batch: int, cost: dict, seed: int = 0):
     return (lambda: method.network(*inputs)), method.nfe, f"one network call x NFE ({method.nfe})"
 
 
-def latency(method, batch: int, cost: dict, device, seed: int = 0) -> dict:
-    """Seconds per image at `batch` of one method alone (median, min, max of cost["repeats"] calls)."""
-    fn, factor, how = timed_call(method, batch, cost, seed)
-    with torch.inference_mode():
-        t = time_call(fn, device, repeats=cost["repeats"], warmup=cost["warmup"])
-    out = {"batch": batch, "extrapolated": factor > 1, "repeats": t["repeats"], "warmup": t["warmup"],
-           "measured": how}
-    for k in ("median_s", "min_s", "max_s"):
-        out[f"{k}_per_batch"] = t[k] * factor
-        out[f"{k}_per_image"] = t[k] * factor / batch
-    return out
-
-
 def time_interleaved(calls: dict, device, repeats: int, warmup: int, clock=time.perf_counter) -> dict:
     """Seconds of each named fn() in `calls`, timed round-robin in one process: every round calls each once, the
     order rotated by one each round, so a slow spell of the shared host lands on all of them alike and no method

@@ -78,6 +78,26 @@ def condition_number(features: np.ndarray) -> float:
     return float(np.linalg.cond(np.cov(features, rowvar=False)))
 
 
+def fit_epochs(model, opt, sched, n: int, batch_size: int, epochs: int, rng, batch_loss, what="loss") -> list:
+    """Epochs of shuffled mini-batches over n examples (a judge's training loop): `batch_loss(idx)` is the loss of
+    the examples at indices idx; returns the mean loss of each epoch."""
+    t0, curve = time.perf_counter(), []
+    for epoch in range(epochs):
+        model.train()
+        order, total = rng.permutation(n), 0.0
+        for i in range(0, n, batch_size):
+            idx = torch.from_numpy(order[i:i + batch_size])
+            loss = batch_loss(idx)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        curve.append(total / n)
+        log.info("epoch %d/%d %s %.5f (%.0f s)", epoch + 1, epochs, what, curve[-1], time.perf_counter() - t0)
+    return curve
+
+
 def train_evaluator(train_images, train_labels, heldout_images, heldout_labels, out_dir, *, epochs=5,
                     batch_size=128, lr=2e-3, width=16, features=128, seed=0, device="cpu", command="",
                     data_card=None) -> dict:
@@ -94,23 +114,14 @@ def train_evaluator(train_images, train_labels, heldout_images, heldout_labels, 
     x_all, y_all = to_float(train_images), torch.from_numpy(train_labels)
     # A mirrored garment is the same garment; a mirrored digit is not, so only clothes get flipped.
     flip_ok = bool(data_card and data_card.get("dataset") == "fashion-mnist")
-    t0, curve = time.perf_counter(), []
-    for epoch in range(epochs):
-        model.train()
-        order, total = rng.permutation(n), 0.0
-        for i in range(0, n, batch_size):
-            idx = torch.from_numpy(order[i:i + batch_size])
-            x, y = x_all[idx], y_all[idx]
-            if flip_ok:
-                x = torch.where((torch.rand(len(x)) < 0.5)[:, None, None, None], x.flip(-1), x)
-            loss = nn.functional.cross_entropy(model(x.to(device))[1], y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(x)
-        curve.append(total / n)
-        log.info("epoch %d/%d loss %.4f (%.0f s)", epoch + 1, epochs, curve[-1], time.perf_counter() - t0)
+    def batch_loss(idx):
+        x, y = x_all[idx], y_all[idx]
+        if flip_ok:
+            x = torch.where((torch.rand(len(x)) < 0.5)[:, None, None, None], x.flip(-1), x)
+        return nn.functional.cross_entropy(model(x.to(device))[1], y.to(device))
+
+    t0 = time.perf_counter()
+    curve = fit_epochs(model, opt, sched, n, batch_size, epochs, rng, batch_loss)
     seconds = time.perf_counter() - t0
     model.eval()
     out_dir = Path(out_dir)

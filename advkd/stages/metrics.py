@@ -268,9 +268,10 @@ def memorisation(method: str, samples: dict, trajectories, train_npz, real_npz, 
     train, real = load_images(train_npz), load_images(real_npz)
     rng = np.random.default_rng(seed)
     train = train[np.sort(rng.choice(len(train), min(len(targets), len(train)), replace=False))]
-    n = min(len(real), max(len(load_images(p)) for p in samples.values()))
+    images = {s: load_images(p) for s, p in samples.items()}
+    n = min(len(real), max(map(len, images.values())))
     real = real[np.sort(rng.choice(len(real), n, replace=False))]
-    feats = {s: embed(load_images(p))[0] for s, p in samples.items()}
+    feats = {s: embed(x)[0] for s, x in images.items()}
     row = {"method": method, "judge_sha256": judge["sha256"],
            **copy_statistics(feats, embed(targets)[0], embed(real)[0], embed(train)[0]),
            "provenance": provenance(device=device)}

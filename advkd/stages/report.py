@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..config import REAL
 from ..families import FAMILIES, params_of
 from ..io import BadInputError, atomic_path, read_json, write_text
 from ..metrics.quality import aggregate_seeds
@@ -23,7 +24,6 @@ FIG_STYLE = {"figure.dpi": 120, "savefig.bbox": "tight", "font.size": 9, "axes.g
 # collapsed: it is marked and never on a Pareto front, whatever its FD.
 COLLAPSED_CLASSES = 9
 COLLAPSED_RECALL = 0.05
-REAL = "real"
 
 
 def collect(results, reference: str | None = None) -> pd.DataFrame:

@@ -7,7 +7,6 @@ import torch
 from advkd.method import Method
 from advkd.metrics.cost import (
     count_flops,
-    latency,
     measure_cost,
     measure_timing,
     peak_memory,
@@ -61,16 +60,19 @@ COST = {"throughput_batch": 4, "repeats": 3, "warmup": 1, "full_sample_max_nfe":
 
 def test_small_nfe_times_the_full_sample():
     m, calls = _fake_method(nfe=3)
-    out = latency(m, 1, COST, "cpu")
-    assert not out["extrapolated"] and calls["sample"] == 4  # warm-up + 3 repeats
-    assert out["median_s_per_image"] == out["median_s_per_batch"]
+    out = measure_timing({"fake": m}, "cpu", COST | {"repeats": 11, "throughput_batch": 1})
+    assert not out["fake"]["extrapolated"] and calls["sample"] == 12  # warm-up + 11 rounds, batch 1 timed once
+    assert out["fake"]["measured"] == "full sample"
+    assert out["fake"]["images_per_s"]["median"] == pytest.approx(
+        1 / out["fake"]["latency_s_per_image_batch1"]["median"])
 
 
 def test_many_steps_are_extrapolated_from_one_network_call():
     m, calls = _fake_method(nfe=500)
-    out = latency(m, 2, COST, "cpu")
+    out = measure_timing({"fake": m}, "cpu", COST | {"repeats": 11, "throughput_batch": 2})["fake"]
     assert out["extrapolated"] and calls["sample"] == 0
-    assert out["median_s_per_image"] == pytest.approx(out["median_s_per_batch"] / 2)
+    # per image = per batch / batch; the factor 500 (NFE) applies to every timed call
+    assert out["images_per_s"]["median"] == pytest.approx(2 / out["seconds_per_batch_throughput"]["median"])
     assert "x NFE (500)" in out["measured"]
 
 
