@@ -116,13 +116,16 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
     """The `timing` rule: latency at batch 1 and images/s at the throughput batch of every method (name -> config
     block), timed interleaved in one process (advkd.metrics.cost.measure_timing), so that their ratios are
     measured under the same conditions; a matmul peak before and after says how fast the host was. With
-    `sampling` (the config's block) and a DDIM method, also the peer ratio against the stock diffusers loop."""
+    `sampling` (the config's block) and a DDIM method with NFE <= full_sample_max_nfe, also the peer ratio against
+    the stock diffusers loop."""
     methods = {name: build_method(name, block, cost_context(teacher_json, device, Path(students_root) / name,
                                                             checkpoints))
                for name, block in blocks.items()}
     peaks = [matmul_peak_gflops(device)]
     rows = measure_timing(methods, device, settings, settings.get("seed", 0))
-    ddim = [b for b in blocks.values() if b["family"] == "ddim"]
+    # the peer ratio times whole sampling loops: only for a DDIM whose full sample the config affords timing
+    # (metrics.cost.full_sample_max_nfe; at paper scale on a CPU it does not)
+    ddim = [b for b in blocks.values() if b["family"] == "ddim" and b["steps"] <= settings["full_sample_max_nfe"]]
     peer = peer_ratio(teacher_json, ddim[0]["steps"], sampling["batch_size"], device, sampling["compile"]) \
         if sampling and ddim else None
     peaks.append(matmul_peak_gflops(device))
