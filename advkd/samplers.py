@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
+import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -48,15 +49,22 @@ def make_scheduler(spec: SchedulerSpec, steps: int, train_config):
     return sched
 
 
+_COMPILED = weakref.WeakKeyDictionary()  # unet -> (compiled net, input shapes it has run)
+
+
 def compiled_network(unet, xs, t):
     """unet under torch.compile (inductor, static shapes), compiled now by one call per input in `xs` (each
     batch shape the run will use: a shorter last batch is a shape of its own) so that sampling times leave the
     compilation out; the eager unet, with a warning, where it cannot be compiled (on CPU inductor needs a C++
-    compiler). Compiled kernels are cached (e.g. /tmp/torchinductor_$USER): later jobs start fast."""
+    compiler). One compiled net per unet for the process (a sample job runs its batches in several chunks);
+    compiled kernels are also cached on disk (e.g. /tmp/torchinductor_$USER): later jobs start fast."""
     try:
-        net = torch.compile(unet, dynamic=False)
+        net, shapes = _COMPILED.get(unet) or (torch.compile(unet, dynamic=False), set())
         for x in xs:
-            net(x, t)
+            if (tuple(x.shape), x.dtype) not in shapes:
+                net(x, t)
+                shapes.add((tuple(x.shape), x.dtype))
+        _COMPILED[unet] = net, shapes
         return net, True
     except Exception as e:  # noqa: BLE001 - any backend failure leaves eager sampling, which is always correct
         log.warning("torch.compile failed (%s: %s); sampling eagerly", type(e).__name__, str(e).splitlines()[0])

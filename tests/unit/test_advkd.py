@@ -14,8 +14,8 @@ from torch import nn
 from advkd.families import build_method
 from advkd.io import BadInputError, load_tensors, save_tensors
 from advkd.students.advkd import model as adv
-from advkd.students.advkd.networks import Critic, InferencePath, ProgressiveGenerator, _layer
-from advkd.students.advkd.params import PRESETS, AdvKDParams, block_layout
+from advkd.students.advkd.networks import CRITICS, InferencePath, ProgressiveGenerator, PublishedCritic, _layer
+from advkd.students.advkd.params import CRITIC_NETS, PRESETS, AdvKDParams, block_layout
 from advkd.students.networks import UNetStudent, count
 
 
@@ -72,9 +72,51 @@ def test_embedded_every_head_and_critic_has_its_phase_shape():
         r = cfg["layout"][k]["resolution"]
         assert img.shape == (3, 1, r, r)
         assert img.abs().max() <= 1
-        d = Critic(1, r, 1, 4, cfg["critic_width"])
-        assert d(img, z).shape == (3,)
+        for net in CRITICS.values():
+            d = net(1, r, 1, 4, cfg["critic_width"])
+            assert d(img, z).shape == (3,)
     assert g(z).shape == (3, 1, 32, 32)
+
+
+def test_published_critic_has_the_authors_size_per_phase():
+    """The authors' critic (kd_gan.py) at each of the paper preset's head resolutions, RGB, 3x4x4 noise."""
+    per_resolution = {8: 119_841, 16: 218_273, 32: 480_673, 64: 743_073, 128: 1_005_473, 256: 1_267_873}
+    for r, n in per_resolution.items():
+        assert count(PublishedCritic(3, r, 3, 4)) == n, r
+    cfg = AdvKDParams(preset="paper").resolve("p", 11, 256, 3)
+    assert cfg["critic_net"] == "published" and count(adv.make_critics(cfg, adv.make_generator(cfg))) == 6_402_539
+    assert set(CRITICS) == set(CRITIC_NETS)   # the schema's enum (params.py has no torch) names every critic
+
+
+def test_generator_uses_the_authors_slope_and_the_teacher_unet_keeps_the_suite_critic():
+    slopes = {m.negative_slope for m in paper_generator().modules() if isinstance(m, nn.LeakyReLU)}
+    assert slopes == {0.01}
+    assert _resolve({"generator": "teacher-unet"})["critic_net"] == "suite"
+    assert _resolve({})["critic_net"] == "published" and _resolve({})["critic_width"] == 32
+
+
+def test_critic_is_frozen_in_the_generator_step():
+    """After a training step a critic's gradients are those of its own loss: the generator step passes its gradient
+    through the critic without accumulating any in the critic's weights."""
+    cfg = _resolve({"phases": 1, "batch_size": 4})
+    torch.manual_seed(0)
+    student = adv.make_student(cfg)
+    phase, recipe = adv.make_phases(cfg)[0], adv.make_recipe(cfg)
+    opts = adv._optimizers(student, phase, recipe)
+    critic = student.critics[str(phase.heads[0])]
+    seen = {}
+    real_step = opts["critic"].step
+
+    def record():
+        seen.update({n: p.grad.clone() for n, p in critic.named_parameters()})
+        real_step()
+    opts["critic"].step = record
+    z, target = torch.randn(4, 1, 4, 4), torch.rand(4, 1, 32, 32) * 2 - 1
+    adv.train_step(student, phase, recipe, z, {phase.heads[0]: target}, opts["gen"], opts["critic"],
+                   torch.Generator().manual_seed(0))
+    assert seen and all(torch.equal(p.grad, seen[n]) for n, p in critic.named_parameters())
+    assert all(p.requires_grad for p in critic.parameters())   # trainable again for the next critic step
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.generator.parameters())
 
 
 def test_unconditional_critic_ignores_the_noise_and_the_published_one_does_not():
@@ -111,6 +153,9 @@ def _ci_config(repo_root, **methods):
     ({"family": "advkd", "checkpoints": [0, 2]}, "methods.bad.checkpoints"),   # must end at x_0 (index 3)
     ({"family": "advkd", "heads": False}, "methods.bad.heads"),           # needs training: joint
     ({"family": "advkd", "noise_resolution": 3}, "methods.bad.noise_resolution"),
+    ({"family": "advkd", "noise_resolution": 2}, "methods.bad.noise_resolution"),  # the critic's noise branch
+    ({"family": "advkd", "critic_net": "patchgan"}, "methods.bad.critic_net"),
+    ({"family": "advkd", "generator": "teacher-unet", "critic_net": "published"}, "methods.bad.critic_net"),
     ({"family": "advkd", "reg_resolution": 12}, "methods.bad.reg_resolution"),
     ({"family": "advkd", "generator": "teacher-unet", "widths": [8, 8]}, "methods.bad.widths"),  # the UNet is fixed
     ({"family": "advkd", "preset": "paper"}, "methods.bad.preset"),       # 256x256 RGB, data is 32x32 grey

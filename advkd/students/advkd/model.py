@@ -24,7 +24,7 @@ from ..common import (
 )
 from ..networks import UNetStudent, count, resize_to, unet_from_config
 from ..training import Segment, fit, regression_loss, run_identity
-from .networks import Critic, InferencePath, ProgressiveGenerator, downsample_noise
+from .networks import CRITICS, InferencePath, ProgressiveGenerator, downsample_noise
 from .params import AdvKDParams, published_batch
 
 
@@ -166,6 +166,11 @@ def train_step(student: Student, phase: Phase, recipe: Recipe, z, targets: dict,
                         p.clamp_(-recipe.clip, recipe.clip)
         stats["critic_loss"] = d_loss.item()
     g_loss = 0.0
+    # The critics are frozen in the generator step (as the authors do): the generator's gradient passes through
+    # them, their weights' gradients are not computed.
+    critics = [student.critics[str(h)] for h in phase.heads] if adv else []
+    for c in critics:
+        c.requires_grad_(False)
     for h in phase.heads:
         if adv:
             critic = student.critics[str(h)]
@@ -179,6 +184,8 @@ def train_step(student: Student, phase: Phase, recipe: Recipe, z, targets: dict,
     opt_g.zero_grad(set_to_none=True)
     g_loss.backward()
     opt_g.step()
+    for c in critics:
+        c.requires_grad_(True)
     if student.ema is not None:
         update_ema(student.ema, student.generator, recipe.ema)
     stats["g_loss"] = g_loss.item()
@@ -202,8 +209,9 @@ def make_critics(cfg: dict, gen: nn.Module) -> nn.ModuleDict:
     if cfg["loss"] == "regression":
         return nn.ModuleDict()
     noise_channels = 0 if cfg["critic"] == "unconditional" else cfg["image_channels"]
-    return nn.ModuleDict({str(h): Critic(cfg["image_channels"], head_resolution(cfg, h), noise_channels,
-                                         cfg["noise_resolution"], cfg["critic_width"])
+    net = CRITICS[cfg["critic_net"]]
+    return nn.ModuleDict({str(h): net(cfg["image_channels"], head_resolution(cfg, h), noise_channels,
+                                      cfg["noise_resolution"], cfg["critic_width"])
                           for h in head_ids(gen)})
 
 

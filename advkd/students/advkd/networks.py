@@ -1,10 +1,11 @@
 """Adv-KD networks: the progressive generator (one block per denoising phase, one image head per block) and the
-conditional per-phase critic.
+conditional per-phase critics (the authors' and, as an ablation, the suite's earlier one).
 
 Layer layout of the published student (checked against its published sizes, see tests/unit/test_students.py):
-  plain layer  = Conv2d(cin, cout, 3, stride 1, padding 1, bias) + BatchNorm2d(cout, affine) + LeakyReLU(0.2)
-  up layer     = ConvTranspose2d(cin, cout, 3, stride 2, padding 1, output_padding 1, bias) + BN + LeakyReLU(0.2)
-  head         = Conv2d(c, c, 3, p 1, bias) + BN + LeakyReLU(0.2) + Conv2d(c, image_channels, 3, p 1, bias) + tanh
+  plain layer  = Conv2d(cin, cout, 3, stride 1, padding 1, bias) + BatchNorm2d(cout, affine) + LeakyReLU(0.01)
+  up layer     = ConvTranspose2d(cin, cout, 3, stride 2, padding 1, output_padding 1, bias) + BN + LeakyReLU(0.01)
+  head         = Conv2d(c, c, 3, p 1, bias) + BN + LeakyReLU(0.01) + Conv2d(c, image_channels, 3, p 1, bias) + tanh
+  (LeakyReLU(0.01): torch's default slope, which the authors' nn.LeakyReLU() uses; their critic's is 0.2)
   block 0 = [up]; block 1 = [plain]; odd k >= 3 = [plain, plain]; even k >= 2 = [plain, up];
   the first layer of a block changes the width, the others keep it.
 With widths 16,16,32,32,64,64,128x5, 3x4x4 noise in and 256x256 RGB out this gives exactly 2,429,937 parameters,
@@ -18,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+GENERATOR_SLOPE = 0.01  # the authors' nn.LeakyReLU() default
+
 
 def _layer(kind: str, cin: int, cout: int, upsample: str = "transposed") -> nn.Sequential:
     if kind != "up":
@@ -28,11 +31,11 @@ def _layer(kind: str, cin: int, cout: int, upsample: str = "transposed") -> nn.S
         # Resize-convolution (Odena et al. 2016): a stride-2 transposed conv covers output pixels unevenly and
         # leaves a checkerboard; nearest upsampling then a 3x3 conv does not. Same parameters, 4x the FLOPs.
         conv = [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1)]
-    return nn.Sequential(*conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2))
+    return nn.Sequential(*conv, nn.BatchNorm2d(cout), nn.LeakyReLU(GENERATOR_SLOPE))
 
 
 def _head(c: int, image_channels: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.LeakyReLU(0.2),
+    return nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.BatchNorm2d(c), nn.LeakyReLU(GENERATOR_SLOPE),
                          nn.Conv2d(c, image_channels, 3, padding=1), nn.Tanh())
 
 
@@ -87,10 +90,43 @@ class InferencePath(nn.Module):
         return self.head(z)
 
 
-class Critic(nn.Module):
-    """Conditional critic of one phase: judges the pair (image at the phase's resolution, the generator's input
-    noise). DCGAN-style strided convs on the image, a small conv branch on the noise, both flattened at <= 4x4 and
-    joined by an MLP into one logit. No BatchNorm: the gradient penalty is per-sample."""
+class PublishedCritic(nn.Module):
+    """The authors' critic of one phase (kidist-amde/Adv-KD, src/prodm/models/kd_gan.py), judging the pair (image at
+    the phase's resolution, the generator's input noise):
+      image: Conv2d(c, w, 4, s2, p1, no bias) + LeakyReLU(0.2), then while the side is above 4:
+             Conv2d(4, s2, p1, no bias) + BatchNorm2d + LeakyReLU(0.2), doubling the width up to 4w;
+      noise: Conv2d(c, 32, 3, p1, no bias) + BN + LeakyReLU(0.2) + Conv2d(32, 64, 3, p0, no bias) + BN + LeakyReLU(0.2)
+             (64x2x2 from 4x4 noise);
+      joined: Linear(features, 128) + BatchNorm1d + LeakyReLU(0.2) + Linear(128, 1).
+    With w = 32 and RGB this is 119,841 parameters at 8 px ... 1,267,873 at 256 (tests/unit/test_advkd.py). The
+    BatchNorm gains are what the published +-0.1 weight clipping bounds."""
+
+    def __init__(self, image_channels: int, resolution: int, noise_channels: int, noise_resolution: int,
+                 width: int = 32, hidden: int = 128):
+        super().__init__()
+        lrelu = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+        layers, c, res = [nn.Conv2d(image_channels, width, 4, 2, 1, bias=False), lrelu()], width, resolution // 2
+        while res > 4:
+            cn = min(4 * width, 2 * c)
+            layers += [nn.Conv2d(c, cn, 4, 2, 1, bias=False), nn.BatchNorm2d(cn), lrelu()]
+            c, res = cn, res // 2
+        self.image = nn.Sequential(*layers)
+        # noise_channels 0: an unconditional critic (an ablation; it judges realism, not the match to x_T)
+        self.noise = nn.Sequential(nn.Conv2d(noise_channels, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), lrelu(),
+                                   nn.Conv2d(32, 64, 3, bias=False), nn.BatchNorm2d(64), lrelu()) \
+            if noise_channels else None
+        feats = c * res * res + (64 * (noise_resolution - 2) ** 2 if noise_channels else 0)
+        self.mlp = nn.Sequential(nn.Linear(feats, hidden), nn.BatchNorm1d(hidden), lrelu(), nn.Linear(hidden, 1))
+
+    def forward(self, image, noise):
+        feats = [self.image(image).flatten(1)] + ([self.noise(noise).flatten(1)] if self.noise is not None else [])
+        return self.mlp(torch.cat(feats, 1)).squeeze(1)
+
+
+class SuiteCritic(nn.Module):
+    """The suite's earlier critic (critic_net: suite, an ablation): judges the pair (image at the phase's
+    resolution, the generator's input noise) with a stride-1 3x3 first conv at full resolution, biased strided
+    convs down to 4x4 on each input and an MLP; no BatchNorm (the gradient penalty is per-sample)."""
 
     def __init__(self, image_channels: int, resolution: int, noise_channels: int, noise_resolution: int,
                  width: int = 16, max_width: int = 256, hidden: int = 128):
@@ -122,6 +158,9 @@ class Critic(nn.Module):
     def forward(self, image, noise):
         feats = [self.image(image).flatten(1)] + ([self.noise(noise).flatten(1)] if self.noise is not None else [])
         return self.mlp(torch.cat(feats, 1)).squeeze(1)
+
+
+CRITICS = {"published": PublishedCritic, "suite": SuiteCritic}  # critic_net
 
 
 def downsample_noise(x_T, resolution: int):

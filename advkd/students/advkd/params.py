@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from ...method import Params, param
 
 PAPER_WIDTHS = (16, 16, 32, 32, 64, 64, 128, 128, 128, 128, 128)
+CRITIC_NETS = ("published", "suite")   # advkd.students.advkd.networks.CRITICS
+PUBLISHED_CRITIC_WIDTH = 32            # the authors' ndf
 
-# A preset fixes what the data does not: base widths (one per published phase), noise resolution, critic width.
+# A preset fixes what the data does not: base widths (one per published phase), noise resolution, the suite
+# critic's width.
 # `embedded` is the published design at a quarter of the width, for 1x32x32 on a CPU: with 4x4 noise it doubles at
 # blocks 0, 2, 4 (8, 8, 16, 16, 32, ...) and the later blocks, whose published up-layers would pass 32x32, refine
 # at 32x32 with plain layers instead.
@@ -80,8 +83,14 @@ class AdvKDParams(Params):
     lr: float = param(1e-4, "Adam learning rate (1e-4 published)", type="number", exclusiveMinimum=0)
     critic_lr: float | None = param(None, "critic learning rate (null = lr)", type=["number", "null"],
                                exclusiveMinimum=0)
-    critic_width: int | None = param(None, "first critic conv width (null: the preset's)", type=["integer", "null"],
-                                   minimum=1)
+    critic_net: str | None = param(
+        None, "published = the authors' critic (bias-free strided 4x4 convs with BatchNorm from 32 to 128 channels, a "
+        "two-conv noise branch built for 4x4 noise, an MLP with BatchNorm1d); suite = the suite's earlier critic (no "
+        "BatchNorm, a stride-1 first conv, biases): an ablation. null: published for the progressive generator, "
+        "suite for generator: teacher-unet (whose 32x32 noise the published noise branch was not built for)",
+        enum=[*CRITIC_NETS, None])
+    critic_width: int | None = param(None, "first critic conv width (null: 32 for the published critic, the "
+                                     "preset's for the suite's)", type=["integer", "null"], minimum=1)
     critic: str = param("conditional", "conditional = published: the critic judges (image, input noise) pairs; "
                         "unconditional = the image alone (realism, not the match to x_T)",
                         enum=["conditional", "unconditional"])
@@ -98,6 +107,10 @@ class AdvKDParams(Params):
     @property
     def teacher_unet(self) -> bool:
         return self.generator == "teacher-unet"
+
+    @property
+    def critic_name(self) -> str:
+        return self.critic_net or ("suite" if self.teacher_unet else "published")
 
     def errors(self, where: str, block: dict, cfg: dict) -> list[str]:
         """The recipe must fit the experiment's data and trajectories."""
@@ -126,6 +139,12 @@ class AdvKDParams(Params):
                         "training: joint")
         if self.loss == "adversarial" and self.adv_weight == 0:
             errs.append(f"{where}.adv_weight: 0 with loss adversarial trains nothing")
+        if self.critic_name == "published" and self.critic == "conditional" and nr != "full" and nr < 3:
+            errs.append(f"{where}.noise_resolution: {nr} is too small for the published critic's noise branch (an "
+                        "unpadded 3x3 conv: at least 3); use critic_net: suite or critic: unconditional")
+        if self.critic_name == "published" and self.teacher_unet and self.critic == "conditional":
+            errs.append(f"{where}.critic_net: published with generator: teacher-unet feeds the whole 32x32 x_T to "
+                        "a noise branch built for 4x4 noise; use critic_net: suite (the default there)")
         if self.max_runs is not None and self.max_runs > cfg["trajectories"]["count"]:
             errs.append(f"{where}.max_runs: {self.max_runs} exceeds trajectories.count "
                         f"{cfg['trajectories']['count']}")
@@ -135,11 +154,12 @@ class AdvKDParams(Params):
         """The full recipe: defaults filled, checkpoints chosen, layout computed. Saved as student.json."""
         p = self.as_dict()
         preset = PRESETS[self.preset]
-        critic_width = self.critic_width or preset["critic_width"]
+        critic = {"critic_net": self.critic_name, "critic_width": self.critic_width or (
+            PUBLISHED_CRITIC_WIDTH if self.critic_name == "published" else preset["critic_width"])}
         if self.teacher_unet:  # one network on the whole x_T: no blocks, heads or noise resizing
             return {**p, "family": "advkd", "name": name, "phases": 1, "noise_resolution": resolution,
                     "heads": False, "training": "joint", "checkpoints": [available - 1], "resolution": resolution,
-                    "image_channels": channels, "layout": None, "critic_width": critic_width}
+                    "image_channels": channels, "layout": None, **critic}
         phases = self.phases or (len(self.checkpoints) if self.checkpoints else available)
         nr = self.noise_resolution or preset["noise_resolution"]
         nr = resolution if nr == "full" else nr
@@ -147,7 +167,7 @@ class AdvKDParams(Params):
                               self.layers_per_block)
         return {**p, "family": "advkd", "name": name, "phases": phases, "noise_resolution": nr,
                 "checkpoints": select_checkpoints(available, phases, self.checkpoints), "resolution": resolution,
-                "image_channels": channels, "layout": layout, "critic_width": critic_width}
+                "image_channels": channels, "layout": layout, **critic}
 
 
 def select_checkpoints(available: int, phases: int, explicit=None) -> list[int]:
