@@ -483,9 +483,10 @@ def write_speed_tables(speed: pd.DataFrame, out_dirs, target: float = 0.8, peer:
         _write_csv_md(Path(d), "sampling_speed", speed, md)
 
 
-def write_memorisation_table(results, out_dirs) -> None:
+def write_memorisation_table(results, out_dirs) -> bool:
     """memorisation.{csv,md}: per student, how close its samples come to its distillation targets against how
-    close real held-out images come to as many training images (advkd.metrics.memorisation)."""
+    close real held-out images come to as many training images (advkd.metrics.memorisation). False when no
+    student was scored so (a cost-only experiment), and nothing is written."""
     rows = []
     for path in sorted((Path(results) / "metrics" / "memorisation").glob("*.json")):
         m = read_json(path)
@@ -495,7 +496,7 @@ def write_memorisation_table(results, out_dirs) -> None:
                      "targets": m["targets"], "real_n": m["real_to_train"]["n"],
                      "real_share": m["real_to_train"]["share_below_threshold"], "percentile": m["percentile"]})
     if not rows:
-        return
+        return False
     df = pd.DataFrame(rows)
     disp = pd.DataFrame({
         "method": df.method,
@@ -511,6 +512,7 @@ def write_memorisation_table(results, out_dirs) -> None:
     md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
     for d in out_dirs:
         _write_csv_md(Path(d), "memorisation", df, md)
+    return True
 
 
 def report(results, out, reference: str | None = None) -> dict:
@@ -525,7 +527,7 @@ def report(results, out, reference: str | None = None) -> dict:
     results, out = Path(results), Path(out)
     df = collect(results, reference)
     write_tables(df, [results / "tables", out])
-    write_memorisation_table(results, [results / "tables", out])
+    memorised = write_memorisation_table(results, [results / "tables", out])
     write_speed_tables(sampling_speed(results, dict(zip(df.method, df.kind))), [results / "tables", out],
                        peer=read_json(results / "metrics" / "timing.json").get("peer_timing"))
     students = dict(zip(df.method[df.kind == "student"], df.family[df.kind == "student"]))
@@ -545,7 +547,7 @@ def report(results, out, reference: str | None = None) -> dict:
                           file_fn=lambda m: results / "students" / m / "panel.png", ncols=2)
     figs += fig_training(results, {m: students[m] for m in with_figure("training_curves")}, out)
     tables = ["summary.csv", "summary.md", "summary.tex", "knobs.csv", "knobs.md", "sampling_speed.csv",
-              "sampling_speed.md"] + (["memorisation.csv", "memorisation.md"] if students else [])
+              "sampling_speed.md"] + (["memorisation.csv", "memorisation.md"] if memorised else [])
     summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables}
     write_text(out / "index.json", json.dumps(summary, indent=2) + "\n")
     return summary
