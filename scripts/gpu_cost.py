@@ -1,7 +1,7 @@
-"""Run a cost-only experiment's stages (teacher card, then cost of every method) in one process, without
-Snakemake: for a GPU machine that has PyTorch and diffusers but not the whole DAG toolchain. Writes the same
-files as the DAG (results/<experiment>-<device>/teacher/teacher.json, metrics/cost/<method>.json), so
-`advkd report` turns them into the same table and figures.
+"""Run a cost-only experiment's stages (teacher card, the cost of every method, then the interleaved timing of
+all of them) in one process, without Snakemake: for a GPU machine that has PyTorch and diffusers but not the whole
+DAG toolchain. Writes the same files as the DAG (results/<experiment>-<device>/teacher/teacher.json,
+metrics/cost/<method>.json, metrics/timing.json), so `advkd report` turns them into the same table and figures.
 
     python scripts/gpu_cost.py experiments/paper-cost.yaml --device cuda --out results/paper-cost-gpu
 """
@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from advkd.config import load_config  # noqa: E402
-from advkd.stages.metrics import cost, cost_context  # noqa: E402
+from advkd.stages.metrics import cost, cost_context, timing  # noqa: E402
 from advkd.stages.teacher import teacher  # noqa: E402
 from advkd.teacher import pick_device  # noqa: E402
 
@@ -47,10 +47,21 @@ def main():
     for name, block in cfg["methods"].items():
         row = cost(name, block, ctx, cfg["metrics"]["cost"], out / "metrics" / "cost" / f"{name}.json",
                          cfg={"method": block, "cost": cfg["metrics"]["cost"], "device": str(device)})
-        print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "latency_s_per_image_batch1",
-                                              "latency_extrapolated", "images_per_s", "device")}), flush=True)
+        print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "parameters_inference",
+                                              "device")}), flush=True)
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    # The peer ratio (whole DDIM loops, suite against stock diffusers) at the throughput batch, not the sampling
+    # batch: at 256x256 a GPU affords that.
+    sampling = cfg["sampling"] | {"batch_size": cfg["metrics"]["cost"]["throughput_batch"]}
+    rows = timing(cfg["methods"], out / "teacher" / "teacher.json", out / "students",
+                  cfg["trajectories"]["checkpoints"], device, cfg["metrics"]["cost"], out / "metrics" / "timing.json",
+                  cfg={"methods": cfg["methods"], "cost": cfg["metrics"]["cost"], "device": str(device)},
+                  sampling=sampling)["timing"]
+    for name, r in rows.items():
+        print(json.dumps({"method": name, "latency_s_per_image_batch1": r["latency_s_per_image_batch1"]["median"],
+                          "images_per_s": r["images_per_s"]["median"], "extrapolated": r["extrapolated"]}),
+              flush=True)
 
 
 if __name__ == "__main__":
