@@ -265,13 +265,24 @@ def knob_table(df: pd.DataFrame) -> pd.DataFrame:
 KNOB_RESULTS = ("NFE", "params (M)", "latency b=1 (ms)", "FD", "KID", "recall", "classes", "top class", "n")
 
 
+def knob_blocks(knobs: pd.DataFrame) -> list[pd.DataFrame]:
+    """The knob table as one block per family: only that family's knobs, then the results columns."""
+    blocks = []
+    for _, block in knobs.groupby("family", sort=True):
+        block = block.dropna(axis=1, how="all")   # the other families' knobs
+        results = [c for c in block if c in KNOB_RESULTS]
+        blocks.append(block[[c for c in block if c not in results] + results])
+    return blocks
+
+
 def write_tables(df: pd.DataFrame, out_dirs) -> None:
     disp = display_table(df)
     notes = footnotes(df, df.attrs.get("scoring"))
     md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
     tex = disp.to_latex(index=False, escape=True, caption=notes.replace("±", r"$\pm$"), label="tab:advkd")
     knobs = knob_table(df)
-    knobs_md = (knobs.to_markdown(index=False) + "\n\nOne block of rows per method family with several methods: the "
+    knobs_md = ("\n\n".join(b.to_markdown(index=False) for b in knob_blocks(knobs)) + "\n\nOne table per method "
+                "family with several methods: the "
                 "columns between the method and NFE are the family's parameters that differ between them (— = "
                 "null, the family's default rule); the rest as in summary.md.\n") if len(knobs) else \
         "No family has several methods in this experiment.\n"

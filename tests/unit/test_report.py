@@ -105,3 +105,16 @@ def test_the_caption_names_the_judge_region_and_reference(results):
     note = footnotes(df, df.attrs["scoring"])
     assert "comparable only within its judge (the shipped classifier judge, 128-d features, sha256 abab" in note
     assert "2-pixel zero border" in note and "test half (5,000 images)" in note
+
+
+def test_knob_table_gives_each_family_only_its_own_knobs():
+    import pandas as pd
+
+    from advkd.stages.report import knob_blocks
+
+    knobs = pd.DataFrame({"family": ["a", "a", "b", "b"], "method": ["a1", "a2", "b1", "b2"],
+                          "adv_weight": [0.1, 0.2, None, None], "NFE": [1, 1, 1, 1], "FD": ["1", "2", "3", "4"],
+                          "epochs": [None, None, 6, 12]})
+    a, b = knob_blocks(knobs)
+    assert list(a.columns) == ["family", "method", "adv_weight", "NFE", "FD"]
+    assert list(b.columns) == ["family", "method", "epochs", "NFE", "FD"]
