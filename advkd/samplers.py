@@ -49,7 +49,9 @@ def make_scheduler(spec: SchedulerSpec, steps: int, train_config):
     return sched
 
 
-_COMPILED = weakref.WeakKeyDictionary()  # unet -> (compiled net, input shapes it has run)
+# unet -> (compiled net, input shapes it has run). The compiled net refers to its unet, so an entry lives as long
+# as the process: fine for a sample or timing job, which holds its few networks to the end.
+_COMPILED = weakref.WeakKeyDictionary()
 
 
 def compiled_network(unet, xs, t):
