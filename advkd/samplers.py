@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import torch
@@ -49,9 +48,9 @@ def make_scheduler(spec: SchedulerSpec, steps: int, train_config):
     return sched
 
 
-# unet -> (compiled net, input shapes it has run). The compiled net refers to its unet, so an entry lives as long
-# as the process: fine for a sample or timing job, which holds its few networks to the end.
-_COMPILED = weakref.WeakKeyDictionary()
+# unet -> (compiled net, input shapes it has run), for the life of the process (the compiled net refers to its
+# unet anyway): a sample or timing job holds its few networks to the end.
+_COMPILED: dict = {}
 
 
 def compiled_network(unet, xs, t):
