@@ -8,6 +8,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from torch import nn
 
@@ -62,9 +63,25 @@ def test_nearest_upsampling_has_the_published_parameters_and_no_checkerboard():
     assert interiors["transposed"].unique().tolist() == [1.0, 2.0, 4.0]
 
 
+def test_embedded_heads_keep_the_published_ratio_of_head_to_image_and_eight_channels():
+    """Each head renders its noise level at the published fraction of the image side (never below the 4x4 noise),
+    so the noisiest states reach 4x4 heads heavily low-passed, as the authors' 8-32x shrunk PNGs did."""
+    paper = [b["resolution"] for b in paper_generator("meta").layout]
+    cfg = _resolve({})
+    assert [b["resolution"] for b in cfg["layout"]] == [max(4, r * 32 // 256) for r in paper]
+    assert [b["resolution"] for b in cfg["layout"]] == [4, 4, 4, 4, 4, 4, 8, 8, 16, 16, 32]
+    assert min(b["width"] for b in cfg["layout"]) == 8
+
+
+def test_heads_learn_clamped_low_passed_targets():
+    state = torch.linspace(-3, 3, 32 * 32).reshape(1, 1, 32, 32)
+    t = adv.head_target(state, 4)
+    assert t.shape == (1, 1, 4, 4) and t.abs().max() <= 1
+    assert torch.allclose(t, F.avg_pool2d(state.clamp(-1, 1), 8))
+
+
 def test_embedded_every_head_and_critic_has_its_phase_shape():
     cfg = _resolve({})
-    assert [b["resolution"] for b in cfg["layout"]] == [8, 8, 16, 16, 32, 32, 32, 32, 32, 32, 32]
     g = adv.make_generator(cfg)
     z = torch.randn(3, 1, 4, 4)
     out = g.render(z, 10, tuple(range(11)))
@@ -127,7 +144,7 @@ def test_unconditional_critic_ignores_the_noise_and_the_published_one_does_not()
         assert (not torch.equal(d(img, z1), d(img, z2))) == depends
 
 
-@pytest.mark.parametrize("phases,expect", [(1, [32]), (4, [8, 8, 16, 32]), (11, None)])
+@pytest.mark.parametrize("phases,expect", [(1, [32]), (4, [4, 4, 16, 32]), (11, None)])
 def test_fewer_phases_still_end_at_the_image_resolution(phases, expect):
     cfg = _resolve({"phases": phases})
     assert cfg["checkpoints"][-1] == 10 and len(cfg["checkpoints"]) == phases

@@ -258,6 +258,12 @@ def _optimizers(student: Student, phase: Phase, recipe: Recipe) -> dict:
     return opts
 
 
+def head_target(state, resolution: int):
+    """What a head learns from, as the authors trained it: the teacher state clamped to [-1, 1] (their 8-bit
+    PNGs; a tanh head cannot go beyond it) and area-averaged to the head's resolution (they resized the PNGs)."""
+    return resize_to(state.clamp(-1, 1), resolution)
+
+
 def segments(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets, device) -> list[Segment]:
     """The phases as the training loop's segments: fresh optimisers per phase; its heads' targets resized to
     their resolutions once, when the phase starts."""
@@ -265,7 +271,7 @@ def segments(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets
     def segment(p: int, phase: Phase) -> Segment:
         def begin():
             opts = _optimizers(student, phase, recipe)
-            tgt = {h: resize_to(targets[:, j], student.head_resolution[h])
+            tgt = {h: head_target(targets[:, j], student.head_resolution[h])
                    for h, j in zip(phase.heads, phase.targets)}
             z_all = student.noise_input(x_T)
 
@@ -359,7 +365,7 @@ def phase_panel(student: Student, phases: list[Phase], x_T, targets, path, examp
     up = lambda x: F.interpolate(x, size=(res, res), mode="nearest")  # noqa: E731
     tiles = []
     for i in range(min(examples, len(x_T))):
-        tiles.append(torch.cat([x_T[i:i + 1].clamp(-1, 1)] + [up(resize_to(targets[i:i + 1, j], out[h].shape[-1]))
+        tiles.append(torch.cat([x_T[i:i + 1].clamp(-1, 1)] + [up(head_target(targets[i:i + 1, j], out[h].shape[-1]))
                                                               for h, j in cols]))
         tiles.append(torch.cat([torch.zeros_like(x_T[i:i + 1])] + [up(out[h][i:i + 1]) for h, _ in cols]))
     save_grid(path, to_uint8(torch.cat(tiles)), nrow=len(cols) + 1)

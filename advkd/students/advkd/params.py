@@ -15,13 +15,13 @@ PUBLISHED_CRITIC_WIDTH = 32            # the authors' ndf
 
 # A preset fixes what the data does not: base widths (one per published phase), noise resolution, the suite
 # critic's width.
-# `embedded` is the published design at a quarter of the width, for 1x32x32 on a CPU: with 4x4 noise it doubles at
-# blocks 0, 2, 4 (8, 8, 16, 16, 32, ...) and the later blocks, whose published up-layers would pass 32x32, refine
-# at 32x32 with plain layers instead.
+# `embedded` is the published design at half the width (so no block has fewer than 8 channels), for 1x32x32 on a
+# CPU: from 4x4 noise its heads keep the published ratio of head to image side (block_layout), so blocks 0-5 work
+# at 4x4 and blocks 6, 8 and 10 double to 8, 16 and 32.
 PRESETS = {
     "paper": {"widths": PAPER_WIDTHS, "noise_resolution": 4, "critic_width": 64, "resolution": 256,
               "image_channels": 3},
-    "embedded": {"widths": (4, 4, 8, 8, 16, 16, 32, 32, 32, 32, 32), "noise_resolution": 4, "critic_width": 16,
+    "embedded": {"widths": (8, 8, 16, 16, 32, 32, 64, 64, 64, 64, 64), "noise_resolution": 4, "critic_width": 16,
                  "resolution": None, "image_channels": None},
 }
 
@@ -38,7 +38,7 @@ class AdvKDParams(Params):
         "the teacher's UNet initialised from its weights, fed the whole x_T, its output read as x_T minus the image "
         "(the Denoising Student's network): one phase on x_0, trained with this recipe's losses and critics (not "
         "published)", enum=["progressive", "teacher-unet"])
-    preset: str = param("embedded", "paper = published 256x256 RGB student; embedded = the same design at quarter "
+    preset: str = param("embedded", "paper = published 256x256 RGB student; embedded = the same design at half "
                         "width for 1x32x32", enum=sorted(PRESETS))
     phases: int | None = param(None, "student phases = blocks = teacher checkpoints distilled (null: all of "
                                "trajectories.checkpoints; fewer are thinned evenly, ending at x_0)",
@@ -163,10 +163,12 @@ class AdvKDParams(Params):
         phases = self.phases or (len(self.checkpoints) if self.checkpoints else available)
         nr = self.noise_resolution or preset["noise_resolution"]
         nr = resolution if nr == "full" else nr
+        checkpoints = select_checkpoints(available, phases, self.checkpoints)
+        positions = [c / (available - 1) if available > 1 else 1.0 for c in checkpoints]
         layout = block_layout(phases, nr, resolution, self.widths or preset["widths"], self.width,
-                              self.layers_per_block)
+                              self.layers_per_block, positions)
         return {**p, "family": "advkd", "name": name, "phases": phases, "noise_resolution": nr,
-                "checkpoints": select_checkpoints(available, phases, self.checkpoints), "resolution": resolution,
+                "checkpoints": checkpoints, "resolution": resolution,
                 "image_channels": channels, "layout": layout, **critic}
 
 
@@ -207,39 +209,48 @@ def log2_ratio(out_res: int, in_res: int) -> int | None:
     return r.bit_length() - 1 if r & (r - 1) == 0 else None
 
 
+# The published student's head resolutions relative to the image, per teacher checkpoint k = 0..10 (t = 999, 899,
+# ..., 99, then x_0): 1/32, 1/32, 1/16, 1/16, ..., 1/2, 1/2, 1 (8, 8, 16, ..., 128, 128, 256 px at 256 px).
+def published_shrink(k: int) -> int:
+    """log2 of how much smaller than the image the published head for checkpoint k (of 11) is."""
+    return 5 - k // 2
+
+
 def block_layout(n_blocks: int, noise_res: int, out_res: int, base_widths=PAPER_WIDTHS, width: float = 1.0,
-                 layers_per_block: int | None = None) -> list[dict]:
+                 layers_per_block: int | None = None, positions=None) -> list[dict]:
     """Per block: its layers ('plain'/'up'), width and output resolution.
 
-    The published pattern marks an upsampling slot at every even block. Slots are used in order while doublings
-    remain (later slots become plain layers, so a block keeps its depth); doublings left over when there are too
-    few blocks go to the last block as extra up layers, so the last head always renders at the image resolution.
+    A block renders at the resolution the published student gives its noise level: the image side shrunk by
+    `published_shrink` of the checkpoint at the same place along the teacher's trajectory (`positions`: each
+    block's checkpoint as a fraction of the way from the first to x_0; default evenly spread), but never below
+    the noise resolution. So a 32x32 student from 4x4 noise keeps its first six heads at 4x4, where the published
+    ones low-pass the noisiest states most, and doubles at blocks 6, 8 and 10. The published pattern marks an
+    upsampling slot at every even block; a slot a block does not need becomes a plain layer (the block keeps its
+    depth) and a block that needs more doublings than it has slots gets extra up layers.
     With n_blocks < len(base_widths) each block takes the base width at the same relative depth.
     """
-    doublings = log2_ratio(out_res, noise_res)
-    if doublings is None:
+    if log2_ratio(out_res, noise_res) is None:
         raise ValueError(f"image resolution {out_res} must be the noise resolution {noise_res} times a power of 2")
+    if positions is None:
+        positions = [1.0] if n_blocks == 1 else [b / (n_blocks - 1) for b in range(n_blocks)]
     nb = len(base_widths)
-    blocks, left, res = [], doublings, noise_res
-    for b in range(n_blocks):
+    blocks, res = [], noise_res
+    for b, pos in enumerate(positions):
         if layers_per_block is None:
             kinds = ["up"] if b == 0 else ["plain"] if b == 1 else ["plain", "plain"] if b % 2 else ["plain", "up"]
         else:
             kinds = ["plain"] * layers_per_block
             if b % 2 == 0:
                 kinds[-1] = "up"
+        target = max(noise_res, out_res >> published_shrink(round(10 * pos)))
+        left = log2_ratio(target, res)
         layers = []
         for k in kinds:
-            if k == "up" and left > 0:
-                left -= 1
-                res *= 2
-                layers.append("up")
-            else:
-                layers.append("plain")
-        if b == n_blocks - 1 and left:
-            layers += ["up"] * left
-            res *= 2 ** left
-            left = 0
+            use = k == "up" and left > 0
+            left -= use
+            layers.append("up" if use else "plain")
+        layers += ["up"] * left
+        res = target
         idx = b if n_blocks == nb else (nb - 1 if n_blocks == 1 else round(b * (nb - 1) / (n_blocks - 1)))
         blocks.append({"layers": layers, "width": max(1, int(round(base_widths[idx] * width))), "resolution": res})
     return blocks
