@@ -35,7 +35,7 @@ def sampler(name: str, doc: str, cls: str, step_kwargs=None, **scheduler_kwargs)
                   extra={"scheduler": cls, "scheduler_kwargs": scheduler_kwargs, "step_kwargs": step_kwargs or {}})
 
 
-STUDENT_FIGURES = ("training_curves", "student_panels")
+STUDENT_FIGURES = ("training_curves", "student_panels", "training_compute")
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     sampler("ddpm", "ancestral DDPM", "DDPMScheduler"),

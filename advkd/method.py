@@ -38,6 +38,9 @@ class Params:
 
     # A tiny valid block of this family, what the common family tests build (tests/unit/test_families.py).
     example: ClassVar[dict] = {}
+    # Keys that only scale a student's training length: methods differing in these alone are one recipe at several
+    # budgets, drawn as one curve in the report's training-compute figure.
+    budget_keys: ClassVar[tuple] = ()
 
     @classmethod
     def schema(cls) -> dict:

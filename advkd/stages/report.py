@@ -52,6 +52,8 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
                      "images_per_s": ips["median"], "images_per_s_q1": ips["q1"], "images_per_s_q3": ips["q3"],
                      "timing_rounds": ips["repeats"], "device": c["device"], "threads": c["threads"],
                      "params": params_of(c["provenance"]["method"]).as_dict()} | _quality(agg.get(c["method"], {})))
+    for r in rows:
+        r |= training_cost(results, r["method"]) if r["kind"] == "student" else {}
     if not rows:
         raise FileNotFoundError(f"no cost results under {results}/metrics/cost; run the DAG first")
     if REAL in agg:
@@ -79,6 +81,21 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
     order = {"real": 0, "sampler": 1, "student": 2}
     return df.sort_values(by=["kind", "family", "nfe", "method"], key=lambda s: s.map(order).fillna(s)
                           if s.name == "kind" else s).reset_index(drop=True)
+
+
+def training_cost(results: Path, method: str) -> dict:
+    """A trained student's distillation compute: FLOPs (counted by its training loop, train.json), wall seconds of
+    its epochs and the CPU-seconds of its whole distill job (Snakemake's benchmark file, start-up included)."""
+    summary, bench = results / "students" / method / "train.json", results / "benchmarks" / "distill" / f"{method}.tsv"
+    if not summary.exists():   # a cost-only experiment trains nothing
+        return {}
+    s = read_json(summary)
+    if "train_flops_total" not in s:
+        raise BadInputError(f"{summary}: written by an older version of advkd (no train_flops_total); results are "
+                            "reproducible: delete the student's folder and rerun the distill rule")
+    cpu = pd.read_csv(bench, sep="\t").cpu_time.iloc[0] if bench.exists() else math.nan
+    return {"train_flops": s["train_flops_total"], "train_seconds": s["train_seconds_total"],
+            "train_cpu_seconds": cpu}
 
 
 def judge_agreement(df: pd.DataFrame) -> dict | None:
@@ -163,6 +180,12 @@ def _sig(v, digits=3):
     return "—" if v is None or math.isnan(v) else f"{v:.{digits}g}"
 
 
+def _col(df: pd.DataFrame, col: str, fmt) -> list:
+    """A column only some rows have (students' training cost): blank where a row has none."""
+    values = df[col] if col in df else [math.nan] * len(df)
+    return ["" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt(v) for v in values]
+
+
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
     real = df.kind == REAL
     mark = np.where(df.pareto_flops, " *", "") + np.where(df.pareto_throughput, " †", "") + np.where(
@@ -174,6 +197,8 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         "params (M)": cost("params_inference", lambda v: f"{v / 1e6:.2f}"),
         "all params (M)": cost("params_all", lambda v: f"{v / 1e6:.2f}"),
         "training-only (M)": cost("params_training_only", lambda v: f"{v / 1e6:.2f}" if v else "0"),
+        "training TFLOP": _col(df, "train_flops", lambda v: f"{v / 1e12:.3g}"),
+        "training CPU-s": _col(df, "train_cpu_seconds", lambda v: f"{v:.0f}"),
         "GFLOPs/img": cost("gflops_per_image", lambda v: f"{v:.2f}"),
         "latency b=1 (ms)": [("" if r else f"{v:.1f}" + ("‡" if e else ""))
                              for r, v, e in zip(real, df.latency_ms_batch1, df.latency_extrapolated)],
@@ -206,7 +231,10 @@ def footnotes(df: pd.DataFrame, scoring: dict | None = None) -> str:
     dev = "; ".join(sorted(set(str(d) for d in df.device.dropna())))
     ref = df.attrs.get("reference") or "(no report.reference set)"
     params = ("params = parameters on the sampling path; all params = the model's, as stored; training-only = "
-              "networks trained beside it and never part of it (Adv-KD's critics). ")
+              "networks trained beside it and never part of it (Adv-KD's critics); training TFLOP = a student's "
+              "distillation FLOPs (forward, backward and critic steps, torch.utils.flop_counter on each epoch's first "
+              "step, scaled to its images; not the teacher's runs that made the distillation set) and training CPU-s "
+              "= the CPU-seconds of its distill job. ")
     rounds = int(df.timing_rounds.dropna().iloc[0]) if df.timing_rounds.notna().any() else 0
     ratios = params + (f"Ratios against {ref} (reference / row; throughput: row / reference): FLOP ratio exact "
               "(torch.utils.flop_counter, multiply-add = 2); throughput ratio from the median images/s at the cost "
@@ -262,7 +290,8 @@ def knob_table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-KNOB_RESULTS = ("NFE", "params (M)", "latency b=1 (ms)", "FD", "KID", "recall", "classes", "top class", "n")
+KNOB_RESULTS = ("NFE", "params (M)", "latency b=1 (ms)", "training TFLOP", "training CPU-s", "FD", "KID", "recall",
+                "classes", "top class", "n")
 
 
 def knob_blocks(knobs: pd.DataFrame) -> list[pd.DataFrame]:
@@ -421,6 +450,62 @@ def fig_training(results, methods: dict, out):
     return _save(fig, out, "training_curves")
 
 
+def compute_curves(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Students that share a recipe and differ only in their family's budget keys, each set in budget order."""
+    rows = df[(df.kind == "student") & df.get("train_flops", pd.Series(dtype=float)).notna()]
+    curves = {}
+    for i, r in rows.iterrows():
+        keys = FAMILIES[r.family].params.budget_keys
+        recipe = (r.family, repr(sorted((k, v) for k, v in r.params.items() if k not in keys)))
+        curves.setdefault(recipe, []).append(i)
+    out = []
+    for idx in curves.values():
+        c = df.loc[idx].sort_values("train_flops")
+        out.append((c.method.iloc[0] if len(c) == 1 else f"{c.family.iloc[0]}: " + ", ".join(c.method), c))
+    return out
+
+
+def fig_training_compute(df, out):
+    """Quality against distillation compute: FD and recall (mean ± std over seeds) against training FLOPs and
+    against CPU-seconds, one line per recipe through its budgets; the noise floor as a band."""
+    import matplotlib.pyplot as plt
+
+    curves = compute_curves(df)
+    if not curves or df.fd_mean.isna().all():
+        return []
+    pal = _palette(df)
+    # CPU-seconds come from Snakemake's benchmark files: a report of results made outside the DAG has none
+    xs = [(x, label) for x, label in [("train_flops", "distillation FLOPs (log)"),
+                                      ("train_cpu_seconds", "distillation CPU-seconds (the distill job, log)")]
+          if pd.concat([c[x] for _, c in curves]).notna().any()]
+    fig, axes = plt.subplots(2, len(xs), figsize=(4.5 * len(xs), 6.5), sharex="col", squeeze=False)
+    for col, (x, xlabel) in enumerate(xs):
+        for row, (y, ylabel) in enumerate([("fd", "FD (judge features, log)"), ("recall", "recall")]):
+            ax = axes[row, col]
+            for label, c in curves:
+                ax.errorbar(c[x], c[f"{y}_mean"], yerr=c[f"{y}_std"], marker="o", ms=3, capsize=2, lw=1,
+                            color=pal[c.family.iloc[0]], alpha=0.9, label=label)
+                for _, r in c.iterrows():
+                    ax.annotate(r.method, (r[x], r[f"{y}_mean"]), fontsize=5, xytext=(2, 2),
+                                textcoords="offset points")
+            real = df[df.kind == REAL]
+            if len(real) and not math.isnan(real[f"{y}_mean"].iloc[0]):
+                m, sd = real[f"{y}_mean"].iloc[0], real[f"{y}_std"].iloc[0]
+                ax.axhspan(m - sd, m + sd, color="0.85", zorder=0)
+                ax.axhline(m, color="0.5", lw=0.8, label="real images (noise floor)")
+            ax.set_xscale("log")
+            if y == "fd":
+                ax.set_yscale("log")
+            ax.set_ylabel(ylabel)
+            if row == 1:
+                ax.set_xlabel(xlabel)
+    h, lab = axes[0, 0].get_legend_handles_labels()
+    fig.legend(dict(zip(lab, h)).values(), dict(zip(lab, h)).keys(), fontsize=6, loc="lower center", ncol=2,
+               bbox_to_anchor=(0.5, -0.06))
+    fig.suptitle("quality against distillation compute (one line per recipe through its budgets)", fontsize=8)
+    return _save(fig, out, "training_compute")
+
+
 SPEED_COLUMNS = ["method", "kind", "seed", "n", "batch_size", "compiled", "nfe", "seconds", "images_per_s",
                  "achieved_gflops", "peak_gflops", "peak_probe", "fraction_of_peak", "theoretical_gflops",
                  "fraction_of_theoretical_peak", "device"]
@@ -557,6 +642,8 @@ def report(results, out, reference: str | None = None) -> dict:
         figs += fig_grids(results, with_figure("student_panels"), out, "student_panels",
                           file_fn=lambda m: results / "students" / m / "panel.png", ncols=2)
     figs += fig_training(results, {m: students[m] for m in with_figure("training_curves")}, out)
+    if with_figure("training_compute"):
+        figs += fig_training_compute(df, out)
     tables = ["summary.csv", "summary.md", "summary.tex", "knobs.csv", "knobs.md", "sampling_speed.csv",
               "sampling_speed.md"] + (["memorisation.csv", "memorisation.md"] if memorised else [])
     summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables}

@@ -72,7 +72,8 @@ def write_student(out_dir, cfg: dict, generator, noise_input, modules: dict, res
     hist = result["history"]
     write_json(out_dir / "train.json", {
         "config": cfg, "epochs_run": len(hist), "final": hist[-1] if hist else None,
-        "train_seconds_total": round(sum(r["seconds"] for r in hist), 3), "resumed_from": result.get("resumed_from"),
+        "train_seconds_total": round(sum(r["seconds"] for r in hist), 3),
+        "train_flops_total": sum(r["flops"] for r in hist), "resumed_from": result.get("resumed_from"),
         "generator_parameters": count(generator), **{f"{k}_parameters": count(m) for k, m in modules.items()},
         "trajectory_runs": len(traj["x_T"]), "trajectory_steps": traj["timesteps"].tolist(), **(extra or {}),
         "provenance": provenance(cfg)})

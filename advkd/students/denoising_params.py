@@ -23,6 +23,7 @@ class DenoisingParams(Params):
                                  type=["integer", "null"], minimum=2)
 
     example = {"epochs": 1, "batch_size": 8}
+    budget_keys = ("epochs",)
 
     def errors(self, where: str, block: dict, cfg: dict) -> list[str]:
         if self.max_runs is not None and self.max_runs > cfg["trajectories"]["count"]:

@@ -27,6 +27,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from ..io import (
     BadInputError,
@@ -42,6 +43,10 @@ from .networks import resize_to
 log = logging.getLogger(__name__)
 
 INDEX_COLUMNS = ("epoch", "steps", "images")
+# After the family's loss columns: the epoch's training FLOPs (its first step counted by torch's FlopCounterMode,
+# forward and backward, critics and penalties included, scaled to the images the epoch trained on) and its wall
+# time.
+COST_COLUMNS = ("flops", "seconds")
 
 
 @dataclass
@@ -53,6 +58,27 @@ class Segment:
     begin: Callable                 # () -> (optimisers by name, step); step(batch indices, torch.Generator of the
                                     #   epoch) -> {loss column: float}; called when the segment starts or resumes
     identity: dict                  # what defines it, for the run identity (e.g. its epochs and batch size)
+
+
+class _NoModules:
+    """Stands in for FlopCounterMode's per-module tracker, whose backward hooks torch.autograd.grad (the gradient
+    penalty's) refuses: every FLOP is then counted under "Global" alone, which is all `fit` reads."""
+    parents = ("Global",)
+    is_bw = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *args):
+        return None
+
+
+class StepFlops(FlopCounterMode):
+    """torch's FLOP counter for a whole training step (forward, backward, double backward); total FLOPs only."""
+
+    def __init__(self):
+        super().__init__(display=False)
+        self.mod_tracker = _NoModules()
 
 
 def epoch_seed(seed: int, segment: int, epoch: int) -> int:
@@ -160,7 +186,7 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
     """
     out_dir = Path(out_dir)
     ckpt_path = out_dir / "checkpoint.safetensors"
-    columns = [*segments[0].label, *INDEX_COLUMNS, *loss_columns, "seconds"]
+    columns = [*segments[0].label, *INDEX_COLUMNS, *loss_columns, *COST_COLUMNS]
     start_seg, start_epoch, history, resumed = 0, 0, [], None
     ck = None
     if ckpt_path.exists():
@@ -201,17 +227,25 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
             for m in trained:
                 m.train()
             t0 = time.perf_counter()
-            acc, steps = {}, 0
+            acc, steps, used, first_flops = {}, 0, 0, None
             for b in range(0, n, seg.batch_size):
                 idx = order[b:b + seg.batch_size]
                 if len(idx) < 2:  # BatchNorm needs 2 samples; a lone leftover is skipped, not padded
                     continue
-                for k, v in step(idx, gen).items():
+                if first_flops is None:
+                    # Counting observes the step (the same kernels run): the step's numbers do not change.
+                    with StepFlops() as counter:
+                        out = step(idx, gen)
+                    first_flops = counter.get_total_flops() / len(idx)
+                else:
+                    out = step(idx, gen)
+                for k, v in out.items():
                     acc[k] = acc.get(k, 0.0) + v
                 steps += 1
+                used += len(idx)
             row = {**seg.label, "epoch": epoch, "steps": steps, "images": n,
                    **{k: acc.get(k, 0.0) / max(steps, 1) for k in loss_columns},
-                   "seconds": round(time.perf_counter() - t0, 3)}
+                   "flops": float(round((first_flops or 0) * used)), "seconds": round(time.perf_counter() - t0, 3)}
             history.append(row)
             epochs_this_call += 1
             # The epoch boundary after a segment's last epoch is stored as the start of the next segment, whose

@@ -136,6 +136,35 @@ def test_critic_is_frozen_in_the_generator_step():
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.generator.parameters())
 
 
+def test_spectral_critic_has_no_batchnorm_and_every_layer_normalised():
+    d = CRITICS["spectral"](1, 16, 1, 4)
+    layers = [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(hasattr(m, "parametrizations") for m in layers)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in d.modules())
+    d.train()
+    for _ in range(30):  # power iterations run in training forwards
+        d(torch.randn(4, 1, 16, 16), torch.randn(4, 1, 4, 4))
+    for m in layers:
+        assert torch.linalg.matrix_norm(m.weight.detach().flatten(1), 2).item() == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.parametrize("noise,paired", [("stored", True), ("fresh", False)])
+def test_fresh_noise_is_unpaired_and_stored_noise_is_paired(noise, paired):
+    """Shuffling which x_T belongs to which teacher state changes what a stored-noise run learns and nothing of a
+    fresh-noise one, which draws its own noise every step."""
+    cfg = _resolve({"phases": 1, "batch_size": 4, "critic": "unconditional", "noise": noise})
+    x_T, targets = torch.randn(8, 1, 32, 32), torch.rand(8, 1, 1, 32, 32) * 2 - 1
+    weights = []
+    for xs in (x_T, x_T.flip(0)):
+        torch.manual_seed(0)
+        student = adv.make_student(cfg)
+        seg = adv.segments(student, adv.make_phases(cfg), adv.make_recipe(cfg), xs, targets, "cpu")[0]
+        _, step = seg.begin()
+        step(torch.arange(4), torch.Generator().manual_seed(0))
+        weights.append(torch.cat([p.detach().flatten() for p in student.generator.parameters()]))
+    assert torch.equal(*weights) != paired
+
+
 def test_unconditional_critic_ignores_the_noise_and_the_published_one_does_not():
     img, z1, z2 = torch.randn(4, 1, 32, 32), torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
     for critic, depends in (("conditional", True), ("unconditional", False)):
@@ -173,6 +202,8 @@ def _ci_config(repo_root, **methods):
     ({"family": "advkd", "noise_resolution": 2}, "methods.bad.noise_resolution"),  # the critic's noise branch
     ({"family": "advkd", "critic_net": "patchgan"}, "methods.bad.critic_net"),
     ({"family": "advkd", "generator": "teacher-unet", "critic_net": "published"}, "methods.bad.critic_net"),
+    ({"family": "advkd", "noise": "fresh"}, "methods.bad.noise"),          # conditional critic: nothing to pair
+    ({"family": "advkd", "noise": "fresh", "critic": "unconditional", "loss": "both"}, "methods.bad.noise"),
     ({"family": "advkd", "reg_resolution": 12}, "methods.bad.reg_resolution"),
     ({"family": "advkd", "generator": "teacher-unet", "widths": [8, 8]}, "methods.bad.widths"),  # the UNet is fixed
     ({"family": "advkd", "preset": "paper"}, "methods.bad.preset"),       # 256x256 RGB, data is 32x32 grey
@@ -241,6 +272,20 @@ def test_training_writes_its_files_and_resume_equals_an_uninterrupted_run(tiny_s
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert _rows(full / "loss.csv") == _rows(cut / "loss.csv")
+
+
+def test_training_flops_are_the_forward_and_backward_passes(tiny_shard, tmp_path):
+    """A regression-only step costs its forward pass and a backward pass of about twice that: loss.csv's FLOPs,
+    counted on each epoch's first step and scaled to its images, come to about 3x the sampling FLOPs per image."""
+    from advkd.metrics.cost import count_flops
+
+    _distill(TINY | {"loss": "regression", "phases": 1}, tiny_shard, tmp_path)
+    summary = json.loads((tmp_path / "train.json").read_text())
+    per_image = summary["train_flops_total"] / (summary["epochs_run"] * 24)
+    m = build_method("tiny", {"family": "advkd"}, {"student_dir": str(tmp_path), "device": "cpu"})
+    with torch.inference_mode():
+        forward = count_flops(lambda: m.network(*m.network_inputs(1)))
+    assert 2.7 < per_image / forward < 3.05
 
 
 def test_ema_student_is_the_average_not_the_last_weights(tiny_shard, tmp_path):

@@ -114,5 +114,5 @@ class TestFamily:
         assert loaded and all(torch.equal(loaded[k], net[k]) for k in loaded)
         assert json.loads((out / "student.json").read_text())["family"] == name
         header = (out / "loss.csv").read_text().splitlines()[0].split(",")
-        assert header[-len(fam.loss_columns) - 1:] == [*fam.loss_columns, "seconds"]
+        assert header[-len(fam.loss_columns) - 2:] == [*fam.loss_columns, "flops", "seconds"]
         assert not (out / "checkpoint.safetensors").exists()

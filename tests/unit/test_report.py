@@ -118,3 +118,20 @@ def test_knob_table_gives_each_family_only_its_own_knobs():
     a, b = knob_blocks(knobs)
     assert list(a.columns) == ["family", "method", "adv_weight", "NFE", "FD"]
     assert list(b.columns) == ["family", "method", "epochs", "NFE", "FD"]
+
+
+def test_students_differing_only_in_budget_form_one_compute_curve(results, tmp_path):
+    from advkd.stages.report import compute_curves, fig_training_compute
+
+    ds = {"family": "denoising-student", "batch_size": 64}
+    for name, block, flops in [("ds-e5", ds | {"epochs": 5}, 1e12), ("ds-e20", ds | {"epochs": 20}, 4e12),
+                               ("ds-l1-e5", ds | {"epochs": 5, "regression": "l1"}, 1e12)]:
+        _result(results, name, block, 0.5, 6.0, 160.0, [20.0, 21.0, 22.0], kind="student")
+        write_json(results / "students" / name / "train.json", {"train_flops_total": flops,
+                                                                 "train_seconds_total": flops / 1e10})
+    df = collect(results, "ddpm-1000")
+    curves = {label: list(c.method) for label, c in compute_curves(df)}
+    assert curves == {"denoising-student: ds-e5, ds-e20": ["ds-e5", "ds-e20"], "ds-l1-e5": ["ds-l1-e5"]}
+    assert display_table(df.set_index("method").loc[["ds-e20"]].reset_index())["training TFLOP"].tolist() == ["4"]
+    assert [p.name for p in fig_training_compute(df, tmp_path / "figs")] == ["training_compute.png",
+                                                                            "training_compute.pdf"]

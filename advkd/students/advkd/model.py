@@ -60,6 +60,7 @@ class Recipe:
     critic_lr: float | None              # None = lr
     ema: float | None               # decay of an exponential moving average of the generator weights; None = off
     augment: bool                   # DiffAugment (translation + cutout) on every image the critics see
+    fresh_noise: bool = False       # the generator's input drawn anew every step (unpaired), not the run's x_T
     betas: tuple = (0.5, 0.999)     # Adam's, as published
 
 
@@ -247,7 +248,8 @@ def make_recipe(cfg: dict) -> Recipe:
     return Recipe(loss=cfg["loss"], regression=cfg["regression"], adv_weight=cfg["adv_weight"],
                   reg_weight=cfg["reg_weight"], reg_resolution=cfg["reg_resolution"],
                   gradient_penalty=cfg["gradient_penalty"], clip=cfg["clip"] or None,
-                  lr=cfg["lr"], critic_lr=cfg["critic_lr"], ema=cfg["ema"], augment=cfg["augment"])
+                  lr=cfg["lr"], critic_lr=cfg["critic_lr"], ema=cfg["ema"], augment=cfg["augment"],
+                  fresh_noise=cfg["noise"] == "fresh")
 
 
 def _optimizers(student: Student, phase: Phase, recipe: Recipe) -> dict:
@@ -276,7 +278,9 @@ def segments(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets
             z_all = student.noise_input(x_T)
 
             def step(idx, gen):
-                return train_step(student, phase, recipe, z_all[idx].to(device),
+                z = z_all[idx] if not recipe.fresh_noise else \
+                    student.noise_input(torch.randn((len(idx), *x_T.shape[1:]), generator=gen))
+                return train_step(student, phase, recipe, z.to(device),
                                   {h: t[idx].to(device) for h, t in tgt.items()}, opts["gen"], opts.get("critic"),
                                   gen)
             return opts, step

@@ -1,5 +1,5 @@
 """Adv-KD networks: the progressive generator (one block per denoising phase, one image head per block) and the
-conditional per-phase critics (the authors' and, as an ablation, the suite's earlier one).
+per-phase critics (the authors'; as ablations the suite's earlier one and a spectrally normalised one).
 
 Layer layout of the published student (checked against its published sizes, see tests/unit/test_students.py):
   plain layer  = Conv2d(cin, cout, 3, stride 1, padding 1, bias) + BatchNorm2d(cout, affine) + LeakyReLU(0.01)
@@ -90,7 +90,20 @@ class InferencePath(nn.Module):
         return self.head(z)
 
 
-class PublishedCritic(nn.Module):
+class PairCritic(nn.Module):
+    """A critic of the pair (image at the phase's resolution, the generator's input noise): an image branch, a noise
+    branch (None: unconditional, an ablation that judges realism, not the match to x_T) and an MLP on both."""
+
+    image: nn.Module
+    noise: nn.Module | None
+    mlp: nn.Module
+
+    def forward(self, image, noise):
+        feats = [self.image(image).flatten(1)] + ([self.noise(noise).flatten(1)] if self.noise is not None else [])
+        return self.mlp(torch.cat(feats, 1)).squeeze(1)
+
+
+class PublishedCritic(PairCritic):
     """The authors' critic of one phase (kidist-amde/Adv-KD, src/prodm/models/kd_gan.py), judging the pair (image at
     the phase's resolution, the generator's input noise):
       image: Conv2d(c, w, 4, s2, p1, no bias) + LeakyReLU(0.2), then while the side is above 4:
@@ -111,19 +124,36 @@ class PublishedCritic(nn.Module):
             layers += [nn.Conv2d(c, cn, 4, 2, 1, bias=False), nn.BatchNorm2d(cn), lrelu()]
             c, res = cn, res // 2
         self.image = nn.Sequential(*layers)
-        # noise_channels 0: an unconditional critic (an ablation; it judges realism, not the match to x_T)
         self.noise = nn.Sequential(nn.Conv2d(noise_channels, 32, 3, 1, 1, bias=False), nn.BatchNorm2d(32), lrelu(),
                                    nn.Conv2d(32, 64, 3, bias=False), nn.BatchNorm2d(64), lrelu()) \
             if noise_channels else None
         feats = c * res * res + (64 * (noise_resolution - 2) ** 2 if noise_channels else 0)
         self.mlp = nn.Sequential(nn.Linear(feats, hidden), nn.BatchNorm1d(hidden), lrelu(), nn.Linear(hidden, 1))
 
-    def forward(self, image, noise):
-        feats = [self.image(image).flatten(1)] + ([self.noise(noise).flatten(1)] if self.noise is not None else [])
-        return self.mlp(torch.cat(feats, 1)).squeeze(1)
+
+class SpectralCritic(PairCritic):
+    """critic_net: spectral (the small-data GAN recipe's): the authors' critic with its BatchNorms removed and every
+    conv and linear layer spectrally normalised (Miyato et al. 2018), so it is about 1-Lipschitz by construction and
+    needs neither a gradient penalty nor weight clipping; with biases, since no normalisation follows them."""
+
+    def __init__(self, image_channels: int, resolution: int, noise_channels: int, noise_resolution: int,
+                 width: int = 32, hidden: int = 128):
+        super().__init__()
+        sn = nn.utils.parametrizations.spectral_norm
+        lrelu = lambda: nn.LeakyReLU(0.2)  # noqa: E731
+        layers, c, res = [sn(nn.Conv2d(image_channels, width, 4, 2, 1)), lrelu()], width, resolution // 2
+        while res > 4:
+            cn = min(4 * width, 2 * c)
+            layers += [sn(nn.Conv2d(c, cn, 4, 2, 1)), lrelu()]
+            c, res = cn, res // 2
+        self.image = nn.Sequential(*layers)
+        self.noise = nn.Sequential(sn(nn.Conv2d(noise_channels, 32, 3, 1, 1)), lrelu(), sn(nn.Conv2d(32, 64, 3)),
+                                   lrelu()) if noise_channels else None
+        feats = c * res * res + (64 * (noise_resolution - 2) ** 2 if noise_channels else 0)
+        self.mlp = nn.Sequential(sn(nn.Linear(feats, hidden)), lrelu(), sn(nn.Linear(hidden, 1)))
 
 
-class SuiteCritic(nn.Module):
+class SuiteCritic(PairCritic):
     """The suite's earlier critic (critic_net: suite, an ablation): judges the pair (image at the phase's
     resolution, the generator's input noise) with a stride-1 3x3 first conv at full resolution, biased strided
     convs down to 4x4 on each input and an MLP; no BatchNorm (the gradient penalty is per-sample)."""
@@ -133,7 +163,6 @@ class SuiteCritic(nn.Module):
         super().__init__()
         self.image = self._branch(image_channels, resolution, width, max_width)
         feats = self._features(self.image, image_channels, resolution)
-        # noise_channels 0: an unconditional critic (an ablation; it judges realism, not the match to x_T)
         self.noise = self._branch(noise_channels, noise_resolution, max(4, width // 2), max_width) \
             if noise_channels else None
         if self.noise is not None:
@@ -155,12 +184,8 @@ class SuiteCritic(nn.Module):
         with torch.no_grad():
             return branch(torch.zeros(1, cin, res, res)).numel()
 
-    def forward(self, image, noise):
-        feats = [self.image(image).flatten(1)] + ([self.noise(noise).flatten(1)] if self.noise is not None else [])
-        return self.mlp(torch.cat(feats, 1)).squeeze(1)
 
-
-CRITICS = {"published": PublishedCritic, "suite": SuiteCritic}  # critic_net
+CRITICS = {"published": PublishedCritic, "suite": SuiteCritic, "spectral": SpectralCritic}  # critic_net
 
 
 def downsample_noise(x_T, resolution: int):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ...method import Params, param
 
 PAPER_WIDTHS = (16, 16, 32, 32, 64, 64, 128, 128, 128, 128, 128)
-CRITIC_NETS = ("published", "suite")   # advkd.students.advkd.networks.CRITICS
+CRITIC_NETS = ("published", "suite", "spectral")   # advkd.students.advkd.networks.CRITICS
 PUBLISHED_CRITIC_WIDTH = 32            # the authors' ndf
 
 # A preset fixes what the data does not: base widths (one per published phase), noise resolution, the suite
@@ -86,14 +86,18 @@ class AdvKDParams(Params):
     critic_net: str | None = param(
         None, "published = the authors' critic (bias-free strided 4x4 convs with BatchNorm from 32 to 128 channels, a "
         "two-conv noise branch built for 4x4 noise, an MLP with BatchNorm1d); suite = the suite's earlier critic (no "
-        "BatchNorm, a stride-1 first conv, biases): an ablation. null: published for the progressive generator, "
-        "suite for generator: teacher-unet (whose 32x32 noise the published noise branch was not built for)",
-        enum=[*CRITIC_NETS, None])
-    critic_width: int | None = param(None, "first critic conv width (null: 32 for the published critic, the "
-                                     "preset's for the suite's)", type=["integer", "null"], minimum=1)
+        "BatchNorm, a stride-1 first conv, biases): an ablation; spectral = the published layout without BatchNorm, "
+        "every layer spectrally normalised (the small-data GAN recipe's; set gradient_penalty 0 and clip null). "
+        "null: published for the progressive generator, suite for generator: teacher-unet (whose 32x32 noise the "
+        "published noise branch was not built for)", enum=[*CRITIC_NETS, None])
+    critic_width: int | None = param(None, "first critic conv width (null: 32 for the published and spectral "
+                                     "critics, the preset's for the suite's)", type=["integer", "null"], minimum=1)
     critic: str = param("conditional", "conditional = published: the critic judges (image, input noise) pairs; "
                         "unconditional = the image alone (realism, not the match to x_T)",
                         enum=["conditional", "unconditional"])
+    noise: str = param("stored", "the generator's input: stored = each run's x_T, paired with its teacher states "
+                       "(published); fresh = new noise drawn for every step, unpaired (the small-data GAN habit; "
+                       "needs loss adversarial and critic unconditional)", enum=["stored", "fresh"])
     ema: float | None = param(None, "sample from an exponential moving average of the generator weights with this "
                               "decay per generator step, e.g. 0.95 for a few hundred steps (null = off, published)",
                               type=["number", "null"], exclusiveMinimum=0, exclusiveMaximum=1)
@@ -103,6 +107,7 @@ class AdvKDParams(Params):
                                  type=["integer", "null"], minimum=2)
 
     example = {"width": 0.5, "epochs_scale": 0.02, "batch_size": 8}
+    budget_keys = ("epochs_scale",)
 
     @property
     def teacher_unet(self) -> bool:
@@ -139,12 +144,16 @@ class AdvKDParams(Params):
                         "training: joint")
         if self.loss == "adversarial" and self.adv_weight == 0:
             errs.append(f"{where}.adv_weight: 0 with loss adversarial trains nothing")
-        if self.critic_name == "published" and self.critic == "conditional" and nr != "full" and nr < 3:
-            errs.append(f"{where}.noise_resolution: {nr} is too small for the published critic's noise branch (an "
-                        "unpadded 3x3 conv: at least 3); use critic_net: suite or critic: unconditional")
-        if self.critic_name == "published" and self.teacher_unet and self.critic == "conditional":
-            errs.append(f"{where}.critic_net: published with generator: teacher-unet feeds the whole 32x32 x_T to "
-                        "a noise branch built for 4x4 noise; use critic_net: suite (the default there)")
+        branch = self.critic_name in ("published", "spectral") and self.critic == "conditional"
+        if branch and nr != "full" and nr < 3:
+            errs.append(f"{where}.noise_resolution: {nr} is too small for the {self.critic_name} critic's noise "
+                        "branch (an unpadded 3x3 conv: at least 3); use critic_net: suite or critic: unconditional")
+        if branch and self.teacher_unet:
+            errs.append(f"{where}.critic_net: {self.critic_name} with generator: teacher-unet feeds the whole 32x32 "
+                        "x_T to a noise branch built for 4x4 noise; use critic_net: suite (the default there)")
+        if self.noise == "fresh" and (self.loss != "adversarial" or self.critic != "unconditional"):
+            errs.append(f"{where}.noise: fresh noise has no teacher state to pair with, so it needs loss: "
+                        "adversarial and critic: unconditional")
         if self.max_runs is not None and self.max_runs > cfg["trajectories"]["count"]:
             errs.append(f"{where}.max_runs: {self.max_runs} exceeds trajectories.count "
                         f"{cfg['trajectories']['count']}")
@@ -155,7 +164,7 @@ class AdvKDParams(Params):
         p = self.as_dict()
         preset = PRESETS[self.preset]
         critic = {"critic_net": self.critic_name, "critic_width": self.critic_width or (
-            PUBLISHED_CRITIC_WIDTH if self.critic_name == "published" else preset["critic_width"])}
+            preset["critic_width"] if self.critic_name == "suite" else PUBLISHED_CRITIC_WIDTH)}
         if self.teacher_unet:  # one network on the whole x_T: no blocks, heads or noise resizing
             return {**p, "family": "advkd", "name": name, "phases": 1, "noise_resolution": resolution,
                     "heads": False, "training": "joint", "checkpoints": [available - 1], "resolution": resolution,
