@@ -15,7 +15,10 @@ from jsonschema import Draft202012Validator
 from .io import BadInputError
 from .method import SCORING_KEYS, Family, Method, Params, param
 from .students.advkd.params import AdvKDParams
+from .students.consistency.params import ConsistencyParams
 from .students.denoising_params import DenoisingParams
+from .students.progressive.params import ProgressiveParams
+from .students.reflow.params import ReflowParams
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,29 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("denoising-student", "student", "one-step regression student on (x_T, x_0) (Luhman & Luhman 2021)",
            DenoisingParams, "advkd.students.denoising", loss_columns=("regression",),
            figures=STUDENT_FIGURES),
+    Family("progressive-distillation", "student", "rounds that halve the teacher's DDIM steps (Salimans & Ho 2022)",
+           ProgressiveParams, "advkd.students.progressive.model", loss_columns=("distillation",),
+           figures=STUDENT_FIGURES),
+    Family("consistency-distillation", "student", "consistency function from one teacher ODE step (Song et al. "
+           "2023)", ConsistencyParams, "advkd.students.consistency.model", loss_columns=("consistency",),
+           figures=STUDENT_FIGURES),
+    Family("reflow", "student", "2-rectified flow on the teacher's (x_T, x_0) pairs, Euler steps (Liu et al. 2023)",
+           ReflowParams, "advkd.students.reflow.model", loss_columns=("velocity",), figures=STUDENT_FIGURES),
 ]}
+
+
+def trainers(methods: dict) -> dict:
+    """method -> the student method whose training run it samples from: the first (in config order) of its family
+    with the same block apart from scoring keys and the family's sampling keys. Samplers are left out."""
+    first, out = {}, {}
+    for name, block in methods.items():
+        fam = FAMILIES[block["family"]]
+        if fam.kind != "student":
+            continue
+        key = (fam.name, repr(sorted((k, v) for k, v in block.items()
+                                     if k not in SCORING_KEYS and k not in fam.params.sampling_keys)))
+        out[name] = first.setdefault(key, name)
+    return out
 
 
 def parse_sampler(name: str) -> tuple[str, int]:

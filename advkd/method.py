@@ -41,6 +41,10 @@ class Params:
     # Keys that only scale a student's training length: methods differing in these alone are one recipe at several
     # budgets, drawn as one curve in the report's training-compute figure.
     budget_keys: ClassVar[tuple] = ()
+    # Keys that choose how a trained student samples (its step count), not what it learns: methods that differ only
+    # in these share one training run (advkd.families.trainers), e.g. a progressive student's 4-, 2- and 1-step
+    # rows.
+    sampling_keys: ClassVar[tuple] = ()
 
     @classmethod
     def schema(cls) -> dict:

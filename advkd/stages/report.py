@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import REAL
-from ..families import FAMILIES, params_of
+from ..families import FAMILIES, params_of, trainers
 from ..io import BadInputError, atomic_path, read_json, write_text
 from ..metrics.quality import aggregate_seeds
 
@@ -51,9 +51,17 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
                      "latency_ms_q3": 1e3 * lat["q3"], "latency_extrapolated": t["extrapolated"],
                      "images_per_s": ips["median"], "images_per_s_q1": ips["q1"], "images_per_s_q3": ips["q3"],
                      "timing_rounds": ips["repeats"], "device": c["device"], "threads": c["threads"],
-                     "params": params_of(c["provenance"]["method"]).as_dict()} | _quality(agg.get(c["method"], {})))
+                     "params": params_of(c["provenance"]["method"]).as_dict(), "block": c["provenance"]["method"]}
+                    | _quality(agg.get(c["method"], {})))
+    # a student row's training cost is its recipe's run, which methods differing in sampling keys share
+    runs = trainers({r["method"]: r["block"] for r in rows if r["kind"] == "student"})
     for r in rows:
-        r |= training_cost(results, r["method"]) if r["kind"] == "student" else {}
+        r.pop("block")
+        if r["kind"] == "student":
+            shared = [m for m, run in runs.items() if run == runs[r["method"]]]
+            trained = [m for m in shared if (results / "students" / m).is_dir()]
+            r |= training_cost(results, trained[0]) if trained else {}
+            r["trained_as"] = trained[0] if trained else r["method"]
     if not rows:
         raise FileNotFoundError(f"no cost results under {results}/metrics/cost; run the DAG first")
     if REAL in agg:
@@ -638,8 +646,10 @@ def report(results, out, reference: str | None = None) -> dict:
     figs += fig_cost(costed, out)
     figs += fig_latency(costed, out)
     figs += fig_grids(results, df.method.tolist(), out, "sample_grids")
-    if with_figure("student_panels"):
-        figs += fig_grids(results, with_figure("student_panels"), out, "student_panels",
+    runs = dict(zip(df.method, df.get("trained_as", df.method)))
+    panels = sorted({runs[m] for m in with_figure("student_panels")})   # one panel per training run
+    if panels:
+        figs += fig_grids(results, panels, out, "student_panels",
                           file_fn=lambda m: results / "students" / m / "panel.png", ncols=2)
     figs += fig_training(results, {m: students[m] for m in with_figure("training_curves")}, out)
     if with_figure("training_compute"):

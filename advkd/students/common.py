@@ -52,10 +52,11 @@ def load_distillation_set(paths, max_runs: int | None = None) -> dict:
 
 
 def write_student(out_dir, cfg: dict, generator, noise_input, modules: dict, result: dict, traj: dict, seed: int,
-                  panel, grid: int = 64, extra: dict | None = None) -> None:
+                  panel, grid: int = 64, extra: dict | None = None, sample=None) -> None:
     """The distill rule's files once training is done (see the module docstring), then the checkpoint goes: a
     rerun (`snakemake -f`) trains anew. `modules` (name -> module) are saved beside the generator; `panel(path)`
-    draws the family's panel."""
+    draws the family's panel; `sample(x_T)` draws the grid where one generator call does not (a multi-step
+    student)."""
     out_dir = Path(out_dir)
     generator.cpu().eval()
     for m in modules.values():
@@ -65,7 +66,8 @@ def write_student(out_dir, cfg: dict, generator, noise_input, modules: dict, res
     g = torch.Generator().manual_seed(seed + 1)
     x_T = torch.randn((grid, *traj["x_T"].shape[1:]), generator=g)
     with torch.no_grad():
-        save_grid(out_dir / "grid.png", to_uint8(generator(noise_input(x_T))))
+        images = sample(x_T) if sample is not None else generator(noise_input(x_T))
+        save_grid(out_dir / "grid.png", to_uint8(images))
     write_json(out_dir / "student.json", cfg)
     tensors = state_tensors({"gen": generator, **modules})
     save_tensors(out_dir / "student.safetensors", tensors, metadata={"family": cfg["family"], "name": cfg["name"]})
@@ -119,10 +121,12 @@ def generator_weights(tensors: dict) -> dict:
 
 
 def student_method(name: str, family: str, nfe: int, generate, network, image_shape, net_input_shape,
-                   all_parameters: int, info: dict, device="cpu", training_only_parameters: int = 0):
+                   all_parameters: int, info: dict, device="cpu", training_only_parameters: int = 0,
+                   draws_noise: bool = False):
     """A `Method` over a trained student: `generate(x_T on the device) -> images` is the whole sampling path, from
-    fresh x_T (the same draws the teacher's samplers make for this seed); `network` is what it calls `nfe` times
-    per sample (for FLOPs, latency and the parameters on the sampling path)."""
+    fresh x_T (the same draws the teacher's samplers make for this seed); with `draws_noise` it is
+    `generate(x_T, generator)` and draws any further noise from the batch's generator. `network` is what it calls
+    `nfe` times per sample (for FLOPs, latency and the parameters on the sampling path)."""
 
     def sample(n, seed, batch_size, progress, first_batch=0):
         outs = []
@@ -132,7 +136,8 @@ def student_method(name: str, family: str, nfe: int, generate, network, image_sh
                 m = min(batch_size, n - b * batch_size)
                 g = torch.Generator().manual_seed(batch_seed(seed, first_batch + b))
                 x_T = torch.randn((m, *image_shape), generator=g)
-                outs.append(generate(x_T.to(device)).float().cpu())
+                x_T = x_T.to(device)
+                outs.append((generate(x_T, g) if draws_noise else generate(x_T)).float().cpu())
         seconds = time.perf_counter() - t0
         return torch.cat(outs), {"n": n, "seed": seed, "steps": nfe, "nfe_per_sample": nfe, "batch_size": batch_size,
                                  "seconds": seconds, "images_per_s": n / seconds}

@@ -58,6 +58,8 @@ class Segment:
     begin: Callable                 # () -> (optimisers by name, step); step(batch indices, torch.Generator of the
                                     #   epoch) -> {loss column: float}; called when the segment starts or resumes
     identity: dict                  # what defines it, for the run identity (e.g. its epochs and batch size)
+    end: Callable | None = None     # () -> None after its last epoch, before that epoch's checkpoint (e.g. keep
+                                    #   a copy of the weights a later segment learns from)
 
 
 class _NoModules:
@@ -251,6 +253,8 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
             # The epoch boundary after a segment's last epoch is stored as the start of the next segment, whose
             # optimisers are fresh: nothing of the finished segment's optimisers is needed to resume.
             last_epoch = epoch + 1 == seg.epochs
+            if last_epoch and seg.end is not None:
+                seg.end()
             prog = {"segment": s + 1, "epoch": 0} if last_epoch else {"segment": s, "epoch": epoch + 1}
             save_checkpoint(ckpt_path, modules, optimizers, prog, history, identity)
             write_loss_csv(out_dir / "loss.csv", history, columns)

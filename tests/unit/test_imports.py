@@ -21,6 +21,9 @@ ORDER = [
     "advkd.method",
     "advkd.students.advkd.params",
     "advkd.students.denoising_params",
+    "advkd.students.progressive.params",
+    "advkd.students.consistency.params",
+    "advkd.students.reflow.params",
     "advkd.families",
     "advkd.config",
     "advkd.teacher",
@@ -38,6 +41,10 @@ ORDER = [
     "advkd.students.advkd.networks",
     "advkd.students.advkd.model",
     "advkd.students.denoising",
+    "advkd.students.vp",
+    "advkd.students.progressive.model",
+    "advkd.students.consistency.model",
+    "advkd.students.reflow.model",
     "advkd.stages.data",
     "advkd.stages.teacher",
     "advkd.stages.sample",
@@ -48,7 +55,8 @@ ORDER = [
 ]
 # Read when a run is planned (the Snakefile validates the config and asks the registry): they must not load torch.
 PLANNING = ["advkd.config", "advkd.families"]
-PACKAGES = ["advkd", "advkd.metrics", "advkd.students", "advkd.students.advkd", "advkd.stages"]   # import nothing
+PACKAGES = ["advkd", "advkd.metrics", "advkd.students", "advkd.students.advkd", "advkd.students.progressive",
+            "advkd.students.consistency", "advkd.students.reflow", "advkd.stages"]   # import nothing
 LAZY_OK = {"advkd.cli"}
 
 

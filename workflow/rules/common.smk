@@ -8,7 +8,7 @@ from advkd.config import REAL, reference_split, validate_config
 from advkd.data import zero_border
 from advkd.method import SCORING_KEYS
 from advkd.io import BadInputError
-from advkd.families import FAMILIES
+from advkd.families import FAMILIES, trainers
 from advkd.trajectories import shard_ranges
 
 # A dry run, lint or a bookkeeping command (--unlock, --cleanup-metadata, --list-*, --summary, --dag) shows or
@@ -49,6 +49,10 @@ COMPILE = "--compile" if config["sampling"]["compile"] else ""
 METHODS = config["methods"]
 SAMPLER_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind == "sampler"]
 STUDENT_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind == "student"]
+# A student method samples from the training run of the first method of its family with the same recipe (rows that
+# differ only in the family's sampling keys, e.g. a progressive student's 4-, 2- and 1-step rows, train once).
+TRAINER = trainers(METHODS)
+TRAINED = [m for m in STUDENT_METHODS if TRAINER[m] == m]
 # A random-weight teacher gives cost numbers only: such an experiment runs teacher, cost and report.
 COST_ONLY = config["teacher"]["source"] == "random"
 N_SHARDS = len(shard_ranges(config["trajectories"]["count"], config["trajectories"]["shard_size"]))
@@ -84,16 +88,27 @@ def method_block(method):
     return {k: v for k, v in METHODS[method].items() if k not in SCORING_KEYS}
 
 
+def training_block(method):
+    """What the distill job is given (and rerun on): the block without scoring or sampling keys."""
+    keys = FAMILIES[METHODS[method]["family"]].params.sampling_keys
+    return {k: v for k, v in method_block(method).items() if k not in keys}
+
+
 def is_student(method):
     return FAMILIES[METHODS[method]["family"]].kind == "student"
+
+
+def student_dir(method):
+    """The folder of the training run a student method samples from."""
+    return f"{R}/students/{TRAINER[method]}"
 
 
 def sample_inputs(wildcards):
     """The teacher's card; a student's weights and resolved recipe too."""
     inputs = {"teacher": f"{R}/teacher/teacher.json"}
     if is_student(wildcards.method):
-        inputs |= {"weights": f"{R}/students/{wildcards.method}/student.safetensors",
-                   "recipe": f"{R}/students/{wildcards.method}/student.json"}
+        inputs |= {"weights": f"{student_dir(wildcards.method)}/student.safetensors",
+                   "recipe": f"{student_dir(wildcards.method)}/student.json"}
     return inputs
 
 
@@ -119,7 +134,7 @@ def quality_files(methods):
 def cost_inputs(wildcards):
     """Samplers are costed from the teacher; a student from its own weights (and the teacher it may wrap)."""
     if is_student(wildcards.method) and not COST_ONLY:
-        return [f"{R}/teacher/teacher.json", f"{R}/students/{wildcards.method}/student.safetensors"]
+        return [f"{R}/teacher/teacher.json", f"{student_dir(wildcards.method)}/student.safetensors"]
     return [f"{R}/teacher/teacher.json"]
 
 
@@ -165,7 +180,7 @@ def report_inputs(wildcards):
         "memorisation": expand(f"{R}/metrics/memorisation/{{method}}.json", method=STUDENT_METHODS),
         "samples": per_seed(f"{R}/samples/{{method}}/seed{{seed}}.png", METHODS),
         "sample_stats": per_seed(f"{R}/samples/{{method}}/seed{{seed}}.json", METHODS),
-        "students": expand(f"{R}/students/{{method}}/loss.csv", method=STUDENT_METHODS),
+        "students": expand(f"{R}/students/{{method}}/loss.csv", method=TRAINED),
     }
 
 

@@ -148,7 +148,7 @@ rule cost:
         cost=as_json(METRICS["cost"]),
         cfg=lambda w: as_json({"method": method_block(w.method), "cost": METRICS["cost"], "device": DEVICE}),
         teacher=f"{R}/teacher/teacher.json",
-        student_dir=lambda w: f"{R}/students/{w.method}",
+        student_dir=lambda w: student_dir(w.method) if is_student(w.method) else f"{R}/students/{w.method}",
         checkpoints=config["trajectories"]["checkpoints"],
         device=DEVICE,
     log:
@@ -175,14 +175,14 @@ rule cost:
 rule timing:
     input:
         teacher=f"{R}/teacher/teacher.json",
-        students=[f"{R}/students/{m}/student.safetensors" for m in STUDENT_METHODS if not COST_ONLY],
+        students=[f"{R}/students/{m}/student.safetensors" for m in TRAINED if not COST_ONLY],
     output:
         f"{R}/metrics/timing.json",
     params:
         blocks=as_json({m: method_block(m) for m in METHODS}),
         cost=as_json(METRICS["cost"]),
         cfg=as_json({"methods": {m: method_block(m) for m in METHODS}, "cost": METRICS["cost"], "device": DEVICE}),
-        students=lambda w: f"{R}/students",   # each student's folder is <this>/<method>
+        students=lambda w: f"{R}/students",   # each training run's folder is <this>/<method> (advkd.families.trainers)
         sampling=as_json(config["sampling"]),
         checkpoints=config["trajectories"]["checkpoints"],
         device=DEVICE,

@@ -20,7 +20,7 @@ rule sample:
         shard_size=lambda w: config["sampling"]["shard_size"] or method_n(w.method),
         # torch.compile for the teacher's samplers only (a one-pass student has nothing to gain)
         compile=lambda w: "" if is_student(w.method) else COMPILE,
-        student=lambda w: f"--student-dir {R}/students/{w.method}" if is_student(w.method) else "",
+        student=lambda w: f"--student-dir {student_dir(w.method)}" if is_student(w.method) else "",
         device=DEVICE,
         out=lambda w, output: os.path.splitext(output.npz)[0],
     log:

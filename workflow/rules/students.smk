@@ -1,5 +1,6 @@
-# Students: each student method of the config is trained on the teacher's trajectories (rule distill), then
-# sampled like any other method (rule sample, workflow/rules/sample.smk).
+# Students: each student recipe of the config is trained on the teacher's trajectories (rule distill; methods that
+# differ only in sampling keys share one run, common.smk TRAINER), then sampled like any other method (rule sample,
+# workflow/rules/sample.smk).
 TRAJ_SHARDS = expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS))
 
 
@@ -16,9 +17,9 @@ rule distill:
         grid=f"{R}/students/{{method}}/grid.png",
         summary=f"{R}/students/{{method}}/train.json",
     wildcard_constraints:
-        method="|".join(map(re.escape, STUDENT_METHODS)) or "$^",
+        method="|".join(map(re.escape, TRAINED)) or "$^",
     params:
-        block=lambda w: as_json(method_block(w.method)),
+        block=lambda w: as_json(training_block(w.method)),
         seed=config["seed"],
         device=DEVICE,
         out=lambda w, output: os.path.dirname(output.weights),

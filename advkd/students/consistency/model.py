@@ -1,0 +1,168 @@
+"""Consistency distillation (Song, Dhariwal, Chen and Sutskever 2023) from the suite's teacher.
+
+The consistency function, in the teacher's variance-exploding coordinates (state z_k = alpha_k x + sigma_k eps is
+the point x + (sigma_k / alpha_k) eps), is f(z_k, k) = c_skip(s) z_k / alpha_k + c_out(s) F(z_k, t_k) with
+s = sigma_k / alpha_k and Song et al.'s c_skip(s) = sd^2 / ((s - s_min)^2 + sd^2), c_out(s) = (s - s_min) sd /
+sqrt(sd^2 + s^2), sd = 0.5, s_min the grid's smallest: at the smallest time f is the identity by construction.
+F is the teacher's UNet (teacher-initialised; it sees the state the teacher sees, at its DDPM timestep). Training
+draws a teacher image x, a grid index k and noise, takes one deterministic DDIM step of the teacher from z_k to
+z_{k+1} (the adjacent, less noisy time) and pulls f(z_k, k) towards the EMA target network's f(z_{k+1}, k+1).
+Sampling: f(x_T, 0), then re-noised to a smaller time of the grid and mapped again, `steps` times in all.
+
+diffusers' CMStochasticIterativeScheduler is not used: it computes its own scalings from Karras sigmas and feeds
+the network EDM's c_noise = 250 log(sigma) and c_in-scaled inputs, while this network is the DDPM teacher's UNet,
+conditioned on DDPM timesteps and fed variance-preserving states; its grid is the teacher's DDIM grid.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from ...data import save_grid, to_uint8
+from ...families import FAMILIES
+from ..common import generator_weights, load_distillation_set, student_config, student_method, write_student
+from ..networks import count, unet_from_config
+from ..training import Segment, fit, run_identity
+from ..vp import Grid, TimedUNet, ddim_step, teacher_grid, teacher_parts
+from .params import ConsistencyParams
+
+SIGMA_DATA = 0.5
+BETAS = (0.9, 0.999)
+
+
+class ConsistencyFunction(nn.Module):
+    """f(z, k) on the teacher's DDIM grid (see the module docstring); `net` is called once per evaluation."""
+
+    def __init__(self, net: TimedUNet, grid: Grid):
+        super().__init__()
+        self.net, self.grid = net, grid
+        a = grid.alpha_bar[:-1]
+        self.sigma = ((1 - a) / a).sqrt()              # per grid state 0..N-1, variance-exploding
+        self.sigma_min = self.sigma[-1]
+
+    def scalings(self, k):
+        s = self.sigma[k]
+        c_skip = SIGMA_DATA ** 2 / ((s - self.sigma_min) ** 2 + SIGMA_DATA ** 2)
+        c_out = (s - self.sigma_min) * SIGMA_DATA / (SIGMA_DATA ** 2 + s ** 2).sqrt()
+        return c_skip.float().view(-1, 1, 1, 1), c_out.float().view(-1, 1, 1, 1)
+
+    def forward(self, z, k):
+        a, _ = self.grid.alpha_sigma(k)
+        c_skip, c_out = (c.to(z.device) for c in self.scalings(k))
+        return c_skip * z / a.to(z.device) + c_out * self.net(z, self.grid.timesteps[k].to(z.device))
+
+
+def sample_states(grid_steps: int, steps: int) -> list[int]:
+    """Grid states a `steps`-step sample visits: 0 (x_T) first, then evenly smaller times."""
+    return [(j * (grid_steps - 1)) // steps for j in range(steps)]
+
+
+def consistency_sample(f: ConsistencyFunction, x_T, steps: int, gen: torch.Generator | None = None):
+    ks = sample_states(f.grid.steps, steps)
+    x = x_T
+    for j, k in enumerate(ks):
+        x0 = f(x, torch.full((len(x),), k)).clamp(-1, 1)
+        if j + 1 < len(ks):
+            a, s = f.grid.alpha_sigma(torch.tensor([ks[j + 1]]))
+            x = a.to(x.device) * x0 + s.to(x.device) * torch.randn(x.shape, generator=gen).to(x.device)
+    return x0
+
+
+def distance(kind: str, a, b):
+    if kind == "l2":
+        return ((a - b) ** 2).flatten(1).sum(1).mean()
+    c = 0.00054 * a[0].numel() ** 0.5
+    return (((a - b) ** 2).flatten(1).sum(1) + c ** 2).sqrt().sub(c).mean()
+
+
+def resolve(params: ConsistencyParams, name: str, available: int, resolution: int, channels: int,
+            teacher_card=None) -> dict:
+    p = {k: v for k, v in params.as_dict().items() if k not in params.sampling_keys}
+    return {**p, "family": "consistency-distillation", "name": name, "checkpoints": [available - 1],
+            "resolution": resolution, "image_channels": channels, "teacher": teacher_card}
+
+
+def make_function(cfg: dict, unet=None) -> ConsistencyFunction:
+    net = TimedUNet(unet if unet is not None else unet_from_config(cfg["unet_config"]), 0)
+    grid = teacher_grid(cfg["scheduler_config"], cfg["grid_steps"])
+    net.default_time = float(grid.timesteps[0])   # one evaluation is costed where sampling starts
+    return ConsistencyFunction(net, grid)
+
+
+def train(name: str, params: ConsistencyParams, ctx: dict) -> dict:
+    """ctx: trajectories, out, seed, device, teacher (teacher.json); optional stop_after_epochs, progress."""
+    traj = load_distillation_set(ctx["trajectories"], params.max_runs)
+    _, available, ch, res, _ = traj["states"].shape
+    teacher, parts, card = teacher_parts(ctx["teacher"])
+    cfg = resolve(params, name, available, res, ch, teacher_card=card.get("pipeline")) | parts
+    seed, device = ctx["seed"], torch.device(ctx.get("device", "cpu"))
+    torch.manual_seed(seed)
+    online = make_function(cfg, copy.deepcopy(teacher))
+    target = copy.deepcopy(online).requires_grad_(False)
+    teacher = teacher.to(device).eval().requires_grad_(False)
+    grid, x_0 = online.grid, traj["states"][:, -1]
+
+    def begin():
+        opt = torch.optim.Adam(list(online.parameters()), lr=cfg["lr"], betas=BETAS)
+
+        def step(idx, gen):
+            x = x_0[idx]
+            k = torch.randint(0, grid.steps - 1, (len(idx),), generator=gen)
+            a, s = grid.alpha_sigma(k)
+            z = (a * x + s * torch.randn(x.shape, generator=gen)).to(device)
+            with torch.no_grad():
+                z_next = ddim_step(grid, teacher, z, k)
+                want = target(z_next, k + 1)
+            loss = distance(cfg["distance"], online(z, k), want)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for pt, po in zip(target.parameters(), online.parameters()):
+                    pt.lerp_(po, 1 - cfg["target_ema"])
+            return {"consistency": loss.item()}
+        return {"online": opt}, step
+
+    segs = [Segment({}, cfg["epochs"], cfg["batch_size"], begin, {"epochs": cfg["epochs"],
+                                                                   "batch_size": cfg["batch_size"]})]
+    modules = {"gen": target.net, "online": online.net}
+    identity = run_identity(modules, segs, traj["x_T"], x_0, seed, cfg)
+    online.to(device), target.to(device)
+    result = fit(modules, [online], segs, len(x_0), FAMILIES["consistency-distillation"].loss_columns, ctx["out"],
+                 seed, identity, ctx.get("stop_after_epochs"), ctx.get("progress", True))
+    if result["done"]:
+        target.cpu()
+        write_student(ctx["out"], cfg, target.net, None, {"online": online.net}, result, traj, seed,
+                      lambda path: panel(target, traj["x_T"], x_0, path), extra={"run_identity": identity},
+                      sample=lambda z: consistency_sample(target, z, 1))
+    return result
+
+
+def panel(f: ConsistencyFunction, x_T, x_0, path, examples: int = 6) -> None:
+    """Per training run: x_T, the teacher's x_0, the student's with 1 and 2 steps."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        one, two = consistency_sample(f, x_T[:examples], 1), consistency_sample(f, x_T[:examples], 2, g)
+    tiles = torch.stack([x_T[:examples].clamp(-1, 1), x_0[:examples], one, two], 1)
+    save_grid(path, to_uint8(tiles.flatten(0, 1)), nrow=4)
+
+
+def build(name: str, params: ConsistencyParams, ctx: dict):
+    cfg, tensors = student_config(name, ctx, "consistency-distillation", lambda *a: resolve(params, *a),
+                                  [k for k in params.as_dict() if k not in params.sampling_keys])
+    if tensors is None:  # cost only: the (random) teacher's architecture
+        cfg |= teacher_parts(ctx["teacher"])[1]
+    f = make_function(cfg)
+    if tensors is not None:
+        f.net.load_state_dict(generator_weights(tensors))
+    if params.steps > f.grid.steps:
+        raise ValueError(f"{name}: steps {params.steps} exceed the grid's {f.grid.steps} times")
+    c, r = cfg["image_channels"], cfg["resolution"]
+    info = {"epochs": cfg["epochs"], "steps": params.steps, "grid_steps": cfg["grid_steps"],
+            "generator_parameters": count(f.net)}
+    return student_method(name, "consistency-distillation", params.nfe,
+                          lambda x, g: consistency_sample(f, x, params.steps, g), f.net, (c, r, r), (c, r, r),
+                          count(f.net), info, ctx.get("device", "cpu"), draws_noise=True)

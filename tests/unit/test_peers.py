@@ -1,0 +1,138 @@
+"""The multi-step distillation peers (progressive, consistency, reflow) beyond the common family tests: what each
+method promises by construction or after a little training, on a random-weight 1x8x8 teacher."""
+
+import pytest
+import torch
+
+from advkd.families import build_method, method_errors, trainers
+from advkd.io import save_tensors
+from advkd.samplers import batch_seed, run_sampler
+from advkd.students.consistency import model as cd
+from advkd.students.progressive import model as pd
+from advkd.students.progressive.params import ProgressiveParams
+from advkd.students.reflow import model as rf
+from advkd.students.reflow.params import ReflowParams
+from advkd.students.vp import DDIM, ddim_step, teacher_grid, teacher_parts
+from advkd.teacher import load_teacher
+
+
+@pytest.fixture(scope="module")
+def teacher_card(tmp_path_factory):
+    from advkd.stages.teacher import teacher
+
+    card = tmp_path_factory.mktemp("peers") / "teacher.json"
+    teacher({"source": "random", "architecture": "digits8", "seed": 0}, card)
+    return str(card)
+
+
+def _shard(path, x_T, x_0):
+    states = torch.stack([x_T * 0.5, x_0], 1)
+    save_tensors(path, {"x_T": x_T, "states": states, "timesteps": torch.tensor([0, 1])})
+    return [str(path)]
+
+
+def test_the_grid_steps_are_the_suites_ddim_sampler(teacher_card):
+    unet, train_config, _ = load_teacher(teacher_card)
+    x, _, _, _ = run_sampler(unet, DDIM, 4, train_config, 3, seed=5, batch_size=3, device="cpu", progress=False)
+    grid = teacher_grid(train_config, 4)
+    z = torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(batch_seed(5, 0)))
+    with torch.no_grad():
+        for k in range(4):
+            z = ddim_step(grid, unet, z, torch.full((3,), k))
+    assert torch.allclose(z, x, atol=1e-5)
+
+
+def test_consistency_function_is_the_identity_at_the_smallest_time(teacher_card):
+    unet, parts, _ = teacher_parts(teacher_card)
+    f = cd.make_function({**parts, "grid_steps": 6}, unet)
+    z = torch.randn(4, 1, 8, 8)
+    last = torch.full((4,), f.grid.steps - 1)
+    a, _ = f.grid.alpha_sigma(last)
+    with torch.no_grad():
+        assert torch.equal(f(z, last), z / a)
+        assert not torch.allclose(f(z, torch.zeros(4, dtype=torch.long)), z / f.grid.alpha_sigma(torch.zeros(
+            4, dtype=torch.long))[0])
+
+
+def test_a_progressive_round_halves_the_steps_and_learns_its_teachers_two_steps(teacher_card, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x_T, x_0 = torch.randn(16, 1, 8, 8, generator=g), torch.rand(16, 1, 8, 8, generator=g) * 2 - 1
+    shard = _shard(tmp_path / "shard-00000.safetensors", x_T, x_0)
+    params = ProgressiveParams(teacher_steps=4, min_steps=2, epochs_per_round=25, batch_size=8, lr=1e-3)
+    torch.set_num_threads(1)
+    r = pd.train("pd", params, {"trajectories": shard, "teacher": teacher_card, "out": str(tmp_path), "seed": 0,
+                                "progress": False})
+    assert r["done"] and [row["nfe"] for row in r["history"]][::25] == [4, 2]
+    block = {"family": "progressive-distillation", "teacher_steps": 4, "min_steps": 2}
+    four, two = (build_method(f"pd-{k}", block | {"steps": k}, {"student_dir": str(tmp_path), "device": "cpu"})
+                 for k in (4, 2))
+    assert (four.nfe, two.nfe) == (4, 2)
+    grid = teacher_grid(teacher_parts(teacher_card)[1]["scheduler_config"], 4)
+    with torch.no_grad():
+        want = pd.ddim_sample(grid, four.network, x_T, 4)
+        trained = pd.ddim_sample(grid, two.network, x_T, 2)
+        untrained = pd.ddim_sample(grid, four.network, x_T, 2)   # the round's starting point
+    assert (trained - want).pow(2).mean() < 0.5 * (untrained - want).pow(2).mean()
+
+
+def test_reflow_trained_on_one_pair_reproduces_it_in_one_euler_step(teacher_card, tmp_path):
+    g = torch.Generator().manual_seed(1)
+    x_T, x_0 = torch.randn(1, 1, 8, 8, generator=g), torch.rand(1, 1, 8, 8, generator=g) * 2 - 1
+    shard = _shard(tmp_path / "shard-00000.safetensors", x_T.repeat(64, 1, 1, 1), x_0.repeat(64, 1, 1, 1))
+    torch.set_num_threads(1)
+    rf.train("rf", ReflowParams(epochs=20, batch_size=16, lr=2e-3),
+             {"trajectories": shard, "teacher": teacher_card, "out": str(tmp_path), "seed": 0, "progress": False})
+    m = build_method("rf", {"family": "reflow"}, {"student_dir": str(tmp_path), "device": "cpu"})
+    with torch.no_grad():
+        one = rf.euler(m.network, x_T, 1)
+    assert (one - x_0).pow(2).mean() < 0.01 * (x_T - x_0).pow(2).mean()
+
+
+@pytest.mark.parametrize("family,steps", [("consistency-distillation", 4), ("reflow", 2)])
+def test_more_sampling_steps_call_the_network_that_often(teacher_card, tmp_path, family, steps):
+    """Rows differing in steps share one training run (trainers) and each samples with its own NFE."""
+    from advkd.families import FAMILIES
+
+    fam = FAMILIES[family]
+    block = {"family": family, **fam.params.example}
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(2)
+    shard = _shard(tmp_path / "shard-00000.safetensors", torch.randn(8, 1, 8, 8, generator=g),
+                   torch.rand(8, 1, 8, 8, generator=g) * 2 - 1)
+    fam.module().train("a", fam.params.from_block(block), {"trajectories": shard, "teacher": teacher_card,
+                                                           "out": str(tmp_path), "seed": 0, "progress": False})
+    assert trainers({"a": block, "b": block | {"steps": steps}}) == {"a": "a", "b": "a"}
+    m = build_method("b", block | {"steps": steps}, {"student_dir": str(tmp_path), "device": "cpu"})
+    calls = []
+    hook = m.network.register_forward_hook(lambda *a: calls.append(1))
+    images, _ = m.generate(2, seed=0, batch_size=2, progress=False)
+    hook.remove()
+    assert m.nfe == steps and len(calls) == steps and images.shape == (2, 8, 8, 1)
+
+
+def _config(**methods):
+    return {"data": {"resolution": 8, "channels": 1}, "trajectories": {"checkpoints": 2, "count": 16},
+            "methods": methods}
+
+
+@pytest.mark.parametrize("block,key", [
+    ({"family": "progressive-distillation", "teacher_steps": 6}, "methods.x.teacher_steps"),
+    ({"family": "progressive-distillation", "teacher_steps": 8, "min_steps": 3}, "methods.x.min_steps"),
+    ({"family": "progressive-distillation", "teacher_steps": 8, "min_steps": 2, "steps": 1}, "methods.x.steps"),
+    ({"family": "progressive-distillation", "epochs_per_round": 0}, "methods.x.epochs_per_round"),
+    ({"family": "consistency-distillation", "grid_steps": 1}, "methods.x.grid_steps"),
+    ({"family": "consistency-distillation", "grid_steps": 4, "steps": 5}, "methods.x.steps"),
+    ({"family": "consistency-distillation", "epochs": 0}, "methods.x.epochs"),
+    ({"family": "reflow", "epochs": 0}, "methods.x.epochs"),
+    ({"family": "reflow", "steps": 0}, "methods.x.steps"),
+])
+def test_bad_peer_blocks_are_refused_by_name(block, key):
+    errs = method_errors(_config(x=block))
+    assert errs and all(key in e for e in errs), errs
+
+
+def test_trainers_group_rows_by_everything_but_sampling_and_scoring_keys():
+    rf_ = {"family": "reflow", "epochs": 3}
+    methods = {"ddim-10": {"family": "ddim", "steps": 10}, "rf-1": rf_, "rf-2": rf_ | {"steps": 2, "seeds": [0]},
+               "rf-long": rf_ | {"epochs": 6}, "pd-2": {"family": "progressive-distillation", "steps": 2}}
+    assert trainers(methods) == {"rf-1": "rf-1", "rf-2": "rf-1", "rf-long": "rf-long", "pd-2": "pd-2"}
