@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
@@ -76,6 +77,16 @@ def trainers(methods: dict) -> dict:
                                      if k not in SCORING_KEYS and k not in fam.params.sampling_keys)))
         out[name] = first.setdefault(key, name)
     return out
+
+
+def trained_folder(root, name: str, methods: dict):
+    """The folder under `root` of the training run student `name` samples from: of the methods sharing its run
+    (`trainers`), the one that was trained. The DAG trains the first in config order; a stage that got the methods
+    in another order (JSON with sorted keys) finds it by its folder. None when none exists (a cost-only
+    experiment trains nothing)."""
+    runs = trainers(methods)
+    shared = [m for m, run in runs.items() if run == runs[name]]
+    return next((Path(root) / m for m in shared if (Path(root) / m).is_dir()), None)
 
 
 def parse_sampler(name: str) -> tuple[str, int]:

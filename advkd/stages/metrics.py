@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..data import load_split, to_uint8
-from ..families import FAMILIES, build_method, trainers
+from ..families import FAMILIES, build_method, trained_folder
 from ..io import (
     REPO_ROOT,
     BadInputError,
@@ -118,9 +118,12 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
     measured under the same conditions; a matmul peak before and after says how fast the host was. With
     `sampling` (the config's block) and a DDIM method with NFE <= full_sample_max_nfe, also the peer ratio against
     the stock diffusers loop."""
-    runs = trainers(blocks)   # a student samples from its recipe's training run
-    methods = {name: build_method(name, block, cost_context(teacher_json, device,
-                                                            Path(students_root) / runs.get(name, name), checkpoints))
+    def folder(name):   # a student samples from its recipe's training run
+        if FAMILIES[blocks[name]["family"]].kind != "student":
+            return None
+        return trained_folder(students_root, name, blocks) or Path(students_root) / name
+
+    methods = {name: build_method(name, block, cost_context(teacher_json, device, folder(name), checkpoints))
                for name, block in blocks.items()}
     peaks = [matmul_peak_gflops(device)]
     rows = measure_timing(methods, device, settings, settings.get("seed", 0))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import REAL
-from ..families import FAMILIES, params_of, trainers
+from ..families import FAMILIES, params_of, trained_folder
 from ..io import BadInputError, atomic_path, read_json, write_text
 from ..metrics.quality import aggregate_seeds
 
@@ -54,14 +54,12 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
                      "params": params_of(c["provenance"]["method"]).as_dict(), "block": c["provenance"]["method"]}
                     | _quality(agg.get(c["method"], {})))
     # a student row's training cost is its recipe's run, which methods differing in sampling keys share
-    runs = trainers({r["method"]: r["block"] for r in rows if r["kind"] == "student"})
+    blocks = {r["method"]: r.pop("block") for r in rows}
     for r in rows:
-        r.pop("block")
         if r["kind"] == "student":
-            shared = [m for m, run in runs.items() if run == runs[r["method"]]]
-            trained = [m for m in shared if (results / "students" / m).is_dir()]
-            r |= training_cost(results, trained[0]) if trained else {}
-            r["trained_as"] = trained[0] if trained else r["method"]
+            run = trained_folder(results / "students", r["method"], blocks)
+            r |= training_cost(results, run.name) if run else {}
+            r["trained_as"] = run.name if run else r["method"]
     if not rows:
         raise FileNotFoundError(f"no cost results under {results}/metrics/cost; run the DAG first")
     if REAL in agg:

@@ -4,7 +4,7 @@ method promises by construction or after a little training, on a random-weight 1
 import pytest
 import torch
 
-from advkd.families import build_method, method_errors, trainers
+from advkd.families import build_method, method_errors, trained_folder, trainers
 from advkd.io import save_tensors
 from advkd.samplers import batch_seed, run_sampler
 from advkd.students.consistency import model as cd
@@ -136,3 +136,12 @@ def test_trainers_group_rows_by_everything_but_sampling_and_scoring_keys():
     methods = {"ddim-10": {"family": "ddim", "steps": 10}, "rf-1": rf_, "rf-2": rf_ | {"steps": 2, "seeds": [0]},
                "rf-long": rf_ | {"epochs": 6}, "pd-2": {"family": "progressive-distillation", "steps": 2}}
     assert trainers(methods) == {"rf-1": "rf-1", "rf-2": "rf-1", "rf-long": "rf-long", "pd-2": "pd-2"}
+
+
+def test_a_stage_finds_the_trained_folder_whatever_the_order_of_the_methods(tmp_path):
+    pd_ = {"family": "progressive-distillation"}
+    methods = {"pd-1": pd_, "pd-4": pd_ | {"steps": 4}}   # sorted keys: pd-1 first, but the DAG trained pd-4
+    (tmp_path / "pd-4").mkdir()
+    assert trained_folder(tmp_path, "pd-1", methods) == tmp_path / "pd-4"
+    assert trained_folder(tmp_path, "pd-4", methods) == tmp_path / "pd-4"
+    assert trained_folder(tmp_path / "none", "pd-1", methods) is None
