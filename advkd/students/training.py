@@ -235,7 +235,9 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
                 if len(idx) < 2:  # BatchNorm needs 2 samples; a lone leftover is skipped, not padded
                     continue
                 if first_flops is None:
-                    # Counting observes the step (the same kernels run): the step's numbers do not change.
+                    # Counted under a dispatch mode, whose kernels may round differently from the plain
+                    # path: a counted run differs from an uncounted one in the last bits, and stays exact to
+                    # resume (every run counts the same steps).
                     with StepFlops() as counter:
                         out = step(idx, gen)
                     first_flops = counter.get_total_flops() / len(idx)
