@@ -506,8 +506,8 @@ def fig_training_compute(df, out):
             if row == 1:
                 ax.set_xlabel(xlabel)
     h, lab = axes[0, 0].get_legend_handles_labels()
-    fig.legend(dict(zip(lab, h)).values(), dict(zip(lab, h)).keys(), fontsize=6, loc="lower center", ncol=2,
-               bbox_to_anchor=(0.5, -0.06))
+    fig.legend(dict(zip(lab, h)).values(), dict(zip(lab, h)).keys(), fontsize=6, loc="center left",
+               bbox_to_anchor=(1.0, 0.5))
     fig.suptitle("quality against distillation compute (one line per recipe through its budgets)", fontsize=8)
     return _save(fig, out, "training_compute")
 
