@@ -51,6 +51,7 @@ RESULTS = frozenset(
     "inception_score_std_splits info judge_kind judge_sha256 kid kid_std_subsets kid_subsets "
     "kid_subset_size kind largest_share loss mean median_distance median_ratio method metric n nearest_k nfe "
     "nfe_per_sample noise_resolution per_seed percentile real_to_train reference_size share_below_threshold std "
+    "grid_steps teacher_steps rounds "
     "targets threshold "
     "parameters_all parameters_inference parameters_training_only shards phases pr_reference_n precision "
     "real_source recall reference reference_n repeats rows samples scored_by seed set source steps than threads "
