@@ -63,6 +63,10 @@ class Params:
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def training_dict(self) -> dict:
+        """What a training run is made for: the parameters without the sampling keys."""
+        return {k: v for k, v in self.as_dict().items() if k not in self.sampling_keys}
+
     def errors(self, where: str, block: dict, cfg: dict) -> list[str]:
         """What the schema cannot say (combinations, fit to the experiment's data); `block` is the method's config
         block as written (to tell a key set by the user from a default)."""
@@ -71,6 +75,13 @@ class Params:
     @property
     def nfe(self) -> int:
         return 1
+
+
+def max_runs_errors(where: str, max_runs: int | None, cfg: dict) -> list[str]:
+    """A student's `max_runs` must not ask for more runs than the distillation set holds."""
+    count = cfg["trajectories"]["count"]
+    return [f"{where}.max_runs: {max_runs} exceeds trajectories.count {count}"] \
+        if max_runs is not None and max_runs > count else []
 
 
 @dataclass(frozen=True)

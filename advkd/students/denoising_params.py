@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..method import Params, param
+from ..method import Params, max_runs_errors, param
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,4 @@ class DenoisingParams(Params):
     budget_keys = ("epochs",)
 
     def errors(self, where: str, block: dict, cfg: dict) -> list[str]:
-        if self.max_runs is not None and self.max_runs > cfg["trajectories"]["count"]:
-            return [f"{where}.max_runs: {self.max_runs} exceeds trajectories.count {cfg['trajectories']['count']}"]
-        return []
+        return max_runs_errors(where, self.max_runs, cfg)

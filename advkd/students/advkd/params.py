@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ...method import Params, param
+from ...method import Params, max_runs_errors, param
 
 PAPER_WIDTHS = (16, 16, 32, 32, 64, 64, 128, 128, 128, 128, 128)
 CRITIC_NETS = ("published", "suite", "spectral")   # advkd.students.advkd.networks.CRITICS
@@ -154,9 +154,7 @@ class AdvKDParams(Params):
         if self.noise == "fresh" and (self.loss != "adversarial" or self.critic != "unconditional"):
             errs.append(f"{where}.noise: fresh noise has no teacher state to pair with, so it needs loss: "
                         "adversarial and critic: unconditional")
-        if self.max_runs is not None and self.max_runs > cfg["trajectories"]["count"]:
-            errs.append(f"{where}.max_runs: {self.max_runs} exceeds trajectories.count "
-                        f"{cfg['trajectories']['count']}")
+        errs += max_runs_errors(where, self.max_runs, cfg)
         return errs
 
     def resolve(self, name: str, available: int, resolution: int, channels: int) -> dict:

@@ -80,8 +80,8 @@ def distance(kind: str, a, b):
 
 def resolve(params: ConsistencyParams, name: str, available: int, resolution: int, channels: int,
             teacher_card=None) -> dict:
-    p = {k: v for k, v in params.as_dict().items() if k not in params.sampling_keys}
-    return {**p, "family": "consistency-distillation", "name": name, "checkpoints": [available - 1],
+    return {**params.training_dict(), "family": "consistency-distillation", "name": name,
+            "checkpoints": [available - 1],
             "resolution": resolution, "image_channels": channels, "teacher": teacher_card}
 
 
@@ -152,7 +152,7 @@ def panel(f: ConsistencyFunction, x_T, x_0, path, examples: int = 6) -> None:
 
 def build(name: str, params: ConsistencyParams, ctx: dict):
     cfg, tensors = student_config(name, ctx, "consistency-distillation", lambda *a: resolve(params, *a),
-                                  [k for k in params.as_dict() if k not in params.sampling_keys])
+                                  list(params.training_dict()))
     if tensors is None:  # cost only: the (random) teacher's architecture
         cfg |= teacher_parts(ctx["teacher"])[1]
     f = make_function(cfg)

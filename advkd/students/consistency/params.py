@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...method import Params, param
+from ...method import Params, max_runs_errors, param
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,4 @@ class ConsistencyParams(Params):
         if self.steps > self.grid_steps:
             errs.append(f"{where}.steps: {self.steps} sampling steps need as many times on the grid, which has "
                         f"{self.grid_steps} (grid_steps)")
-        if self.max_runs is not None and self.max_runs > cfg["trajectories"]["count"]:
-            errs.append(f"{where}.max_runs: {self.max_runs} exceeds trajectories.count {cfg['trajectories']['count']}")
-        return errs
+        return errs + max_runs_errors(where, self.max_runs, cfg)

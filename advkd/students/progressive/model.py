@@ -52,8 +52,8 @@ def ddim_sample(grid: Grid, net: TimedUNet, x_T, steps: int):
 
 def resolve(params: ProgressiveParams, name: str, available: int, resolution: int, channels: int,
             teacher_card=None) -> dict:
-    p = {k: v for k, v in params.as_dict().items() if k not in params.sampling_keys}
-    return {**p, "family": "progressive-distillation", "name": name, "checkpoints": [available - 1],
+    return {**params.training_dict(), "family": "progressive-distillation", "name": name,
+            "checkpoints": [available - 1],
             "resolution": resolution, "image_channels": channels, "teacher": teacher_card,
             "rounds": halvings(params.teacher_steps, params.min_steps)}
 
@@ -145,7 +145,7 @@ def panel(grid: Grid, students: dict, x_T, x_0, path, examples: int = 6) -> None
 
 def build(name: str, params: ProgressiveParams, ctx: dict):
     cfg, tensors = student_config(name, ctx, "progressive-distillation", lambda *a: resolve(params, *a),
-                                  [k for k in params.as_dict() if k not in params.sampling_keys])
+                                  list(params.training_dict()))
     if tensors is None:  # cost only: the (random) teacher's architecture
         cfg |= teacher_parts(ctx["teacher"])[1]
     if params.steps not in cfg["rounds"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...method import Params, param
+from ...method import Params, max_runs_errors, param
 
 
 def halvings(teacher_steps: int, min_steps: int) -> list[int]:
@@ -56,6 +56,4 @@ class ProgressiveParams(Params):
         elif self.steps not in halvings(self.teacher_steps, self.min_steps):
             errs.append(f"{where}.steps: {self.steps} is not a step count the rounds produce "
                         f"({halvings(self.teacher_steps, self.min_steps)})")
-        if self.max_runs is not None and self.max_runs > cfg["trajectories"]["count"]:
-            errs.append(f"{where}.max_runs: {self.max_runs} exceeds trajectories.count {cfg['trajectories']['count']}")
-        return errs
+        return errs + max_runs_errors(where, self.max_runs, cfg)

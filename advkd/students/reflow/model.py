@@ -31,9 +31,8 @@ BETAS = (0.9, 0.999)
 
 
 def resolve(params: ReflowParams, name: str, available: int, resolution: int, channels: int, teacher_card=None):
-    p = {k: v for k, v in params.as_dict().items() if k not in params.sampling_keys}
-    return {**p, "family": "reflow", "name": name, "checkpoints": [available - 1], "resolution": resolution,
-            "image_channels": channels, "teacher": teacher_card}
+    return {**params.training_dict(), "family": "reflow", "name": name, "checkpoints": [available - 1],
+            "resolution": resolution, "image_channels": channels, "teacher": teacher_card}
 
 
 def make_network(cfg: dict, unet=None) -> TimedUNet:
@@ -96,7 +95,7 @@ def panel(net, x_T, x_0, path, examples: int = 6) -> None:
 
 def build(name: str, params: ReflowParams, ctx: dict):
     cfg, tensors = student_config(name, ctx, "reflow", lambda *a: resolve(params, *a),
-                                  [k for k in params.as_dict() if k not in params.sampling_keys])
+                                  list(params.training_dict()))
     if tensors is None:  # cost only: the (random) teacher's architecture
         cfg |= teacher_unet(ctx["teacher"])[1]
     net = make_network(cfg)

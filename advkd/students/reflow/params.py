@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...method import Params, param
+from ...method import Params, max_runs_errors, param
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,4 @@ class ReflowParams(Params):
         return self.steps
 
     def errors(self, where: str, block: dict, cfg: dict) -> list[str]:
-        if self.max_runs is not None and self.max_runs > cfg["trajectories"]["count"]:
-            return [f"{where}.max_runs: {self.max_runs} exceeds trajectories.count {cfg['trajectories']['count']}"]
-        return []
+        return max_runs_errors(where, self.max_runs, cfg)
