@@ -144,7 +144,7 @@ def cmd_quality(a):
 
 
 def cmd_cost(a):
-    from .stages.metrics import cost, cost_context
+    from .stages.cost import cost, cost_context
 
     ctx = cost_context(a.teacher, _device(a), a.student_dir, a.checkpoints)
     row = cost(a.method, json.loads(a.block), ctx, json.loads(a.cost), a.out, cfg=json.loads(a.cfg or "null"))
@@ -152,7 +152,7 @@ def cmd_cost(a):
 
 
 def cmd_timing(a):
-    from .stages.metrics import timing
+    from .stages.cost import timing
 
     out = timing(json.loads(a.blocks), a.teacher, a.students, a.checkpoints, _device(a), json.loads(a.cost), a.out,
                  cfg=json.loads(a.cfg or "null"), sampling=json.loads(a.sampling) if a.sampling else None)

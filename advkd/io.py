@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -222,10 +223,11 @@ def provenance(cfg=None, device=None, **extra) -> dict:
     import torch
 
     versions = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
-    for mod in ("diffusers", "cleanfid", "safetensors"):
+    # installed versions read from package metadata: importing diffusers to ask would cost a scoring job seconds
+    for mod, dist in (("diffusers", "diffusers"), ("cleanfid", "clean-fid"), ("safetensors", "safetensors")):
         try:
-            versions[mod] = __import__(mod).__version__
-        except (ImportError, AttributeError):
+            versions[mod] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
             pass
     out = {"git_commit": git_commit(), "versions": versions, "host": platform.node()}
     if cfg is not None:

@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from advkd.config import load_config  # noqa: E402
-from advkd.stages.metrics import cost, cost_context, timing  # noqa: E402
+from advkd.stages.cost import cost, cost_context, timing  # noqa: E402
 from advkd.stages.teacher import teacher  # noqa: E402
 from advkd.teacher import pick_device  # noqa: E402
 

@@ -12,7 +12,8 @@ PKG = Path(__file__).resolve().parents[2] / "advkd"
 # The one written order, lowest first: files and provenance; data; the distillation set's layout; what a method is
 # and each family's parameters; the registry of families; config validation, which asks the registry (all of these
 # without torch: planning a run reads them); networks and what they compute (teacher, samplers, metrics, students);
-# the stages, one module per rule file (workflow/rules/<x>.smk -> advkd/stages/<x>.py); the CLI.
+# the stages, one module per rule file (workflow/rules/<x>.smk -> advkd/stages/<x>.py) except metrics.smk's cost and
+# timing rules, in stages/cost.py: they import diffusers (seconds), the many scoring jobs need not; the CLI.
 ORDER = [
     "advkd.io",
     "advkd.assets",
@@ -50,6 +51,7 @@ ORDER = [
     "advkd.stages.sample",
     "advkd.stages.students",
     "advkd.stages.metrics",
+    "advkd.stages.cost",
     "advkd.stages.report",
     "advkd.cli",
 ]
@@ -120,3 +122,13 @@ def test_planning_loads_no_torch():
            "('torch', 'diffusers', 'cleanfid')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_scoring_stages_load_no_diffusers():
+    """Every quality, memorisation and sanity job imports advkd.stages.metrics and writes provenance; diffusers
+    takes seconds to import (it pulls in torch._dynamo and scipy.stats), paid once per job, ~60 jobs a run."""
+    code = "import sys; import advkd.stages.metrics as m; from advkd.io import provenance; " \
+           "v = provenance()['versions']; print('diffusers' in sys.modules, sorted(v))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split(" ", 1)[0] == "False", out.stdout
+    assert "diffusers" in out.stdout and "cleanfid" in out.stdout, "provenance still names the versions"

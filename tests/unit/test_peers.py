@@ -54,6 +54,20 @@ def test_consistency_function_is_the_identity_at_the_smallest_time(teacher_card)
             4, dtype=torch.long))[0])
 
 
+def test_the_teacher_initialised_consistency_function_starts_at_the_teachers_x0_estimate(teacher_card):
+    # Song et al.'s c_out on a noise-predicting UNet made f(x_T) half the noise; f must start at the teacher's
+    # one-step denoiser where c_skip is small (the noisiest states), so one step from x_T is an image estimate.
+    unet, parts, _ = teacher_parts(teacher_card)
+    f = cd.make_function({**parts, "grid_steps": 6}, unet)
+    z = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    first = torch.zeros(4, dtype=torch.long)
+    a, s = f.grid.alpha_sigma(first)
+    with torch.no_grad():
+        x0 = (z - s * unet(z, f.grid.timesteps[first]).sample) / a
+        assert float(f.c_skip(first).max()) < 0.01
+        assert torch.allclose(f(z, first), x0, atol=0.01 * float(x0.abs().max()))
+
+
 def test_a_progressive_round_halves_the_steps_and_learns_its_teachers_two_steps(teacher_card, tmp_path):
     g = torch.Generator().manual_seed(0)
     x_T, x_0 = torch.randn(64, 1, 8, 8, generator=g), torch.rand(64, 1, 8, 8, generator=g) * 2 - 1

@@ -1,12 +1,19 @@
 """Consistency distillation (Song, Dhariwal, Chen and Sutskever 2023) from the suite's teacher.
 
 The consistency function, in the teacher's variance-exploding coordinates (state z_k = alpha_k x + sigma_k eps is
-the point x + (sigma_k / alpha_k) eps), is f(z_k, k) = c_skip(s) z_k / alpha_k + c_out(s) F(z_k, t_k) with
-s = sigma_k / alpha_k and Song et al.'s c_skip(s) = sd^2 / ((s - s_min)^2 + sd^2), c_out(s) = (s - s_min) sd /
-sqrt(sd^2 + s^2), sd = 0.5, s_min the grid's smallest: at the smallest time f is the identity by construction.
-F is the teacher's UNet (teacher-initialised; it sees the state the teacher sees, at its DDPM timestep). Training
-draws a teacher image x, a grid index k and noise, takes one deterministic DDIM step of the teacher from z_k to
-z_{k+1} (the adjacent, less noisy time) and pulls f(z_k, k) towards the EMA target network's f(z_{k+1}, k+1).
+the point x + (sigma_k / alpha_k) eps), is f(z_k, k) = c_skip(s) z_k / alpha_k + (1 - c_skip(s)) D(z_k, t_k) with
+s = sigma_k / alpha_k, Song et al.'s c_skip(s) = sd^2 / ((s - s_min)^2 + sd^2), sd = 0.5, s_min the grid's
+smallest, and D the network's denoised image, x_0 read from its noise prediction (z_k - sigma_k eps) / alpha_k: at
+the smallest time f is the identity by construction, and at the teacher's weights f is the teacher's own x_0
+estimate wherever c_skip is small, so training starts from the teacher's one-step denoiser, as Song et al.'s
+teacher-initialised networks do. Song et al.'s c_out(s) = (s - s_min) sd / sqrt(sd^2 + s^2) on the raw network
+output suits an EDM network whose output is scaled for it; on this noise-predicting UNet it made f start as half
+the noise (FD ~295 at one step in the first default run). The convex mix of the skip and the x_0 estimate is
+diffusers' LCMScheduler's (denoised = c_out * x0 + c_skip * sample), with c_out = 1 - c_skip so that both reach
+their limits on this grid. The network is the teacher's UNet (teacher-initialised; it sees the state the teacher
+sees, at its DDPM timestep). Training draws a teacher image x, a grid index k and noise, takes one deterministic
+DDIM step of the teacher from z_k to z_{k+1} (the adjacent, less noisy time) and pulls f(z_k, k) towards the EMA
+target network's f(z_{k+1}, k+1).
 Sampling: f(x_T, 0), then re-noised to a smaller time of the grid and mapped again, `steps` times in all.
 
 diffusers' CMStochasticIterativeScheduler is not used: it computes its own scalings from Karras sigmas and feeds
@@ -43,16 +50,15 @@ class ConsistencyFunction(nn.Module):
         self.sigma = ((1 - a) / a).sqrt()              # per grid state 0..N-1, variance-exploding
         self.sigma_min = self.sigma[-1]
 
-    def scalings(self, k):
+    def c_skip(self, k):
         s = self.sigma[k]
-        c_skip = SIGMA_DATA ** 2 / ((s - self.sigma_min) ** 2 + SIGMA_DATA ** 2)
-        c_out = (s - self.sigma_min) * SIGMA_DATA / (SIGMA_DATA ** 2 + s ** 2).sqrt()
-        return c_skip.float().view(-1, 1, 1, 1), c_out.float().view(-1, 1, 1, 1)
+        return (SIGMA_DATA ** 2 / ((s - self.sigma_min) ** 2 + SIGMA_DATA ** 2)).float().view(-1, 1, 1, 1)
 
     def forward(self, z, k):
-        a, _ = self.grid.alpha_sigma(k)
-        c_skip, c_out = (c.to(z.device) for c in self.scalings(k))
-        return c_skip * z / a.to(z.device) + c_out * self.net(z, self.grid.timesteps[k].to(z.device))
+        a, sig = (v.to(z.device) for v in self.grid.alpha_sigma(k))
+        c_skip = self.c_skip(k).to(z.device)
+        x0 = (z - sig * self.net(z, self.grid.timesteps[k].to(z.device))) / a
+        return c_skip * z / a + (1 - c_skip) * x0
 
 
 def sample_states(grid_steps: int, steps: int) -> list[int]:

@@ -1,0 +1,114 @@
+"""The stages that build methods and time them (workflow/rules/metrics.smk's cost and timing rules): the cost of one
+method, and every method's latency and throughput timed interleaved in one process with the peer ratio against the
+stock diffusers loop. Apart from advkd.stages.metrics because they need diffusers (seconds to import), which the
+many per-sample-set scoring jobs do not. What they compute lives in advkd.metrics.cost."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import diffusers
+import numpy as np
+import torch
+
+from ..families import FAMILIES, build_method, trained_folder
+from ..io import device_name, provenance, write_json
+from ..metrics.cost import matmul_peak_gflops, measure_cost, measure_timing, spread, time_interleaved
+from ..samplers import compiled_network, make_scheduler, run_sampler, scheduler_spec
+from ..teacher import load_teacher
+
+
+def cost_context(teacher_json, device, student_dir=None, checkpoints: int = 11) -> dict:
+    """The build context of a method to be costed. With a random-weight teacher (a cost-only experiment) students
+    are built with random weights at the teacher's image shape, distilling `checkpoints` checkpoints."""
+    ctx = {"teacher": str(teacher_json), "device": device, "student_dir": student_dir}
+    card = json.loads(Path(teacher_json).read_text())
+    if card["source"] == "random":
+        ctx["random_weights"] = {"resolution": card["sample_size"], "channels": card["channels"],
+                                 "checkpoints": checkpoints, "seed": card["seed"]}
+    return ctx
+
+
+def cost(name: str, block: dict, ctx: dict, settings: dict, out, cfg=None) -> dict:
+    """The `cost` rule: build the method from the registry (sampler or student alike) and write one JSON;
+    `settings` is the config's metrics.cost block."""
+    method = build_method(name, block, ctx)
+    row = measure_cost(method, ctx["device"], settings, settings.get("seed", 0))
+    row |= {"kind": FAMILIES[block["family"]].kind, "info": method.info,
+            # the method's config block, as written, is part of what produced the row (and the report's knob table)
+            "provenance": provenance(cfg=cfg if cfg is not None else {"method": block, "cost": settings},
+                                     device=ctx["device"], method=block)}
+    write_json(out, row)
+    return row
+
+
+PEER_ROUNDS = 5   # each round samples a whole batch twice: a few seconds on 2 CPU cores
+
+
+def peer_ratio(teacher_json, steps: int, batch: int, device, compile: bool, rounds: int = PEER_ROUNDS) -> dict:
+    """images/s of the suite's DDIM sampler (as the sample jobs run it: channels-last, compiled when
+    sampling.compile) over the stock diffusers loop a user would write (the same UNet in its default memory format,
+    `DDIMScheduler.step` over its timesteps), same batch and steps, timed interleaved in one process. A
+    probe-free yardstick of the sampler's speed."""
+    spec = scheduler_spec("ddim")
+    unet, train_config, _ = load_teacher(teacher_json, device)
+    stock_unet = copy.deepcopy(unet).to(memory_format=torch.contiguous_format)
+    c, h = unet.config.in_channels, unet.config.sample_size
+    net = unet
+    if compile:
+        x = torch.zeros((batch, c, h, h), device=device).contiguous(memory_format=torch.channels_last)
+        net, _ = compiled_network(unet, [x], make_scheduler(spec, steps, train_config).timesteps[0])
+
+    def suite():
+        run_sampler(net, spec, steps, train_config, batch, 0, batch, device, progress=False)
+
+    @torch.inference_mode()
+    def stock():
+        sched = diffusers.DDIMScheduler.from_config(train_config)
+        sched.set_timesteps(steps)
+        x = torch.randn((batch, c, h, h), generator=torch.Generator().manual_seed(0)).to(device)
+        for t in sched.timesteps:
+            x = sched.step(stock_unet(x, t).sample, t, x).prev_sample
+
+    times = time_interleaved({"suite": suite, "stock": stock}, device, rounds, warmup=1)
+    ratios = sorted(st / su for st, su in zip(times["stock"], times["suite"]))
+    return {"method": f"ddim-{steps}", "stock": "diffusers.DDIMScheduler.step over the UNet, eager, contiguous",
+            "compiled": compile, "batch": batch, "steps": steps, "rounds": rounds,
+            "suite_s": spread(times["suite"]), "stock_s": spread(times["stock"]),
+            "ratio": float(np.median(ratios)), "ratio_q1": float(np.percentile(ratios, 25)),
+            "ratio_q3": float(np.percentile(ratios, 75))}
+
+
+def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, settings: dict, out,
+           cfg=None, sampling: dict | None = None) -> dict:
+    """The `timing` rule: latency at batch 1 and images/s at the throughput batch of every method (name -> config
+    block), timed interleaved in one process (advkd.metrics.cost.measure_timing), so that their ratios are
+    measured under the same conditions; a matmul peak before and after says how fast the host was. With
+    `sampling` (the config's block) and a DDIM method with NFE <= full_sample_max_nfe, also the peer ratio against
+    the stock diffusers loop."""
+    def folder(name):   # a student samples from its recipe's training run
+        if FAMILIES[blocks[name]["family"]].kind != "student":
+            return None
+        return trained_folder(students_root, name, blocks) or Path(students_root) / name
+
+    methods = {name: build_method(name, block, cost_context(teacher_json, device, folder(name), checkpoints))
+               for name, block in blocks.items()}
+    peaks = [matmul_peak_gflops(device)]
+    rows = measure_timing(methods, device, settings, settings.get("seed", 0))
+    # the peer ratio times whole sampling loops: only for a DDIM whose full sample the config affords timing
+    # (metrics.cost.full_sample_max_nfe; at paper scale on a CPU it does not)
+    ddim = [b for b in blocks.values() if b["family"] == "ddim" and b["steps"] <= settings["full_sample_max_nfe"]]
+    peer = peer_ratio(teacher_json, ddim[0]["steps"], sampling["batch_size"], device, sampling["compile"]) \
+        if sampling and ddim else None
+    peaks.append(matmul_peak_gflops(device))
+    # every key names a timing: compare_runs treats the whole file as measured, never as a result
+    out_json = {"timing": rows, "peer_timing": peer, "timing_order": "round-robin, rotated by one method each round",
+                "timing_warmup_rounds": settings["warmup"], "timing_rounds": settings["repeats"],
+                "matmul_peak_gflops_before_after": peaks, "device": device_name(device),
+                "threads": torch.get_num_threads(),
+                "provenance": provenance(cfg=cfg if cfg is not None else {"methods": blocks, "cost": settings},
+                                         device=device)}
+    write_json(out, out_json)
+    return out_json
