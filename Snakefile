@@ -17,6 +17,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/metrics.smk"
+include: "workflow/rules/cost.smk"
 include: "workflow/rules/students.smk"
 include: "workflow/rules/report.smk"
 

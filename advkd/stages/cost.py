@@ -1,7 +1,7 @@
-"""The stages that build methods and time them (workflow/rules/metrics.smk's cost and timing rules): the cost of one
-method, and every method's latency and throughput timed interleaved in one process with the peer ratio against the
-stock diffusers loop. Apart from advkd.stages.metrics because they need diffusers (seconds to import), which the
-many per-sample-set scoring jobs do not. What they compute lives in advkd.metrics.cost."""
+"""The stages of workflow/rules/cost.smk, which build methods and time them: the cost of one method, and every
+method's latency and throughput timed interleaved in one process with the peer ratio against the stock diffusers
+loop. Apart from advkd.stages.metrics because they need diffusers (seconds to import), which the many
+per-sample-set scoring jobs do not. What they compute lives in advkd.metrics.cost."""
 
 from __future__ import annotations
 

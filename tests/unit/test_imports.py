@@ -12,8 +12,7 @@ PKG = Path(__file__).resolve().parents[2] / "advkd"
 # The one written order, lowest first: files and provenance; data; the distillation set's layout; what a method is
 # and each family's parameters; the registry of families; config validation, which asks the registry (all of these
 # without torch: planning a run reads them); networks and what they compute (teacher, samplers, metrics, students);
-# the stages, one module per rule file (workflow/rules/<x>.smk -> advkd/stages/<x>.py) except metrics.smk's cost and
-# timing rules, in stages/cost.py: they import diffusers (seconds), the many scoring jobs need not; the CLI.
+# the stages, one module per rule file (workflow/rules/<x>.smk -> advkd/stages/<x>.py); the CLI.
 ORDER = [
     "advkd.io",
     "advkd.assets",
@@ -132,3 +131,9 @@ def test_the_scoring_stages_load_no_diffusers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split(" ", 1)[0] == "False", out.stdout
     assert "diffusers" in out.stdout and "cleanfid" in out.stdout, "provenance still names the versions"
+
+
+def test_every_rule_file_has_its_stage_module():
+    rules = {p.stem for p in (PKG.parent / "workflow" / "rules").glob("*.smk")} - {"common"}
+    stages = {m.rsplit(".", 1)[1] for m in ORDER if m.startswith("advkd.stages.")}
+    assert rules == stages, "workflow/rules/<x>.smk and advkd/stages/<x>.py go in pairs"
