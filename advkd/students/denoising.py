@@ -22,7 +22,7 @@ from .common import (
 )
 from .denoising_params import DenoisingParams
 from .networks import UNetStudent, count, unet_from_config
-from .training import Segment, fit, regression_loss, run_identity
+from .training import fit_one_network, regression_loss
 
 BETAS = (0.9, 0.999)   # Adam's defaults (the Adv-KD critics' 0.5 is a GAN habit)
 
@@ -53,23 +53,12 @@ def train(name: str, params: DenoisingParams, ctx: dict) -> dict:
     torch.manual_seed(seed)
     x_T, x_0 = traj["x_T"], traj["states"][:, -1]
 
-    def begin():
-        opt = torch.optim.Adam(list(net.parameters()), lr=cfg["lr"], betas=BETAS)
+    def loss(idx, gen):
+        value = regression_loss(cfg["regression"], net(x_T[idx].to(device)), x_0[idx].to(device))
+        return value, {"regression": value.item()}
 
-        def step(idx, gen):
-            loss = regression_loss(cfg["regression"], net(x_T[idx].to(device)), x_0[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return {"regression": loss.item()}
-        return {"net": opt}, step
-
-    segs = [Segment({}, cfg["epochs"], cfg["batch_size"], begin, {"epochs": cfg["epochs"],
-                                                                   "batch_size": cfg["batch_size"]})]
-    identity = run_identity({"gen": net}, segs, x_T, x_0, seed, cfg)
-    net.to(device)
-    result = fit({"gen": net}, [net], segs, len(x_T), FAMILIES["denoising-student"].loss_columns, ctx["out"], seed,
-                 identity, ctx.get("stop_after_epochs"), ctx.get("progress", True))
+    result, identity = fit_one_network(net, cfg, loss, x_T, x_0, seed, BETAS,
+                                       FAMILIES["denoising-student"].loss_columns, ctx)
     if result["done"]:
         write_student(ctx["out"], cfg, net, lambda x: x, {}, result, traj, seed,
                       lambda path: panel(net, x_T, x_0, path), extra={"run_identity": identity})

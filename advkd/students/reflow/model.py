@@ -23,7 +23,7 @@ from ..common import (
     write_student,
 )
 from ..networks import count, unet_from_config
-from ..training import Segment, fit, run_identity
+from ..training import fit_one_network
 from ..vp import TimedUNet
 from .params import ReflowParams
 
@@ -58,27 +58,15 @@ def train(name: str, params: ReflowParams, ctx: dict) -> dict:
     net = make_network(cfg, unet)
     x_T, x_0 = traj["x_T"], traj["states"][:, -1]
 
-    def begin():
-        opt = torch.optim.Adam(list(net.parameters()), lr=cfg["lr"], betas=BETAS)
+    def loss(idx, gen):
+        s = torch.rand(len(idx), generator=gen).view(-1, 1, 1, 1)
+        a, b = x_T[idx], x_0[idx]
+        x_s = (s * a + (1 - s) * b).to(device)
+        value = torch.nn.functional.mse_loss(net(x_s, (net.default_time * s.flatten()).to(device)),
+                                             (a - b).to(device))
+        return value, {"velocity": value.item()}
 
-        def step(idx, gen):
-            s = torch.rand(len(idx), generator=gen).view(-1, 1, 1, 1)
-            a, b = x_T[idx], x_0[idx]
-            x_s = (s * a + (1 - s) * b).to(device)
-            loss = torch.nn.functional.mse_loss(net(x_s, (net.default_time * s.flatten()).to(device)),
-                                                (a - b).to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            return {"velocity": loss.item()}
-        return {"net": opt}, step
-
-    segs = [Segment({}, cfg["epochs"], cfg["batch_size"], begin, {"epochs": cfg["epochs"],
-                                                                   "batch_size": cfg["batch_size"]})]
-    identity = run_identity({"gen": net}, segs, x_T, x_0, seed, cfg)
-    net.to(device)
-    result = fit({"gen": net}, [net], segs, len(x_T), FAMILIES["reflow"].loss_columns, ctx["out"], seed, identity,
-                 ctx.get("stop_after_epochs"), ctx.get("progress", True))
+    result, identity = fit_one_network(net, cfg, loss, x_T, x_0, seed, BETAS, FAMILIES["reflow"].loss_columns, ctx)
     if result["done"]:
         write_student(ctx["out"], cfg, net, None, {}, result, traj, seed, lambda path: panel(net, x_T, x_0, path),
                       extra={"run_identity": identity}, sample=lambda z: euler(net, z, 1))
