@@ -104,6 +104,14 @@ def load_student(student_dir, family: str, keys=()) -> tuple[dict, dict]:
     return cfg, load_tensors(d / "student.safetensors")
 
 
+def last_checkpoint_recipe(params, family: str, name: str, available: int, resolution: int, channels: int,
+                           teacher_card=None) -> dict:
+    """The resolved recipe of a student distilled onto the teacher's final x_0 (of `available` checkpoints): its
+    training parameters (the family's sampling keys left out), family, name and the data's shape."""
+    return {**params.training_dict(), "family": family, "name": name, "checkpoints": [available - 1],
+            "resolution": resolution, "image_channels": channels, "teacher": teacher_card}
+
+
 def student_config(name: str, ctx: dict, family: str, resolve, keys=()) -> tuple[dict, dict | None]:
     """(config, weights) of a student to build. A trained student: what the distill rule saved. A cost-only
     experiment (ctx["random_weights"] = {resolution, channels, checkpoints}): the config `resolve(name,

@@ -14,6 +14,7 @@ from ..data import save_grid, to_uint8
 from ..families import FAMILIES
 from .common import (
     generator_weights,
+    last_checkpoint_recipe,
     load_distillation_set,
     student_config,
     student_method,
@@ -29,8 +30,7 @@ BETAS = (0.9, 0.999)   # Adam's defaults (the Adv-KD critics' 0.5 is a GAN habit
 
 def resolve(params: DenoisingParams, name: str, available: int, resolution: int, channels: int,
             teacher_card=None) -> dict:
-    return {**params.as_dict(), "family": "denoising-student", "name": name, "checkpoints": [available - 1],
-            "resolution": resolution, "image_channels": channels, "teacher": teacher_card}
+    return last_checkpoint_recipe(params, "denoising-student", name, available, resolution, channels, teacher_card)
 
 
 def make_network(cfg: dict, unet=None) -> UNetStudent:

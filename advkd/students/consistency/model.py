@@ -30,7 +30,14 @@ from torch import nn
 
 from ...data import save_grid, to_uint8
 from ...families import FAMILIES
-from ..common import generator_weights, load_distillation_set, student_config, student_method, write_student
+from ..common import (
+    generator_weights,
+    last_checkpoint_recipe,
+    load_distillation_set,
+    student_config,
+    student_method,
+    write_student,
+)
 from ..networks import count, unet_from_config
 from ..training import Segment, fit, run_identity
 from ..vp import Grid, TimedUNet, ddim_step, teacher_grid, teacher_parts
@@ -86,9 +93,8 @@ def distance(kind: str, a, b):
 
 def resolve(params: ConsistencyParams, name: str, available: int, resolution: int, channels: int,
             teacher_card=None) -> dict:
-    return {**params.training_dict(), "family": "consistency-distillation", "name": name,
-            "checkpoints": [available - 1],
-            "resolution": resolution, "image_channels": channels, "teacher": teacher_card}
+    return last_checkpoint_recipe(params, "consistency-distillation", name, available, resolution, channels,
+                                  teacher_card)
 
 
 def make_function(cfg: dict, unet=None) -> ConsistencyFunction:

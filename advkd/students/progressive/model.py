@@ -21,7 +21,7 @@ import torch
 
 from ...data import save_grid, to_uint8
 from ...families import FAMILIES
-from ..common import load_distillation_set, student_config, student_method, write_student
+from ..common import last_checkpoint_recipe, load_distillation_set, student_config, student_method, write_student
 from ..networks import count, unet_from_config
 from ..training import Segment, fit, run_identity
 from ..vp import Grid, TimedUNet, ddim_step, teacher_grid, teacher_parts
@@ -52,10 +52,8 @@ def ddim_sample(grid: Grid, net: TimedUNet, x_T, steps: int):
 
 def resolve(params: ProgressiveParams, name: str, available: int, resolution: int, channels: int,
             teacher_card=None) -> dict:
-    return {**params.training_dict(), "family": "progressive-distillation", "name": name,
-            "checkpoints": [available - 1],
-            "resolution": resolution, "image_channels": channels, "teacher": teacher_card,
-            "rounds": halvings(params.teacher_steps, params.min_steps)}
+    return last_checkpoint_recipe(params, "progressive-distillation", name, available, resolution, channels,
+                                  teacher_card) | {"rounds": halvings(params.teacher_steps, params.min_steps)}
 
 
 def make_network(cfg: dict, unet=None) -> tuple[TimedUNet, Grid]:

@@ -16,6 +16,7 @@ from ...data import save_grid, to_uint8
 from ...families import FAMILIES
 from ..common import (
     generator_weights,
+    last_checkpoint_recipe,
     load_distillation_set,
     student_config,
     student_method,
@@ -31,8 +32,7 @@ BETAS = (0.9, 0.999)
 
 
 def resolve(params: ReflowParams, name: str, available: int, resolution: int, channels: int, teacher_card=None):
-    return {**params.training_dict(), "family": "reflow", "name": name, "checkpoints": [available - 1],
-            "resolution": resolution, "image_channels": channels, "teacher": teacher_card}
+    return last_checkpoint_recipe(params, "reflow", name, available, resolution, channels, teacher_card)
 
 
 def make_network(cfg: dict, unet=None) -> TimedUNet:
