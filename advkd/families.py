@@ -58,7 +58,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
            ProgressiveParams, "advkd.students.progressive.model", loss_columns=("distillation",),
            figures=STUDENT_FIGURES),
     Family("consistency-distillation", "student", "consistency function from one teacher ODE step (Song et al. "
-           "2023)", ConsistencyParams, "advkd.students.consistency.model", loss_columns=("consistency",),
+           "2023)", ConsistencyParams, "advkd.students.consistency.model", loss_columns=("loss",),
            figures=STUDENT_FIGURES),
     Family("reflow", "student", "2-rectified flow on the teacher's (x_T, x_0) pairs, Euler steps (Liu et al. 2023)",
            ReflowParams, "advkd.students.reflow.model", loss_columns=("velocity",), figures=STUDENT_FIGURES),

@@ -1,11 +1,13 @@
 """The multi-step distillation peers (progressive, consistency, reflow) beyond the common family tests: what each
 method promises by construction or after a little training, on a random-weight 1x8x8 teacher."""
 
+import copy
+
 import pytest
 import torch
 
 from advkd.families import build_method, method_errors, trained_folder, trainers
-from advkd.io import save_tensors
+from advkd.io import load_tensors, save_tensors
 from advkd.samplers import batch_seed, run_sampler
 from advkd.students.consistency import model as cd
 from advkd.students.progressive import model as pd
@@ -42,9 +44,10 @@ def test_the_grid_steps_are_the_suites_ddim_sampler(teacher_card):
     assert torch.allclose(z, x, atol=1e-5)
 
 
-def test_consistency_function_is_the_identity_at_the_smallest_time(teacher_card):
+@pytest.mark.parametrize("output", ["v", "eps"])
+def test_consistency_function_is_the_identity_at_the_smallest_time(teacher_card, output):
     unet, parts, _ = teacher_parts(teacher_card)
-    f = cd.make_function({**parts, "grid_steps": 6}, unet)
+    f = cd.make_function({**parts, "grid_steps": 6, "output": output}, unet)
     z = torch.randn(4, 1, 8, 8)
     last = torch.full((4,), f.grid.steps - 1)
     a, _ = f.grid.alpha_sigma(last)
@@ -54,11 +57,16 @@ def test_consistency_function_is_the_identity_at_the_smallest_time(teacher_card)
             4, dtype=torch.long))[0])
 
 
-def test_the_teacher_initialised_consistency_function_starts_at_the_teachers_x0_estimate(teacher_card):
+def _teacher_x0(f, unet, z, k):
+    a, s = f.grid.alpha_sigma(k)
+    return ((z - s * unet(z, f.grid.timesteps[k]).sample) / a).clamp(-f.grid.clip, f.grid.clip)
+
+
+def test_the_eps_consistency_function_starts_at_the_teachers_x0_estimate(teacher_card):
     # Song et al.'s c_out on a noise-predicting UNet made f(x_T) half the noise; f must start at the teacher's
     # one-step denoiser where c_skip is small (the noisiest states), so one step from x_T is an image estimate.
     unet, parts, _ = teacher_parts(teacher_card)
-    f = cd.make_function({**parts, "grid_steps": 6}, unet)
+    f = cd.make_function({**parts, "grid_steps": 6, "output": "eps"}, unet)
     z = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     first = torch.zeros(4, dtype=torch.long)
     a, s = f.grid.alpha_sigma(first)
@@ -66,6 +74,33 @@ def test_the_teacher_initialised_consistency_function_starts_at_the_teachers_x0_
         x0 = (z - s * unet(z, f.grid.timesteps[first]).sample) / a
         assert float(f.c_skip(first).max()) < 0.01
         assert torch.allclose(f(z, first), x0, atol=0.01 * float(x0.abs().max()))
+
+
+def test_the_denoiser_stage_brings_the_v_function_to_the_teachers_x0_estimate(teacher_card, tmp_path):
+    """The v-network starts from the eps teacher's weights, so its x_0 reading is wrong until the denoiser stage
+    has taught it the teacher's (clipped) one-step estimate: after it, f at the noisiest state is nearer."""
+    unet, parts, _ = teacher_parts(teacher_card)
+    g = torch.Generator().manual_seed(1)
+    x_T, x_0 = torch.randn(64, 1, 8, 8, generator=g), torch.rand(64, 1, 8, 8, generator=g) * 2 - 1
+    shard = _shard(tmp_path / "shard-00000.safetensors", x_T, x_0)
+    block = {"family": "consistency-distillation", "grid_steps": 6, "denoiser_epochs": 4, "epochs": 1,
+             "batch_size": 16, "lr": 1e-3, "target_ema": 0.0}
+    torch.set_num_threads(1)
+    params = cd.ConsistencyParams.from_block(block)
+    before = cd.make_function({**parts, "grid_steps": 6, "output": "v"}, copy.deepcopy(unet))
+    r = cd.train("cd", params, {"trajectories": shard, "teacher": teacher_card, "out": str(tmp_path), "seed": 0,
+                                "progress": False, "stop_after_epochs": 4})
+    assert [row["stage"] for row in r["history"]] == ["denoiser"] * 4
+    after = cd.make_function({**parts, "grid_steps": 6, "output": "v"}, copy.deepcopy(unet))
+    tensors = load_tensors(tmp_path / "checkpoint.safetensors")
+    after.net.load_state_dict({k[len("online."):]: v for k, v in tensors.items() if k.startswith("online.")})
+    first = torch.zeros(64, dtype=torch.long)
+    z = torch.randn(64, 1, 8, 8, generator=g)
+    with torch.no_grad():
+        want = _teacher_x0(before, unet, z, first)
+        err_before = (before(z, first) - want).pow(2).mean()
+        err_after = (after(z, first) - want).pow(2).mean()
+    assert err_after < 0.7 * err_before, (err_after, err_before)   # 0.53 measured
 
 
 def test_a_progressive_round_halves_the_steps_and_learns_its_teachers_two_steps(teacher_card, tmp_path):

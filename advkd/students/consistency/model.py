@@ -3,18 +3,22 @@
 The consistency function, in the teacher's variance-exploding coordinates (state z_k = alpha_k x + sigma_k eps is
 the point x + (sigma_k / alpha_k) eps), is f(z_k, k) = c_skip(s) z_k / alpha_k + (1 - c_skip(s)) D(z_k, t_k) with
 s = sigma_k / alpha_k, Song et al.'s c_skip(s) = sd^2 / ((s - s_min)^2 + sd^2), sd = 0.5, s_min the grid's
-smallest, and D the network's denoised image, x_0 read from its noise prediction (z_k - sigma_k eps) / alpha_k: at
-the smallest time f is the identity by construction, and at the teacher's weights f is the teacher's own x_0
-estimate wherever c_skip is small, so training starts from the teacher's one-step denoiser, as Song et al.'s
-teacher-initialised networks do. Song et al.'s c_out(s) = (s - s_min) sd / sqrt(sd^2 + s^2) on the raw network
-output suits an EDM network whose output is scaled for it; on this noise-predicting UNet it made f start as half
-the noise (FD ~295 at one step in the first default run). The convex mix of the skip and the x_0 estimate is
-diffusers' LCMScheduler's (denoised = c_out * x0 + c_skip * sample), with c_out = 1 - c_skip so that both reach
-their limits on this grid. The network is the teacher's UNet (teacher-initialised; it sees the state the teacher
-sees, at its DDPM timestep). Training draws a teacher image x, a grid index k and noise, takes one deterministic
-DDIM step of the teacher from z_k to z_{k+1} (the adjacent, less noisy time) and pulls f(z_k, k) towards the EMA
-target network's f(z_{k+1}, k+1).
-Sampling: f(x_T, 0), then re-noised to a smaller time of the grid and mapped again, `steps` times in all.
+smallest, and D the network's denoised image: at the smallest time f is the identity by construction. The mix with
+weights c_skip and 1 - c_skip is diffusers' LCMScheduler's (denoised = c_out * x0 + c_skip * sample). Song et al.'s
+c_out(s) = (s - s_min) sd / sqrt(sd^2 + s^2) on the raw network output suits an EDM network whose output is scaled
+for it; on this UNet it made f start as half the noise (FD ~295 at one step, first default run).
+
+The network is the teacher's UNet (it sees the state the teacher sees, at its DDPM timestep). It predicts v by
+default, D = alpha z - sigma v, the parametrisation progressive distillation uses for few steps: with the teacher's
+own eps output, D = (z - sigma eps) / alpha multiplies every error of the network by sigma / alpha (97x at the
+DDIM-20 grid's noisiest state), and the one-step samples stayed speckled noise (FD 241, second default run;
+`output: eps` keeps that form). As the teacher predicts eps, training begins with `denoiser_epochs` of learning
+the teacher's one-step x_0 estimate (clipped as its scheduler clips it) in the network's output, so consistency
+training starts, as Song et al.'s teacher-initialised networks do, from the teacher's denoiser. Consistency
+training draws a teacher image x, a grid index k and noise, takes one deterministic DDIM step of the teacher from
+z_k to z_{k+1} (the adjacent, less noisy time) and pulls f(z_k, k) towards the EMA target network's
+f(z_{k+1}, k+1). Sampling: f(x_T, 0), then re-noised to a smaller time of the grid and mapped again, `steps`
+times in all.
 
 diffusers' CMStochasticIterativeScheduler is not used: it computes its own scalings from Karras sigmas and feeds
 the network EDM's c_noise = 250 log(sigma) and c_in-scaled inputs, while this network is the DDPM teacher's UNet,
@@ -50,9 +54,9 @@ BETAS = (0.9, 0.999)
 class ConsistencyFunction(nn.Module):
     """f(z, k) on the teacher's DDIM grid (see the module docstring); `net` is called once per evaluation."""
 
-    def __init__(self, net: TimedUNet, grid: Grid):
+    def __init__(self, net: TimedUNet, grid: Grid, output: str):
         super().__init__()
-        self.net, self.grid = net, grid
+        self.net, self.grid, self.output = net, grid, output
         a = grid.alpha_bar[:-1]
         self.sigma = ((1 - a) / a).sqrt()              # per grid state 0..N-1, variance-exploding
         self.sigma_min = self.sigma[-1]
@@ -61,11 +65,21 @@ class ConsistencyFunction(nn.Module):
         s = self.sigma[k]
         return (SIGMA_DATA ** 2 / ((s - self.sigma_min) ** 2 + SIGMA_DATA ** 2)).float().view(-1, 1, 1, 1)
 
-    def forward(self, z, k):
+    def denoise(self, z, k):
+        """D(z_k, k): the network's x_0 estimate, read from its output."""
         a, sig = (v.to(z.device) for v in self.grid.alpha_sigma(k))
+        out = self.net(z, self.grid.timesteps[k].to(z.device))
+        return a * z - sig * out if self.output == "v" else (z - sig * out) / a
+
+    def target_output(self, z, k, x0):
+        """The network output whose D is x0 (the inverse of `denoise`)."""
+        a, sig = (v.to(z.device) for v in self.grid.alpha_sigma(k))
+        return (a * z - x0) / sig if self.output == "v" else (z - a * x0) / sig
+
+    def forward(self, z, k):
+        a = self.grid.alpha_sigma(k)[0].to(z.device)
         c_skip = self.c_skip(k).to(z.device)
-        x0 = (z - sig * self.net(z, self.grid.timesteps[k].to(z.device))) / a
-        return c_skip * z / a + (1 - c_skip) * x0
+        return c_skip * z / a + (1 - c_skip) * self.denoise(z, k)
 
 
 def sample_states(grid_steps: int, steps: int) -> list[int]:
@@ -101,7 +115,7 @@ def make_function(cfg: dict, unet=None) -> ConsistencyFunction:
     net = TimedUNet(unet if unet is not None else unet_from_config(cfg["unet_config"]), 0)
     grid = teacher_grid(cfg["scheduler_config"], cfg["grid_steps"])
     net.default_time = float(grid.timesteps[0])   # one evaluation is costed where sampling starts
-    return ConsistencyFunction(net, grid)
+    return ConsistencyFunction(net, grid, cfg["output"])
 
 
 def train(name: str, params: ConsistencyParams, ctx: dict) -> dict:
@@ -117,29 +131,58 @@ def train(name: str, params: ConsistencyParams, ctx: dict) -> dict:
     teacher = teacher.to(device).eval().requires_grad_(False)
     grid, x_0 = online.grid, traj["states"][:, -1]
 
-    def begin():
+    def noisy(idx, gen, last: int):
+        x = x_0[idx]
+        k = torch.randint(0, last, (len(idx),), generator=gen)
+        a, s = grid.alpha_sigma(k)
+        return (a * x + s * torch.randn(x.shape, generator=gen)).to(device), k
+
+    def optimise(opt, loss):
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": loss.item()}
+
+    def begin_denoiser():
         opt = torch.optim.Adam(list(online.parameters()), lr=cfg["lr"], betas=BETAS)
 
         def step(idx, gen):
-            x = x_0[idx]
-            k = torch.randint(0, grid.steps - 1, (len(idx),), generator=gen)
-            a, s = grid.alpha_sigma(k)
-            z = (a * x + s * torch.randn(x.shape, generator=gen)).to(device)
+            z, k = noisy(idx, gen, grid.steps)
+            with torch.no_grad():  # the teacher's one-step x_0 estimate, clipped as its DDIM steps clip it
+                a, s = (v.to(device) for v in grid.alpha_sigma(k))
+                x0 = (z - s * teacher(z, grid.timesteps[k].to(device)).sample) / a
+                if grid.clip is not None:
+                    x0 = x0.clamp(-grid.clip, grid.clip)
+                want = online.target_output(z, k, x0)
+            # the squared error of the output (for v, progressive distillation's "SNR+1" weighting in x_0)
+            return optimise(opt, torch.nn.functional.mse_loss(online.net(z, grid.timesteps[k].to(device)), want))
+        return {"online": opt}, step
+
+    def start_from_denoiser():   # consistency training starts from the learnt denoiser, its target network too
+        target.load_state_dict(online.state_dict())
+
+    def begin_consistency():
+        opt = torch.optim.Adam(list(online.parameters()), lr=cfg["lr"], betas=BETAS)
+
+        def step(idx, gen):
+            z, k = noisy(idx, gen, grid.steps - 1)
             with torch.no_grad():
                 z_next = ddim_step(grid, teacher, z, k)
                 want = target(z_next, k + 1)
-            loss = distance(cfg["distance"], online(z, k), want)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            row = optimise(opt, distance(cfg["distance"], online(z, k), want))
             with torch.no_grad():
                 for pt, po in zip(target.parameters(), online.parameters()):
                     pt.lerp_(po, 1 - cfg["target_ema"])
-            return {"consistency": loss.item()}
+            return row
         return {"online": opt}, step
 
-    segs = [Segment({}, cfg["epochs"], cfg["batch_size"], begin, {"epochs": cfg["epochs"],
-                                                                   "batch_size": cfg["batch_size"]})]
+    segs = []
+    if cfg["denoiser_epochs"]:
+        segs.append(Segment({"stage": "denoiser"}, cfg["denoiser_epochs"], cfg["batch_size"], begin_denoiser,
+                            {"denoiser_epochs": cfg["denoiser_epochs"], "batch_size": cfg["batch_size"]},
+                            start_from_denoiser))
+    segs.append(Segment({"stage": "consistency"}, cfg["epochs"], cfg["batch_size"], begin_consistency,
+                        {"epochs": cfg["epochs"], "batch_size": cfg["batch_size"]}))
     modules = {"gen": target.net, "online": online.net}
     identity = run_identity(modules, segs, traj["x_T"], x_0, seed, cfg)
     online.to(device), target.to(device)
