@@ -18,7 +18,7 @@ class ConsistencyParams(Params):
                         "sigma <= 1) or eps, the teacher's own output (x_0 = (z - sigma eps) / alpha; an error in eps "
                         "reaches x_0 scaled by sigma / alpha, 97x at the DDIM-20 grid's noisiest state)",
                         enum=["v", "eps"])
-    denoiser_epochs: int = param(2, "passes, before consistency training, in which the network learns the "
+    denoiser_epochs: int = param(1, "passes, before consistency training, in which the network learns the "
                                  "teacher's one-step x_0 estimate in its own output (the re-parametrisation from the "
                                  "teacher's eps; 0: none, consistency training starts from the teacher's weights)",
                                  type="integer", minimum=0)
