@@ -22,7 +22,7 @@ class DenoisingParams(Params):
     max_runs: int | None = param(None, "train on the first N trajectory runs only (null: all)",
                                  type=["integer", "null"], minimum=2)
 
-    example = {"epochs": 1, "batch_size": 8}
+    example = {"epochs": 2, "batch_size": 8}
     budget_keys = ("epochs",)
 
     def errors(self, where: str, block: dict, cfg: dict) -> list[str]:

@@ -116,3 +116,25 @@ class TestFamily:
         header = (out / "loss.csv").read_text().splitlines()[0].split(",")
         assert header[-len(fam.loss_columns) - 2:] == [*fam.loss_columns, "flops", "seconds"]
         assert not (out / "checkpoint.safetensors").exists()
+
+    def test_an_interrupted_training_resumes_to_the_uninterrupted_result(self, world, name, tmp_path):
+        """A student stopped after its first epoch (as a kill leaves it: the last checkpoint on disk) and trained
+        again ends with the uninterrupted run's weights and loss curve, bit for bit (tests/e2e kills the DAG)."""
+        fam = FAMILIES[name]
+        if fam.kind != "student":
+            return
+        _method(world, fam)
+        full = world["students"][name]
+        assert len(full["history"]) >= 2, "the example block must train at least 2 epochs"
+        params = fam.params.from_block(_block(fam))
+        ctx = {"trajectories": [world["shard"]], "teacher": world["card"], "out": str(tmp_path), "seed": 0,
+               "device": "cpu", "progress": False}
+        torch.set_num_threads(1)
+        assert not fam.module().train(name, params, ctx | {"stop_after_epochs": 1})["done"]
+        resumed = fam.module().train(name, params, ctx)
+        assert resumed["done"] and resumed["resumed_from"]
+        without_time = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
+        assert without_time(resumed["history"]) == without_time(full["history"])
+        a = load_tensors(world["root"] / name / "student.safetensors")
+        b = load_tensors(tmp_path / "student.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -18,7 +18,7 @@ class ReflowParams(Params):
     max_runs: int | None = param(None, "train on the first N trajectory runs only (null: all)",
                                  type=["integer", "null"], minimum=2)
 
-    example = {"epochs": 1, "batch_size": 8}
+    example = {"epochs": 2, "batch_size": 8}
     budget_keys = ("epochs",)
     sampling_keys = ("steps",)
 
