@@ -14,9 +14,9 @@ class ConsistencyParams(Params):
                        type="integer", minimum=1, maximum=64)
     grid_steps: int = param(20, "the time grid: the states of the teacher's DDIM-N run (N = this); training pairs "
                             "adjacent ones", type="integer", minimum=2, maximum=1000)
-    output: str = param("v", "what the network predicts: v (x_0 = alpha z - sigma v; an error in v reaches x_0 scaled by "
-                        "sigma <= 1) or eps, the teacher's own output (x_0 = (z - sigma eps) / alpha; an error in eps "
-                        "reaches x_0 scaled by sigma / alpha, 97x at the DDIM-20 grid's noisiest state)",
+    output: str = param("v", "what the network predicts: v (x_0 = alpha z - sigma v; an error in v reaches x_0 "
+                        "scaled by sigma <= 1) or eps, the teacher's own output (x_0 = (z - sigma eps) / alpha; an "
+                        "error in eps reaches x_0 scaled by sigma / alpha, 97x at the DDIM-20 grid's noisiest state)",
                         enum=["v", "eps"])
     denoiser_epochs: int = param(1, "passes, before consistency training, in which the network learns the "
                                  "teacher's one-step x_0 estimate in its own output (the re-parametrisation from the "
