@@ -14,8 +14,9 @@ import yaml
 
 from .assets import shipped_errors
 from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
-from .families import method_errors, parse_sampler
-from .io import REPO_ROOT, BadInputError
+from .families import FAMILIES, method_errors, parse_sampler, shipped_folder
+from .io import REPO_ROOT, BadInputError, read_json, sha256_file
+from .method import SHIPPED
 from .trajectories import checkpoint_steps
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -135,6 +136,8 @@ def semantic_errors(cfg: dict) -> list[str]:
     if ref is not None and ref not in cfg["methods"]:
         errs.append(f"report.reference: {ref!r} is not one of the experiment's methods {sorted(cfg['methods'])}")
     errs += teacher_errors(cfg) + sample_count_errors(cfg)
+    if not errs:
+        errs += shipped_student_errors(cfg)
     if cfg["teacher"]["source"] != "random":  # a cost-only experiment has no judge
         errs += evaluator_errors(cfg) + scoring_errors(cfg)
     return errs
@@ -163,6 +166,59 @@ def teacher_errors(cfg: dict) -> list[str]:
         return [f"{where} makes {have[0]}x{have[1]}x{have[1]} images but the data is {want[0]}x{want[1]}x{want[1]} "
                 "(data.channels x data.resolution); pick a teacher for this data or change data.resolution/channels"]
     return []
+
+
+def shipped_student_errors(cfg: dict) -> list[str]:
+    """A shipped student (a block's `shipped:` folder) is scored only beside the teacher, data and distillation set
+    it learnt from, and only as the recipe its block names: its card.json says what those were."""
+    errs = []
+    for name, block in cfg["methods"].items():
+        if not block.get(SHIPPED):
+            continue
+        where, folder = f"methods.{name}.{SHIPPED}", shipped_folder(block[SHIPPED])
+        try:
+            card = read_json(folder / "card.json")
+        except (OSError, ValueError) as e:
+            errs.append(f"{where}: {folder}/card.json cannot be read ({e}); a shipped student is a folder written "
+                        "by scripts/ship_student.py")
+            continue
+        found = shipped_errors(folder)
+        fam = FAMILIES[block["family"]]
+        recipe = json.loads(json.dumps(fam.params.from_block(block).training_dict()))   # as the card reads back
+        if card.get("family") != fam.name:
+            found.append(f"{where}: {folder} holds a {card.get('family')!r} student, the block's family is "
+                         f"{fam.name!r}")
+        elif card.get("recipe") != recipe:
+            keys = sorted(k for k in set(recipe) | set(card.get("recipe") or {})
+                          if recipe.get(k) != (card.get("recipe") or {}).get(k))
+            found.append(f"{where}: the shipped student was trained with "
+                         f"{ {k: (card.get('recipe') or {}).get(k) for k in keys} }, the block asks for "
+                         f"{ {k: recipe.get(k) for k in keys} }; make the block the shipped recipe")
+        for key in ("data", "trajectories", "seed"):
+            if card.get(key) != cfg[key]:
+                found.append(f"{where}: the shipped student learnt from {key} {card.get(key)!r}, this experiment's "
+                             f"{key} is {cfg[key]!r}; it is scored only beside the distillation set it learnt from")
+        teacher = teacher_weights_sha256(cfg["teacher"])
+        if teacher is None:
+            found.append(f"{where}: teacher.source {cfg['teacher']['source']!r} has no weights before the run, so "
+                         "the teacher a shipped student learnt from cannot be checked; use the shipped or a local "
+                         "pretrained teacher")
+        elif card.get("teacher_weights_sha256") != teacher:
+            found.append(f"{where}: the shipped student learnt from a teacher with weights "
+                         f"{card.get('teacher_weights_sha256')}, this experiment's teacher has {teacher}")
+        errs += found
+    return errs
+
+
+def teacher_weights_sha256(t: dict) -> dict | None:
+    """sha256 of the teacher's UNet weight files, by name (as the teacher stage's card says), where they exist
+    before the run; None for a teacher trained in the run, a random or a hub one."""
+    if t["source"] not in ("shipped", "pretrained") or not t.get(t["source"]):
+        return None
+    folder = Path(t[t["source"]])
+    folder = folder if folder.is_absolute() or folder.exists() else REPO_ROOT / folder
+    weights = sorted((folder / "unet").glob("*.safetensors"))
+    return {w.name: sha256_file(w) for w in weights} or None
 
 
 def evaluator_errors(cfg: dict) -> list[str]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from jsonschema import Draft202012Validator
 
-from .io import BadInputError
-from .method import SCORING_KEYS, Family, Method, Params, param
+from .io import REPO_ROOT, BadInputError
+from .method import SCORING_KEYS, SHIPPED, Family, Method, Params, param
 from .students.advkd.params import AdvKDParams
 from .students.consistency.params import ConsistencyParams
 from .students.denoising_params import DenoisingParams
@@ -84,9 +84,16 @@ def trained_folder(root, name: str, methods: dict):
     (`trainers`), the one that was trained. The DAG trains the first in config order; a stage that got the methods
     in another order (JSON with sorted keys) finds it by its folder. None when none exists (a cost-only
     experiment trains nothing)."""
+    if methods[name].get(SHIPPED):
+        return shipped_folder(methods[name][SHIPPED])
     runs = trainers(methods)
     shared = [m for m, run in runs.items() if run == runs[name]]
     return next((Path(root) / m for m in shared if (Path(root) / m).is_dir()), None)
+
+
+def shipped_folder(path: str) -> Path:
+    """A shipped student's folder (`shipped:` of its block), relative to the repository unless absolute."""
+    return Path(path) if Path(path).is_absolute() else REPO_ROOT / path
 
 
 def parse_sampler(name: str) -> tuple[str, int]:
@@ -102,8 +109,14 @@ def block_schema(fam: Family) -> dict:
     """The JSON schema of a `methods:` block of this family, generated from its Params."""
     props = fam.params.schema()
     required = [k for k, p in props.items() if p["default"] is None and not _accepts_null(p)]
+    shipped = {SHIPPED: {"type": "string", "description": SHIPPED_DOC}} if fam.kind == "student" else {}
     return {"type": "object", "additionalProperties": False, "required": ["family", *required],
-            "properties": {"family": {}, **dict.fromkeys(SCORING_KEYS, {}), **props}}
+            "properties": {"family": {}, **dict.fromkeys(SCORING_KEYS, {}), **shipped, **props}}
+
+
+SHIPPED_DOC = ("a folder holding a student trained by this suite's distill rule and shipped with the repository "
+               "(its files and card.json, scripts/ship_student.py): sampled and scored like a trained one, never "
+               "retrained; refused unless its card names this experiment's teacher, data and distillation set")
 
 
 def _accepts_null(prop: dict) -> bool:

@@ -24,6 +24,8 @@ from .data import to_uint8
 # Keys of a method's config block that only say how it is scored (how many samples, which seeds): never passed to
 # its training or cost jobs, so changing them only resamples and rescores.
 SCORING_KEYS = ("n", "seeds", "scored_by")
+# The key of a student's block that names a shipped, already trained student (advkd.families.block_schema).
+SHIPPED = "shipped"
 
 
 def param(default, doc: str, **schema):

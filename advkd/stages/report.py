@@ -15,6 +15,7 @@ import pandas as pd
 from ..config import REAL
 from ..families import FAMILIES, params_of, trained_folder
 from ..io import BadInputError, atomic_path, read_json, write_text
+from ..method import SHIPPED
 from ..metrics.quality import aggregate_seeds
 
 QUALITY = ("fd", "fd_judge2", "kid", "kid_std_subsets", "inception_score", "inception_score_std_splits",
@@ -58,8 +59,10 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
     for r in rows:
         if r["kind"] == "student":
             run = trained_folder(results / "students", r["method"], blocks)
-            r |= training_cost(results, run.name) if run else {}
+            r |= training_cost(run, results / "benchmarks" / "distill" / f"{run.name}.tsv") if run else {}
             r["trained_as"] = run.name if run else r["method"]
+            r["run_dir"] = str(run) if run else None
+            r["shipped"] = bool(blocks[r["method"]].get(SHIPPED))
     if not rows:
         raise FileNotFoundError(f"no cost results under {results}/metrics/cost; run the DAG first")
     if REAL in agg:
@@ -89,10 +92,11 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
                           if s.name == "kind" else s).reset_index(drop=True)
 
 
-def training_cost(results: Path, method: str) -> dict:
-    """A trained student's distillation compute: FLOPs (counted by its training loop, train.json), wall seconds of
-    its epochs and the CPU-seconds of its whole distill job (Snakemake's benchmark file, start-up included)."""
-    summary, bench = results / "students" / method / "train.json", results / "benchmarks" / "distill" / f"{method}.tsv"
+def training_cost(run: Path, bench: Path) -> dict:
+    """A trained student's distillation compute: FLOPs (counted by its training loop, its folder's train.json),
+    wall seconds of its epochs and the CPU-seconds of its whole distill job (Snakemake's benchmark file `bench`,
+    start-up included; none for a shipped student, whose card says how it was trained)."""
+    summary = run / "train.json"
     if not summary.exists():   # a cost-only experiment trains nothing
         return {}
     s = read_json(summary)
@@ -194,8 +198,9 @@ def _col(df: pd.DataFrame, col: str, fmt) -> list:
 
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
     real = df.kind == REAL
+    shipped = df["shipped"].fillna(False).astype(bool) if "shipped" in df else pd.Series(False, index=df.index)
     mark = np.where(df.pareto_flops, " *", "") + np.where(df.pareto_throughput, " †", "") + np.where(
-        df.collapsed, " (collapsed)", "")
+        df.collapsed, " (collapsed)", "") + np.where(shipped, " (shipped)", "")
     cost = lambda col, fmt: [("" if r else fmt(v)) for r, v in zip(real, df[col])]  # noqa: E731
     out = pd.DataFrame({
         "method": df.method + mark,
@@ -276,7 +281,9 @@ def footnotes(df: pd.DataFrame, scoring: dict | None = None) -> str:
             "against FLOPs per image, † = of FD against measured images/s; a row is dominated only when another "
             "is at least as good on both and better beyond the spread on one; a row whose samples fill fewer than "
             f"{COLLAPSED_CLASSES} judge classes or whose recall is below {COLLAPSED_RECALL} is marked collapsed and "
-            "never starred. " + ratios + " classes = judge classes with at least 1% of the samples and top class = "
+            "never starred; (shipped) = a student trained beforehand and shipped with the repository (its "
+            "card.json), sampled and scored here like the others. " + ratios
+            + " classes = judge classes with at least 1% of the samples and top class = "
             "the largest share, means over the seeds.")
 
 
@@ -436,12 +443,12 @@ def fig_grids(results, methods, out, name, title_fn=lambda m: m, file_fn=None, n
     return _save(fig, out, name)
 
 
-def fig_training(results, methods: dict, out):
-    """Each student's training loss per epoch: the first of its family's loss columns (methods: name -> family)."""
+def fig_training(methods: dict, out):
+    """Each student's training loss per epoch: the first of its family's loss columns (methods: name -> (family,
+    its training run's loss.csv))."""
     import matplotlib.pyplot as plt
 
-    curves = [(m, f, Path(results) / "students" / m / "loss.csv") for m, f in methods.items()]
-    curves = [(m, f, p) for m, f, p in curves if p.exists()]
+    curves = [(m, f, p) for m, (f, p) in methods.items() if p.exists()]
     if not curves:
         return []
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -645,11 +652,14 @@ def report(results, out, reference: str | None = None) -> dict:
     figs += fig_latency(costed, out)
     figs += fig_grids(results, df.method.tolist(), out, "sample_grids")
     runs = dict(zip(df.method, df.get("trained_as", df.method)))
+    run_dirs = {runs[m]: Path(d) for m, d in zip(df.method, df.get("run_dir", [None] * len(df))) if d}
+    run_dir = lambda run: run_dirs.get(run, results / "students" / run)   # noqa: E731
     panels = sorted({runs[m] for m in with_figure("student_panels")})   # one panel per training run
     if panels:
-        figs += fig_grids(results, panels, out, "student_panels",
-                          file_fn=lambda m: results / "students" / m / "panel.png", ncols=2)
-    figs += fig_training(results, {m: students[m] for m in with_figure("training_curves")}, out)
+        figs += fig_grids(results, panels, out, "student_panels", file_fn=lambda m: run_dir(m) / "panel.png",
+                          ncols=2)
+    figs += fig_training({runs[m]: (students[m], run_dir(runs[m]) / "loss.csv")   # one curve per training run
+                          for m in with_figure("training_curves")}, out)
     if with_figure("training_compute"):
         figs += fig_training_compute(df, out)
     tables = ["summary.csv", "summary.md", "summary.tex", "knobs.csv", "knobs.md", "sampling_speed.csv",

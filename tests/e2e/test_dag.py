@@ -143,3 +143,34 @@ def test_sample_shards_are_separate_jobs(venv_bin, repo_root, tmp_path):
     assert shards["sampler"] + shards["student"] > len(cfg["methods"]) * seeds     # some runs were split
     assert int(jobs["sample"]) == shards["sampler"] + shards["student"]
     assert int(jobs["merge_samples"]) == len(cfg["methods"]) * seeds
+
+
+def test_a_shipped_student_is_sampled_from_its_folder_and_never_trained(venv_bin, repo_root, tmp_path):
+    """The default plus a shipped Denoising Student: the plan trains the default's students only and samples the
+    shipped one from its folder; a card made for other trajectories stops the plan by name."""
+    from advkd.config import load_config, teacher_weights_sha256
+    from advkd.families import FAMILIES, trainers
+    from advkd.io import write_json
+
+    cfg = load_config(repo_root / "experiments" / "default.yaml")
+    block = {"family": "denoising-student", "epochs": 100, "batch_size": 64}
+    shipped = tmp_path / "student-ds-long"
+    shipped.mkdir()
+    for f in ("student.safetensors", "student.json", "train.json", "loss.csv", "panel.png", "grid.png"):
+        (shipped / f).write_text("")   # the plan needs them to exist, not to load
+    card = {"family": "denoising-student", "recipe": FAMILIES["denoising-student"].params.from_block(block)
+            .training_dict(), "teacher_weights_sha256": teacher_weights_sha256(cfg["teacher"]),
+            "data": cfg["data"], "trajectories": cfg["trajectories"], "seed": cfg["seed"]}
+    write_json(shipped / "card.json", card)
+    exp = yaml.safe_load((repo_root / "experiments" / "default.yaml").read_text())
+    exp["methods"]["ds-long"] = block | {"shipped": str(shipped)}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(exp))
+    r = snakemake(venv_bin, repo_root, tmp_path, "-n", "-p", "--cores", "2", "--configfile", tmp_path / "cfg.yaml")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    distilled = re.findall(r"rule distill:.*?wildcards: method=(\S+)", r.stdout, re.S)
+    assert sorted(distilled) == sorted(set(trainers(cfg["methods"]).values()))   # the default's runs, not ds-long
+    assert "--method ds-long " in r.stdout and f"--student-dir {shipped} " in r.stdout
+    card["trajectories"] = card["trajectories"] | {"count": 512}
+    write_json(shipped / "card.json", card)
+    r = snakemake(venv_bin, repo_root, tmp_path, "-n", "--cores", "2", "--configfile", tmp_path / "cfg.yaml")
+    assert r.returncode != 0 and "methods.ds-long.shipped" in r.stderr and "trajectories" in r.stderr, r.stderr

@@ -6,9 +6,9 @@ import sys
 
 from advkd.config import REAL, reference_split, validate_config
 from advkd.data import zero_border
-from advkd.method import SCORING_KEYS
+from advkd.method import SCORING_KEYS, SHIPPED
 from advkd.io import BadInputError
-from advkd.families import FAMILIES, trainers
+from advkd.families import FAMILIES, shipped_folder, trainers
 from advkd.trajectories import shard_ranges
 
 # A dry run, lint or a bookkeeping command (--unlock, --cleanup-metadata, --list-*, --summary, --dag) shows or
@@ -52,7 +52,8 @@ STUDENT_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind =
 # A student method samples from the training run of the first method of its family with the same recipe (rows that
 # differ only in the family's sampling keys, e.g. a progressive student's 4-, 2- and 1-step rows, train once).
 TRAINER = trainers(METHODS)
-TRAINED = [m for m in STUDENT_METHODS if TRAINER[m] == m]
+# A shipped student (`shipped:` names its folder under experiments/assets) is sampled from there, never trained.
+TRAINED = [m for m in STUDENT_METHODS if TRAINER[m] == m and not METHODS[m].get(SHIPPED)]
 # A random-weight teacher gives cost numbers only: such an experiment runs teacher, cost and report.
 COST_ONLY = config["teacher"]["source"] == "random"
 N_SHARDS = len(shard_ranges(config["trajectories"]["count"], config["trajectories"]["shard_size"]))
@@ -99,7 +100,9 @@ def is_student(method):
 
 
 def student_dir(method):
-    """The folder of the training run a student method samples from."""
+    """The folder of the training run a student method samples from (a shipped one's own folder)."""
+    if METHODS[method].get(SHIPPED):
+        return str(shipped_folder(METHODS[method][SHIPPED]))
     return f"{R}/students/{TRAINER[method]}"
 
 

@@ -1,0 +1,93 @@
+"""Ship a student the DAG trained: copy its folder under experiments/assets with a card, so that other
+experiments sample and score it (a `shipped:` key in its block) without training it again.
+
+    python scripts/ship_student.py --config experiments/long-student.yaml --method advkd-k11-long \
+        --out experiments/assets/student-advkd-k11-long
+
+The student must be finished (results/<experiment>/students/<method>/student.safetensors, written by the distill
+rule). card.json records what config validation checks before any job of another experiment uses it (the
+teacher's weight hashes, the data, trajectories and seed blocks, the recipe) and how it was made (the command, the
+distillation set's sha256, training steps, FLOPs, seconds, the distill job's benchmark, the code's provenance).
+The folder's files are added to experiments/assets/SHA256SUMS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from advkd.assets import ASSETS, MANIFEST, _read_manifest
+from advkd.config import load_config
+from advkd.families import FAMILIES, trained_folder
+from advkd.io import BadInputError, read_json, sha256_file, write_json, write_text
+
+FILES = ("student.safetensors", "student.json", "train.json", "loss.csv", "panel.png", "grid.png")
+
+
+def ship(config_path, method: str, out) -> dict:
+    cfg = load_config(config_path)
+    results = Path("results") / cfg["experiment"]
+    block = cfg["methods"].get(method)
+    if block is None or FAMILIES[block["family"]].kind != "student":
+        raise BadInputError(f"{config_path}: methods.{method} is not a student of this experiment")
+    run = trained_folder(results / "students", method, cfg["methods"])
+    if run is None or not (run / "student.safetensors").exists():
+        raise BadInputError(f"{results}/students/{method}: not trained yet; run `snakemake --cores 2 --configfile "
+                            f"{config_path} {results}/students/{method}/student.safetensors` first")
+    out = Path(out).resolve()
+    if not out.is_relative_to(ASSETS):
+        raise BadInputError(f"--out {out}: a shipped student lives under {ASSETS}")
+    train = read_json(run / "train.json")
+    teacher = read_json(results / "teacher" / "teacher.json")
+    bench = results / "benchmarks" / "distill" / f"{run.name}.tsv"
+    history = pd.read_csv(run / "loss.csv")
+    command = (f"snakemake --cores <N> --configfile {config_path} {results}/students/{run.name}/student.safetensors"
+               " (rule distill; resumable after any stop)")
+    card = {
+        "method": method, "family": block["family"],
+        "recipe": json.loads(json.dumps(FAMILIES[block["family"]].params.from_block(block).training_dict())),
+        "teacher_weights_sha256": teacher["weights_sha256"],
+        "data": cfg["data"], "trajectories": cfg["trajectories"], "seed": cfg["seed"],
+        "distillation_set_sha256": train["run_identity"]["distillation_set_sha256"],
+        "student_sha256": sha256_file(run / "student.safetensors"),
+        "epochs": len(history), "steps": int(history["steps"].sum()), "train_flops": train["train_flops_total"],
+        "train_seconds": train["train_seconds_total"],
+        "distill_job": pd.read_csv(bench, sep="\t").iloc[0].to_dict() if bench.exists() else None,
+        "command": command, "provenance": train["provenance"],
+    }
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    for f in FILES:
+        shutil.copy2(run / f, out / f)
+    write_json(out / "card.json", card)
+    entries = _read_manifest(MANIFEST)
+    prefix = out.relative_to(ASSETS).as_posix() + "/"
+    entries = {k: v for k, v in entries.items() if not k.startswith(prefix)}
+    entries |= {prefix + f: sha256_file(out / f) for f in (*FILES, "card.json")}
+    write_text(MANIFEST, "".join(f"{v}  {k}\n" for k, v in sorted(entries.items())))
+    return card
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", required=True, help="the experiment that trained it")
+    p.add_argument("--method", required=True)
+    p.add_argument("--out", required=True, help="a new folder under experiments/assets")
+    a = p.parse_args(argv)
+    try:
+        card = ship(a.config, a.method, a.out)
+    except BadInputError as e:
+        print(f"ship_student: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: card[k] for k in ("method", "family", "steps", "train_seconds", "student_sha256")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
