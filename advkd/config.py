@@ -178,7 +178,7 @@ def shipped_student_errors(cfg: dict) -> list[str]:
         where, folder = f"methods.{name}.{SHIPPED}", shipped_folder(block[SHIPPED])
         try:
             card = read_json(folder / "card.json")
-        except (OSError, ValueError) as e:
+        except (BadInputError, OSError, ValueError) as e:
             errs.append(f"{where}: {folder}/card.json cannot be read ({e}); a shipped student is a folder written "
                         "by scripts/ship_student.py")
             continue
