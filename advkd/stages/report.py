@@ -652,7 +652,7 @@ def report(results, out, reference: str | None = None) -> dict:
     figs += fig_latency(costed, out)
     figs += fig_grids(results, df.method.tolist(), out, "sample_grids")
     runs = dict(zip(df.method, df.get("trained_as", df.method)))
-    run_dirs = {runs[m]: Path(d) for m, d in zip(df.method, df.get("run_dir", [None] * len(df))) if d}
+    run_dirs = {runs[m]: Path(d) for m, d in zip(df.method, df.get("run_dir", [None] * len(df))) if isinstance(d, str)}
     run_dir = lambda run: run_dirs.get(run, results / "students" / run)   # noqa: E731
     panels = sorted({runs[m] for m in with_figure("student_panels")})   # one panel per training run
     if panels:
