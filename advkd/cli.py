@@ -20,6 +20,8 @@ from .io import BadInputError
 
 
 def _setup(a):
+    if not hasattr(a, "device"):   # a stage without --device runs no network on a GPU: it need not wait for torch
+        return
     import torch
 
     if getattr(a, "threads", None):

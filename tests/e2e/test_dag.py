@@ -164,7 +164,7 @@ def test_a_shipped_student_is_sampled_from_its_folder_and_never_trained(venv_bin
     write_json(shipped / "card.json", card)
     exp = yaml.safe_load((repo_root / "experiments" / "default.yaml").read_text())
     exp["methods"]["ds-long"] = block | {"shipped": str(shipped)}
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(exp))
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(exp, sort_keys=False))   # the order names the runs
     r = snakemake(venv_bin, repo_root, tmp_path, "-n", "-p", "--cores", "2", "--configfile", tmp_path / "cfg.yaml")
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     distilled = re.findall(r"rule distill:.*?wildcards: method=(\S+)", r.stdout, re.S)
