@@ -14,7 +14,7 @@ import yaml
 
 from .assets import shipped_errors
 from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
-from .families import FAMILIES, method_errors, parse_sampler, shipped_folder
+from .families import FAMILIES, method_errors, parse_sampler, shipped_folder, training_recipe
 from .io import REPO_ROOT, BadInputError, read_json, sha256_file
 from .method import SHIPPED
 from .trajectories import checkpoint_steps
@@ -154,9 +154,7 @@ def teacher_errors(cfg: dict) -> list[str]:
                     f"{sorted(UNET_PRESETS)}"]
         arch, where = UNET_PRESETS[t["architecture"]], f"teacher.architecture: {t['architecture']}"
     else:
-        folder = Path(t["shipped"] if t["source"] == "shipped" else t["pretrained"] or "")
-        folder = folder if folder.is_absolute() or folder.exists() else REPO_ROOT / folder
-        unet_cfg = folder / "unet" / "config.json"
+        unet_cfg = teacher_folder(t) / "unet" / "config.json"
         if not unet_cfg.is_file():
             return []  # a missing folder or a hub id is reported elsewhere (teacher.shipped check, load time)
         arch, where = json.loads(unet_cfg.read_text()), f"teacher.{t['source']}: {unet_cfg}"
@@ -171,10 +169,10 @@ def teacher_errors(cfg: dict) -> list[str]:
 def shipped_student_errors(cfg: dict) -> list[str]:
     """A shipped student (a block's `shipped:` folder) is scored only beside the teacher, data and distillation set
     it learnt from, and only as the recipe its block names: its card.json says what those were."""
+    shipped = {name: block for name, block in cfg["methods"].items() if block.get(SHIPPED)}
+    teacher = teacher_weights_sha256(cfg["teacher"]) if shipped else None   # hashed once, not per student
     errs = []
-    for name, block in cfg["methods"].items():
-        if not block.get(SHIPPED):
-            continue
+    for name, block in shipped.items():
         where, folder = f"methods.{name}.{SHIPPED}", shipped_folder(block[SHIPPED])
         try:
             card = read_json(folder / "card.json")
@@ -184,7 +182,7 @@ def shipped_student_errors(cfg: dict) -> list[str]:
             continue
         found = shipped_errors(folder)
         fam = FAMILIES[block["family"]]
-        recipe = json.loads(json.dumps(fam.params.from_block(block).training_dict()))   # as the card reads back
+        recipe = training_recipe(block)
         if card.get("family") != fam.name:
             found.append(f"{where}: {folder} holds a {card.get('family')!r} student, the block's family is "
                          f"{fam.name!r}")
@@ -198,7 +196,6 @@ def shipped_student_errors(cfg: dict) -> list[str]:
             if card.get(key) != cfg[key]:
                 found.append(f"{where}: the shipped student learnt from {key} {card.get(key)!r}, this experiment's "
                              f"{key} is {cfg[key]!r}; it is scored only beside the distillation set it learnt from")
-        teacher = teacher_weights_sha256(cfg["teacher"])
         if teacher is None:
             found.append(f"{where}: teacher.source {cfg['teacher']['source']!r} has no weights before the run, so "
                          "the teacher a shipped student learnt from cannot be checked; use the shipped or a local "
@@ -210,14 +207,18 @@ def shipped_student_errors(cfg: dict) -> list[str]:
     return errs
 
 
+def teacher_folder(t: dict) -> Path:
+    """The local folder of a shipped or pretrained teacher (relative to the repository unless it exists here)."""
+    folder = Path(t["shipped"] if t["source"] == "shipped" else t["pretrained"] or "")
+    return folder if folder.is_absolute() or folder.exists() else REPO_ROOT / folder
+
+
 def teacher_weights_sha256(t: dict) -> dict | None:
     """sha256 of the teacher's UNet weight files, by name (as the teacher stage's card says), where they exist
     before the run; None for a teacher trained in the run, a random or a hub one."""
     if t["source"] not in ("shipped", "pretrained") or not t.get(t["source"]):
         return None
-    folder = Path(t[t["source"]])
-    folder = folder if folder.is_absolute() or folder.exists() else REPO_ROOT / folder
-    weights = sorted((folder / "unet").glob("*.safetensors"))
+    weights = sorted((teacher_folder(t) / "unet").glob("*.safetensors"))
     return {w.name: sha256_file(w) for w in weights} or None
 
 

@@ -7,6 +7,7 @@ A method is a name in the config's `methods:` block, e.g. `ddim-10: {family: ddi
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +151,12 @@ def method_errors(cfg: dict) -> list[str]:
             found = fam.params.from_block(block).errors(f"methods.{name}", block, cfg)
         errs += found
     return errs
+
+
+def training_recipe(block: dict) -> dict:
+    """What a student block trains (its parameters, defaults filled, sampling keys left out) as JSON reads it back:
+    what a shipped student's card records and config validation compares."""
+    return json.loads(json.dumps(params_of(block).training_dict()))
 
 
 def params_of(block: dict) -> Params:

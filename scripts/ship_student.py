@@ -23,7 +23,7 @@ import pandas as pd
 
 from advkd.assets import ASSETS, MANIFEST, _read_manifest
 from advkd.config import load_config
-from advkd.families import FAMILIES, trained_folder
+from advkd.families import FAMILIES, trained_folder, training_recipe
 from advkd.io import BadInputError, read_json, sha256_file, write_json, write_text
 
 FILES = ("student.safetensors", "student.json", "train.json", "loss.csv", "panel.png", "grid.png")
@@ -50,7 +50,7 @@ def ship(config_path, method: str, out) -> dict:
                " (rule distill; resumable after any stop)")
     card = {
         "method": method, "family": block["family"],
-        "recipe": json.loads(json.dumps(FAMILIES[block["family"]].params.from_block(block).training_dict())),
+        "recipe": training_recipe(block),
         "teacher_weights_sha256": teacher["weights_sha256"],
         "data": cfg["data"], "trajectories": cfg["trajectories"], "seed": cfg["seed"],
         "distillation_set_sha256": train["run_identity"]["distillation_set_sha256"],

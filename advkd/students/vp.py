@@ -57,15 +57,23 @@ def teacher_grid(train_config, steps: int) -> Grid:
     return Grid(ts, ab, clip)
 
 
-def ddim_step(grid: Grid, unet, x, k, clip=True):
-    """The teacher's deterministic DDIM step from state k to state k+1 (k: (B,) long), as diffusers' DDIMScheduler
-    with eta 0 takes it: x0 from the noise prediction, clipped when the scheduler clips, then recombined with the
-    same noise prediction."""
-    a, s, a2, s2 = (v.to(x.device) for v in (*grid.alpha_sigma(k), *grid.alpha_sigma(k + 1)))
+def teacher_x0(grid: Grid, unet, x, k, clip=True):
+    """(x0, eps): the eps teacher's one-step x0 estimate at grid state k (k: (B,) long), clipped when its scheduler
+    clips, and the noise prediction it came from."""
+    a, s = (v.to(x.device) for v in grid.alpha_sigma(k))
     eps = unet(x, grid.timesteps[k].to(x.device)).sample
     x0 = (x - s * eps) / a
     if clip and grid.clip is not None:
         x0 = x0.clamp(-grid.clip, grid.clip)
+    return x0, eps
+
+
+def ddim_step(grid: Grid, unet, x, k, clip=True):
+    """The teacher's deterministic DDIM step from state k to state k+1 (k: (B,) long), as diffusers' DDIMScheduler
+    with eta 0 takes it: x0 from the noise prediction, clipped when the scheduler clips, then recombined with the
+    same noise prediction."""
+    x0, eps = teacher_x0(grid, unet, x, k, clip)
+    a2, s2 = (v.to(x.device) for v in grid.alpha_sigma(k + 1))
     return a2 * x0 + s2 * eps
 
 

@@ -44,7 +44,7 @@ from ..common import (
 )
 from ..networks import count, unet_from_config
 from ..training import Segment, fit, run_identity
-from ..vp import Grid, TimedUNet, ddim_step, teacher_grid, teacher_parts
+from ..vp import Grid, TimedUNet, ddim_step, teacher_grid, teacher_parts, teacher_x0
 from .params import ConsistencyParams
 
 SIGMA_DATA = 0.5
@@ -149,11 +149,7 @@ def train(name: str, params: ConsistencyParams, ctx: dict) -> dict:
         def step(idx, gen):
             z, k = noisy(idx, gen, grid.steps)
             with torch.no_grad():  # the teacher's one-step x_0 estimate, clipped as its DDIM steps clip it
-                a, s = (v.to(device) for v in grid.alpha_sigma(k))
-                x0 = (z - s * teacher(z, grid.timesteps[k].to(device)).sample) / a
-                if grid.clip is not None:
-                    x0 = x0.clamp(-grid.clip, grid.clip)
-                want = online.target_output(z, k, x0)
+                want = online.target_output(z, k, teacher_x0(grid, teacher, z, k)[0])
             # the squared error of the output (for v, progressive distillation's "SNR+1" weighting in x_0)
             return optimise(opt, torch.nn.functional.mse_loss(online.net(z, grid.timesteps[k].to(device)), want))
         return {"online": opt}, step
