@@ -85,3 +85,52 @@ def test_the_report_marks_a_shipped_row_and_reads_its_training_cost_from_its_fol
     shown = dict(zip(df.index, display_table(df.reset_index()).method))
     assert shown["ds-long"].startswith("ds-long") and shown["ds-long"].endswith(" (shipped)")
     assert "shipped" not in shown["ds"]
+
+
+def test_ship_student_writes_a_folder_that_validation_accepts_and_lists_its_files(default_cfg, tmp_path,
+                                                                                   monkeypatch):
+    """scripts/ship_student.py on a finished run (its files stand in for a trained student's): the folder it writes
+    passes the checks a `shipped:` block gets, its files join SHA256SUMS, and a changed file is then refused."""
+    import importlib.util
+
+    import yaml
+
+    from advkd.config import teacher_weights_sha256
+    from advkd.io import BadInputError
+
+    spec = importlib.util.spec_from_file_location("ship_student", REPO_ROOT / "scripts" / "ship_student.py")
+    ship_student = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship_student)
+    assets = tmp_path / "experiments" / "assets"
+    assets.mkdir(parents=True)
+    (assets / "SHA256SUMS").write_text(f"{'1' * 64}  teacher/unet.safetensors\n")
+    monkeypatch.setattr(ship_student, "ASSETS", assets)
+    monkeypatch.setattr(ship_student, "MANIFEST", assets / "SHA256SUMS")
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "long.yaml"
+    config.write_text(yaml.safe_dump({"extends": "default.yaml", "experiment": "long", "methods": {"ddim-10": {"family": "ddim", "steps": 10}, "ds-long": DS},
+                                      "report": {"reference": "ddim-10"}}))
+    run = tmp_path / "results" / "long" / "students" / "ds-long"
+    run.mkdir(parents=True)
+    for f in ship_student.FILES:
+        (run / f).write_bytes(f.encode())
+    (run / "loss.csv").write_text("epoch,steps,loss\n0,16,0.5\n1,16,0.4\n")
+    write_json(run / "train.json", {"run_identity": {"distillation_set_sha256": "ab" * 32}, "provenance": {},
+                                    "train_flops_total": 1e12, "train_seconds_total": 5.0})
+    write_json(tmp_path / "results" / "long" / "teacher" / "teacher.json",
+               {"weights_sha256": teacher_weights_sha256(default_cfg["teacher"])})
+
+    with pytest.raises(BadInputError, match="under"):
+        ship_student.ship(config, "ds-long", tmp_path / "elsewhere")
+    card = ship_student.ship(config, "ds-long", assets / "student-ds-long")
+    assert card["steps"] == 32 and card["epochs"] == 2 and card["train_flops"] == 1e12
+    listed = (assets / "SHA256SUMS").read_text()
+    assert "teacher/unet.safetensors" in listed
+    assert all(f"student-ds-long/{f}" in listed for f in (*ship_student.FILES, "card.json"))
+
+    cfg = copy.deepcopy(default_cfg)
+    cfg["methods"]["ds-long"] = DS | {"shipped": str(assets / "student-ds-long")}
+    assert shipped_student_errors(cfg) == []
+    (assets / "student-ds-long" / "student.safetensors").write_bytes(b"changed")
+    errs = shipped_student_errors(cfg)
+    assert len(errs) == 1 and "student.safetensors" in errs[0] and "not the shipped" in errs[0]
