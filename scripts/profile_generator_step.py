@@ -1,0 +1,131 @@
+"""Where an Adv-KD training step goes, and what freezing the critics in the generator step saves (issue 21, item 7).
+
+    python scripts/profile_generator_step.py --config experiments/default.yaml \
+        --teacher results/default/teacher/teacher.json --out docs/profile-generator-step.json
+
+For every `advkd` method of the config: each phase's training step (one critic step per supervised head, then the
+generator step: advkd.students.advkd.model.train_step, on random tensors of the phase's shapes at its batch size) is
+timed in two variants, interleaved round-robin in one process so that a busy or slow host moves both alike:
+`frozen` (the suite's step: the critics' weights get no gradient in the generator step, as the authors do) and
+`unfrozen` (the same step with the critics left trainable there, the work the freeze removes). A phase counts with
+its share of the recipe's training images (epochs x runs), so `s_per_1000_images` is the whole recipe's. Medians
+after warm-up; torch.profiler's top operators of the frozen step of the recipe's most expensive phase say where the
+rest goes. Prints JSON (and writes it to --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
+import torch
+
+from advkd.config import load_config
+from advkd.families import FAMILIES
+from advkd.io import provenance, write_json
+from advkd.metrics.cost import theoretical_peak_gflops
+from advkd.students.advkd import model as adv
+from advkd.students.common import teacher_unet
+
+
+def _step(student, phase, recipe, z, targets, opts, frozen: bool, seed: int) -> float:
+    critics = [student.critics[str(h)] for h in phase.heads] if recipe.loss != "regression" else []
+    if not frozen:  # the generator step's requires_grad_(False) on the critics becomes a no-op
+        for c in critics:
+            c.requires_grad_ = lambda *_a, _c=c: _c
+    t0 = time.perf_counter()
+    adv.train_step(student, phase, recipe, z, targets, opts["gen"], opts.get("critic"),
+                   torch.Generator().manual_seed(seed))
+    seconds = time.perf_counter() - t0
+    for c in critics:
+        c.__dict__.pop("requires_grad_", None)
+    return seconds
+
+
+def profile_method(name: str, block: dict, teacher, runs: int, repeats: int, warmup: int) -> dict:
+    params = FAMILIES["advkd"].params.from_block(block)
+    cfg = params.resolve(name, 11, 32, 1)
+    unet = None
+    if params.teacher_unet:
+        unet, unet_cfg, _ = teacher_unet(teacher)
+        cfg |= unet_cfg
+    torch.manual_seed(0)
+    student = adv.make_student(cfg)
+    if unet is not None:
+        student.generator.unet.load_state_dict(unet.state_dict())
+    recipe = adv.make_recipe(cfg)
+    student.generator.train()
+    student.critics.train()
+    phases = []
+    for p, phase in enumerate(adv.make_phases(cfg)):
+        g = torch.Generator().manual_seed(p)
+        b = phase.batch_size
+        z = student.noise_input(torch.randn(b, 1, 32, 32, generator=g))
+        targets = {h: torch.rand(b, 1, student.head_resolution[h], student.head_resolution[h], generator=g) * 2 - 1
+                   for h in phase.heads}
+        opts = adv._optimizers(student, phase, recipe)
+        times = {"frozen": [], "unfrozen": []}
+        for r in range(warmup + repeats):
+            for variant in times:
+                s = _step(student, phase, recipe, z, targets, opts, variant == "frozen", r)
+                if r >= warmup:
+                    times[variant].append(s)
+        images = phase.epochs * runs
+        phases.append({"phase": p, "batch_size": b, "epochs": phase.epochs, "images": images,
+                       **{f"{v}_s_per_step": statistics.median(t) for v, t in times.items()},
+                       **{f"{v}_s_per_step_iqr": [statistics.quantiles(t, n=4)[0], statistics.quantiles(t, n=4)[2]]
+                          for v, t in times.items()}})
+    total = sum(ph["images"] for ph in phases)
+    out = {"method": name, "block": block, "training_images": total, "phases": phases}
+    for v in ("frozen", "unfrozen"):
+        out[f"{v}_s_per_1000_images"] = 1000 * sum(ph[f"{v}_s_per_step"] / ph["batch_size"] * ph["images"]
+                                                   for ph in phases) / total
+    out["unfrozen_over_frozen"] = out["unfrozen_s_per_1000_images"] / out["frozen_s_per_1000_images"]
+    worst = max(phases, key=lambda ph: ph["frozen_s_per_step"] / ph["batch_size"] * ph["images"])
+    phase = adv.make_phases(cfg)[worst["phase"]]
+    b = phase.batch_size
+    g = torch.Generator().manual_seed(0)
+    z = student.noise_input(torch.randn(b, 1, 32, 32, generator=g))
+    targets = {h: torch.rand(b, 1, student.head_resolution[h], student.head_resolution[h], generator=g) * 2 - 1
+               for h in phase.heads}
+    opts = adv._optimizers(student, phase, recipe)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for r in range(3):
+            _step(student, phase, recipe, z, targets, opts, True, r)
+    events = prof.key_averages()
+    all_us = sum(e.self_cpu_time_total for e in events)
+    out["profiled_phase"] = worst["phase"]
+    out["top_operators"] = [{"op": e.key, "self_share": round(e.self_cpu_time_total / all_us, 3)}
+                            for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]]
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="experiments/default.yaml")
+    p.add_argument("--teacher", required=True, help="the teacher stage's teacher.json (for generator: teacher-unet)")
+    p.add_argument("--methods", nargs="*", help="advkd methods of the config (default: all of them)")
+    p.add_argument("--runs", type=int, help="distillation runs an epoch covers (default: trajectories.count)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    cfg = load_config(a.config)
+    names = a.methods or [m for m, b in cfg["methods"].items() if b["family"] == "advkd"]
+    runs = a.runs or cfg["trajectories"]["count"]
+    result = {"config": a.config, "repeats": a.repeats, "warmup": a.warmup, "threads": a.threads,
+              "theoretical_peak": theoretical_peak_gflops(a.threads), "provenance": provenance(),
+              "methods": [profile_method(m, cfg["methods"][m], a.teacher, runs, a.repeats, a.warmup) for m in names]}
+    print(json.dumps(result, indent=1))
+    if a.out:
+        write_json(a.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
