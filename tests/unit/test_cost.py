@@ -110,7 +110,14 @@ def test_two_identical_networks_timed_interleaved_agree_within_10_percent():
         net.load_state_dict(torch.nn.Sequential(*layers).state_dict())
         methods[name] = Method(name, "fake", nfe=500, sample=None, network=net, inference_parameters=1,
                                network_inputs=lambda b: (torch.randn(b, 1, 32, 32),), all_parameters=1)
-    rows = measure_timing(methods, "cpu", COST | {"repeats": 21, "warmup": 2})
+    # one thread: under `pytest -n` another worker shares the cores, and two threads would then wait on each other
+    # at every OpenMP barrier; what is tested is the interleaving, not the threading
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = measure_timing(methods, "cpu", COST | {"repeats": 21, "warmup": 2})
+    finally:
+        torch.set_num_threads(threads)
     a, b = (rows[k]["latency_s_per_image_batch1"]["median"] for k in "ab")
     assert 0.9 < a / b < 1.1, (a, b)
     ta, tb = (rows[k]["images_per_s"]["median"] for k in "ab")
