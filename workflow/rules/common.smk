@@ -71,6 +71,12 @@ def all_cores(wildcards):
     return workflow.cores
 
 
+def sample_threads(wildcards):
+    """`threads:` of a sample job: sampling.threads, at most every core Snakemake was given."""
+    t = config["sampling"]["threads"]
+    return workflow.cores if t == "all" else min(t, workflow.cores)
+
+
 def as_json(obj):
     return json.dumps(obj, sort_keys=True)
 

@@ -27,7 +27,7 @@ rule sample:
         f"{LOGS}/sample/{{method}}-seed{{seed}}-shard{{shard}}.log",
     benchmark:
         f"{R}/benchmarks/sample/{{method}}-seed{{seed}}-shard{{shard}}.tsv"
-    threads: all_cores
+    threads: sample_threads
     resources:
         mem_mb=lambda w: 4000 if is_student(w.method) else 8000,
         runtime=lambda w: 30 if is_student(w.method) else 12 * 60,
