@@ -12,11 +12,12 @@ setup:
 reproduce: setup
 	snakemake --cores $(CORES)
 
-# Lint, then both test tiers: tests/unit (no Snakemake run) on CORES pytest workers, then tests/e2e (the Snakemake
-# DAG runs, one at a time: each takes every core).
+# Lint, then both test tiers: tests/unit (no Snakemake run) on CORES pytest workers and its timing tests alone, then
+# tests/e2e (the Snakemake DAG runs, one at a time: each takes every core).
 test: setup
 	ruff check .
 	pytest -q -n $(CORES) tests/unit
+	pytest -q -m timing tests/unit
 	pytest -q tests/e2e
 
 # Tables and figures again from existing results (reads files only; retrains and resamples nothing).

@@ -8,8 +8,20 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Rules call the `advkd` console command: make the venv's bin/ reachable however pytest was started.
 os.environ["PATH"] = str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", "")
-# Tests share 2 cores with nothing else in CI; keep torch from oversubscribing them.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests share 2 cores with nothing else in CI; keep torch from oversubscribing them. Under pytest-xdist
+# (`pytest -n N`) each worker gets one core's worth.
+XDIST = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1
+os.environ.setdefault("OMP_NUM_THREADS", "1" if XDIST else "2")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A `timing` test measures wall time: beside another worker it would time that worker too, so under
+    `pytest -n` it is skipped, and `make test` runs the timing tests on their own (`pytest -m timing`)."""
+    if XDIST:
+        skip = pytest.mark.skip(reason="a timing test runs alone: `pytest -m timing tests/unit` (as make test does)")
+        for item in items:
+            if "timing" in item.keywords:
+                item.add_marker(skip)
 
 
 @pytest.fixture

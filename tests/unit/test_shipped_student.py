@@ -108,7 +108,8 @@ def test_ship_student_writes_a_folder_that_validation_accepts_and_lists_its_file
     monkeypatch.setattr(ship_student, "MANIFEST", assets / "SHA256SUMS")
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "long.yaml"
-    config.write_text(yaml.safe_dump({"extends": "default.yaml", "experiment": "long", "methods": {"ddim-10": {"family": "ddim", "steps": 10}, "ds-long": DS},
+    methods = {"ddim-10": {"family": "ddim", "steps": 10}, "ds-long": DS}
+    config.write_text(yaml.safe_dump({"extends": "default.yaml", "experiment": "long", "methods": methods,
                                       "report": {"reference": "ddim-10"}}))
     run = tmp_path / "results" / "long" / "students" / "ds-long"
     run.mkdir(parents=True)
