@@ -1,8 +1,8 @@
 """Ship a student the DAG trained: copy its folder under experiments/assets with a card, so that other
 experiments sample and score it (a `shipped:` key in its block) without training it again.
 
-    python scripts/ship_student.py --config experiments/long-student.yaml --method advkd-k11-long \
-        --out experiments/assets/student-advkd-k11-long
+    python scripts/ship_student.py --config experiments/long-student.yaml --method advkd-gan-reg-long \
+        --out experiments/assets/student-advkd-gan-reg-long
 
 The student must be finished (results/<experiment>/students/<method>/student.safetensors, written by the distill
 rule). card.json records what config validation checks before any job of another experiment uses it (the
@@ -37,8 +37,9 @@ def ship(config_path, method: str, out) -> dict:
         raise BadInputError(f"{config_path}: methods.{method} is not a student of this experiment")
     run = trained_folder(results / "students", method, cfg["methods"])
     if run is None or not (run / "student.safetensors").exists():
-        raise BadInputError(f"{results}/students/{method}: not trained yet; run `snakemake --cores 2 --configfile "
-                            f"{config_path} {results}/students/{method}/student.safetensors` first")
+        raise BadInputError(f"{results}/students/{method}: not trained yet; run `snakemake "
+                            f"{results}/students/{method}/student.safetensors --cores 2 --configfile {config_path}` "
+                            "first")
     out = Path(out).resolve()
     if not out.is_relative_to(ASSETS):
         raise BadInputError(f"--out {out}: a shipped student lives under {ASSETS}")
@@ -46,7 +47,8 @@ def ship(config_path, method: str, out) -> dict:
     teacher = read_json(results / "teacher" / "teacher.json")
     bench = results / "benchmarks" / "distill" / f"{run.name}.tsv"
     history = pd.read_csv(run / "loss.csv")
-    command = (f"snakemake --cores <N> --configfile {config_path} {results}/students/{run.name}/student.safetensors"
+    # the target before --configfile, which takes every argument after it
+    command = (f"snakemake {results}/students/{run.name}/student.safetensors --cores <N> --configfile {config_path}"
                " (rule distill; resumable after any stop)")
     card = {
         "method": method, "family": block["family"],
