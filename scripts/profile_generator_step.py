@@ -45,9 +45,21 @@ def _step(student, phase, recipe, z, targets, opts, frozen: bool, seed: int) -> 
     return seconds
 
 
-def profile_method(name: str, block: dict, teacher, runs: int, repeats: int, warmup: int) -> dict:
+def _batch(student, phase, shape, seed: int):
+    """Random noise and head targets of one training batch of `phase` (x_T of `shape` per run)."""
+    g = torch.Generator().manual_seed(seed)
+    b = phase.batch_size
+    z = student.noise_input(torch.randn(b, *shape, generator=g))
+    targets = {h: torch.rand(b, shape[0], student.head_resolution[h], student.head_resolution[h], generator=g) * 2 - 1
+               for h in phase.heads}
+    return z, targets
+
+
+def profile_method(name: str, block: dict, data: dict, checkpoints: int, teacher, runs: int, repeats: int,
+                   warmup: int) -> dict:
     params = FAMILIES["advkd"].params.from_block(block)
-    cfg = params.resolve(name, 11, 32, 1)
+    shape = (data["channels"], data["resolution"], data["resolution"])
+    cfg = params.resolve(name, checkpoints, data["resolution"], data["channels"])
     unet = None
     if params.teacher_unet:
         unet, unet_cfg, _ = teacher_unet(teacher)
@@ -59,13 +71,9 @@ def profile_method(name: str, block: dict, teacher, runs: int, repeats: int, war
     recipe = adv.make_recipe(cfg)
     student.generator.train()
     student.critics.train()
-    phases = []
-    for p, phase in enumerate(adv.make_phases(cfg)):
-        g = torch.Generator().manual_seed(p)
-        b = phase.batch_size
-        z = student.noise_input(torch.randn(b, 1, 32, 32, generator=g))
-        targets = {h: torch.rand(b, 1, student.head_resolution[h], student.head_resolution[h], generator=g) * 2 - 1
-                   for h in phase.heads}
+    phases, recipe_phases = [], adv.make_phases(cfg)
+    for p, phase in enumerate(recipe_phases):
+        z, targets = _batch(student, phase, shape, p)
         opts = adv._optimizers(student, phase, recipe)
         times = {"frozen": [], "unfrozen": []}
         for r in range(warmup + repeats):
@@ -74,10 +82,9 @@ def profile_method(name: str, block: dict, teacher, runs: int, repeats: int, war
                 if r >= warmup:
                     times[variant].append(s)
         images = phase.epochs * runs
-        phases.append({"phase": p, "batch_size": b, "epochs": phase.epochs, "images": images,
+        phases.append({"phase": p, "batch_size": phase.batch_size, "epochs": phase.epochs, "images": images,
                        **{f"{v}_s_per_step": statistics.median(t) for v, t in times.items()},
-                       **{f"{v}_s_per_step_iqr": [statistics.quantiles(t, n=4)[0], statistics.quantiles(t, n=4)[2]]
-                          for v, t in times.items()}})
+                       **{f"{v}_s_per_step_iqr": statistics.quantiles(t, n=4)[::2] for v, t in times.items()}})
     total = sum(ph["images"] for ph in phases)
     out = {"method": name, "block": block, "training_images": total, "phases": phases}
     for v in ("frozen", "unfrozen"):
@@ -85,12 +92,8 @@ def profile_method(name: str, block: dict, teacher, runs: int, repeats: int, war
                                                    for ph in phases) / total
     out["unfrozen_over_frozen"] = out["unfrozen_s_per_1000_images"] / out["frozen_s_per_1000_images"]
     worst = max(phases, key=lambda ph: ph["frozen_s_per_step"] / ph["batch_size"] * ph["images"])
-    phase = adv.make_phases(cfg)[worst["phase"]]
-    b = phase.batch_size
-    g = torch.Generator().manual_seed(0)
-    z = student.noise_input(torch.randn(b, 1, 32, 32, generator=g))
-    targets = {h: torch.rand(b, 1, student.head_resolution[h], student.head_resolution[h], generator=g) * 2 - 1
-               for h in phase.heads}
+    phase = recipe_phases[worst["phase"]]
+    z, targets = _batch(student, phase, shape, 0)
     opts = adv._optimizers(student, phase, recipe)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for r in range(3):
@@ -120,7 +123,8 @@ def main(argv=None) -> int:
     runs = a.runs or cfg["trajectories"]["count"]
     result = {"config": a.config, "repeats": a.repeats, "warmup": a.warmup, "threads": a.threads,
               "theoretical_peak": theoretical_peak_gflops(a.threads), "provenance": provenance(),
-              "methods": [profile_method(m, cfg["methods"][m], a.teacher, runs, a.repeats, a.warmup) for m in names]}
+              "methods": [profile_method(m, cfg["methods"][m], cfg["data"], cfg["trajectories"]["checkpoints"],
+                                         a.teacher, runs, a.repeats, a.warmup) for m in names]}
     print(json.dumps(result, indent=1))
     if a.out:
         write_json(a.out, result)

@@ -2,12 +2,14 @@
 set it learnt from, as the recipe its block names, or refused by name before any job; the report marks it."""
 
 import copy
+import importlib.util
 
 import pytest
+import yaml
 
 from advkd.config import load_config, shipped_student_errors, teacher_weights_sha256
-from advkd.families import FAMILIES, trained_folder
-from advkd.io import REPO_ROOT, write_json
+from advkd.families import trained_folder, training_recipe
+from advkd.io import REPO_ROOT, BadInputError, write_json
 from advkd.stages.report import collect, display_table
 
 DS = {"family": "denoising-student", "epochs": 12, "batch_size": 64}
@@ -23,7 +25,7 @@ def default_cfg():
 def _card(cfg):
     """What scripts/ship_student.py writes for a Denoising Student trained by `cfg` (the parts validation reads)."""
     return {"method": "ds-long", "family": "denoising-student",
-            "recipe": FAMILIES["denoising-student"].params.from_block(DS).training_dict(),
+            "recipe": training_recipe(DS),
             "teacher_weights_sha256": teacher_weights_sha256(cfg["teacher"]),
             "data": copy.deepcopy(cfg["data"]), "trajectories": copy.deepcopy(cfg["trajectories"]),
             "seed": cfg["seed"]}
@@ -91,13 +93,6 @@ def test_ship_student_writes_a_folder_that_validation_accepts_and_lists_its_file
                                                                                    monkeypatch):
     """scripts/ship_student.py on a finished run (its files stand in for a trained student's): the folder it writes
     passes the checks a `shipped:` block gets, its files join SHA256SUMS, and a changed file is then refused."""
-    import importlib.util
-
-    import yaml
-
-    from advkd.config import teacher_weights_sha256
-    from advkd.io import BadInputError
-
     spec = importlib.util.spec_from_file_location("ship_student", REPO_ROOT / "scripts" / "ship_student.py")
     ship_student = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ship_student)
