@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import resource
 import statistics
 import time
@@ -10,6 +11,10 @@ import numpy as np
 import torch
 
 from ..io import device_name
+
+# Shortest timed block. A student's batch-1 call on a CPU lasts about a millisecond; timed one call per round,
+# two copies of one network differed up to 2.6% idle, in blocks of >= 50 ms up to 1.5% (8 runs each, 2026-12-02).
+MIN_BLOCK_S = 0.05
 
 
 def sync(device) -> None:
@@ -165,22 +170,33 @@ def timed_call(method, batch: int, cost: dict, seed: int = 0):
     return (lambda: method.network(*inputs)), method.nfe, f"one network call x NFE ({method.nfe})"
 
 
-def time_interleaved(calls: dict, device, repeats: int, warmup: int, clock=time.perf_counter) -> dict:
-    """Seconds of each named fn() in `calls`, timed round-robin in one process: every round calls each once, the
+def time_interleaved(calls: dict, device, repeats: int, warmup: int, clock=time.perf_counter,
+                     min_block_s: float | None = None) -> dict:
+    """Seconds of each named fn() in `calls`, timed round-robin in one process: every round times each once, the
     order rotated by one each round, so a slow spell of the shared host lands on all of them alike and no method
-    always follows the same one. Returns {name: [seconds per round]} (after `warmup` untimed rounds)."""
+    always follows the same one. A call shorter than min_block_s (MIN_BLOCK_S unless given), as timed in the
+    last warm-up round, is repeated back to back within its turn until the block lasts about that long, and the
+    block's mean is that round's time: a millisecond call timed alone is mostly clock and scheduler noise (the
+    idea of timeit's autorange and torch.utils.benchmark's blocked_autorange). Returns {name: [seconds per call,
+    one per round]} (after `warmup` untimed rounds; with no warm-up every block is one call)."""
     names = list(calls)
-    for _ in range(warmup):
+    min_block_s = MIN_BLOCK_S if min_block_s is None else min_block_s
+    number = dict.fromkeys(names, 1)
+    for w in range(warmup):
         for name in names:
+            t0 = clock()
             calls[name]()
-    sync(device)
+            sync(device)
+            if w == warmup - 1:
+                number[name] = max(1, math.ceil(min_block_s / max(clock() - t0, 1e-9)))
     times = {name: [] for name in names}
     for r in range(repeats):
         for name in names[r % len(names):] + names[:r % len(names)]:
             t0 = clock()
-            calls[name]()
+            for _ in range(number[name]):
+                calls[name]()
             sync(device)
-            times[name].append(clock() - t0)
+            times[name].append((clock() - t0) / number[name])
     return times
 
 
