@@ -7,7 +7,8 @@ experiments sample and score it (a `shipped:` key in its block) without training
 The student must be finished (results/<experiment>/students/<method>/student.safetensors, written by the distill
 rule). card.json records what config validation checks before any job of another experiment uses it (the
 teacher's weight hashes, the data, trajectories and seed blocks, the recipe) and how it was made (the command, the
-distillation set's sha256, training steps, FLOPs, seconds, the distill job's benchmark, the code's provenance).
+distillation set's sha256, training steps, FLOPs, seconds, the distill job's benchmark, the code's provenance, the
+CPU and an sgemm probe of the shipping host).
 The folder's files are added to experiments/assets/SHA256SUMS.
 """
 
@@ -15,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shutil
 import sys
 from pathlib import Path
@@ -25,8 +28,24 @@ from advkd.assets import ASSETS, MANIFEST, _read_manifest
 from advkd.config import load_config
 from advkd.families import FAMILIES, trained_folder, training_recipe
 from advkd.io import BadInputError, read_json, sha256_file, write_json, write_text
+from advkd.metrics.cost import matmul_peak_gflops
 
 FILES = ("student.safetensors", "student.json", "train.json", "loss.csv", "panel.png", "grid.png")
+
+
+def host() -> dict:
+    """What the training seconds were measured on, as far as the shipping host can tell (ship where you trained):
+    this fleet's hosts differ by up to 2x, so a card's seconds mean little without the CPU and a probe of it."""
+    info = {}
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key in ("model name", "cpu family", "model") and key not in info:
+            info[key] = value
+        if key == "flags" and "vector" not in info:
+            info["vector"] = "avx512f" if "avx512f" in value.split() else "avx2" if "avx2" in value.split() else "other"
+    return {"machine": platform.machine(), **info, "logical_cpus": os.cpu_count(),
+            "sgemm_gflops_at_shipping": round(matmul_peak_gflops("cpu"), 1)}
 
 
 def ship(config_path, method: str, out) -> dict:
@@ -60,7 +79,7 @@ def ship(config_path, method: str, out) -> dict:
         "epochs": len(history), "steps": int(history["steps"].sum()), "train_flops": train["train_flops_total"],
         "train_seconds": train["train_seconds_total"],
         "distill_job": pd.read_csv(bench, sep="\t").iloc[0].to_dict() if bench.exists() else None,
-        "command": command, "provenance": train["provenance"],
+        "command": command, "provenance": train["provenance"], "host": host(),
     }
     if out.exists():
         shutil.rmtree(out)

@@ -3,6 +3,7 @@ set it learnt from, as the recipe its block names, or refused by name before any
 
 import copy
 import importlib.util
+import os
 
 import pytest
 import yaml
@@ -120,6 +121,8 @@ def test_ship_student_writes_a_folder_that_validation_accepts_and_lists_its_file
         ship_student.ship(config, "ds-long", tmp_path / "elsewhere")
     card = ship_student.ship(config, "ds-long", assets / "student-ds-long")
     assert card["steps"] == 32 and card["epochs"] == 2 and card["train_flops"] == 1e12
+    # its seconds come with the host they were measured on
+    assert card["host"]["logical_cpus"] == os.cpu_count() and card["host"]["sgemm_gflops_at_shipping"] > 0
     listed = (assets / "SHA256SUMS").read_text()
     assert "teacher/unet.safetensors" in listed
     assert all(f"student-ds-long/{f}" in listed for f in (*ship_student.FILES, "card.json"))
