@@ -28,23 +28,24 @@ from advkd.assets import ASSETS, MANIFEST, _read_manifest
 from advkd.config import load_config
 from advkd.families import FAMILIES, trained_folder, training_recipe
 from advkd.io import BadInputError, read_json, sha256_file, write_json, write_text
-from advkd.metrics.cost import matmul_peak_gflops
+from advkd.metrics.cost import matmul_peak_gflops, theoretical_peak_gflops
 
 FILES = ("student.safetensors", "student.json", "train.json", "loss.csv", "panel.png", "grid.png")
 
 
 def host() -> dict:
     """What the training seconds were measured on, as far as the shipping host can tell (ship where you trained):
-    this fleet's hosts differ by up to 2x, so a card's seconds mean little without the CPU and a probe of it."""
+    this fleet's hosts differ by up to 2x, so a card's seconds mean little without the CPU and a probe of it. The
+    vector width and clock are the ones the sampling-speed yardstick reads (cost.theoretical_peak_gflops)."""
     info = {}
     cpuinfo = Path("/proc/cpuinfo")
     for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
         key, _, value = (part.strip() for part in line.partition(":"))
         if key in ("model name", "cpu family", "model") and key not in info:
             info[key] = value
-        if key == "flags" and "vector" not in info:
-            info["vector"] = "avx512f" if "avx512f" in value.split() else "avx2" if "avx2" in value.split() else "other"
+    theory = theoretical_peak_gflops()
     return {"machine": platform.machine(), **info, "logical_cpus": os.cpu_count(),
+            "aten_cpu_capability": theory["capability"], "mhz": theory["mhz"], "mhz_source": theory["mhz_source"],
             "sgemm_gflops_at_shipping": round(matmul_peak_gflops("cpu"), 1)}
 
 
