@@ -95,13 +95,11 @@ def conv_gflops(layer: dict, device, repeats: int = 5) -> float:
 def peak_probe(network, inputs, device):
     """A callable measuring, now, the speed the device offers: the 2048x2048 sgemm and the network's own two
     largest convolutions (BLAS and oneDNN take different code paths; on some hosts the convolution runs at twice
-    the sgemm's speed). Each call returns {probe name: GFLOP/s}; a yardstick takes the fastest of them all.
-    probe(sgemm=False) leaves the sgemm out: at one thread it costs ~1.3 s a call, 4x a one-step student's whole
-    sampling, while the network's own convolutions cost milliseconds."""
+    the sgemm's speed). Each call returns {probe name: GFLOP/s}; a yardstick takes the fastest of them all."""
     layers = conv_layers(network, inputs)
 
-    def probe(sgemm: bool = True) -> dict:
-        out = {"sgemm 2048": matmul_peak_gflops(device)} if sgemm else {}
+    def probe() -> dict:
+        out = {"sgemm 2048": matmul_peak_gflops(device)}
         for c in layers:
             n, ci, h, w = c["input_shape"]
             out[f"conv {ci}->{c['module'].out_channels} k{c['module'].kernel_size[0]} {h}x{w} b{n}"] = \

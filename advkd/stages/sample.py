@@ -34,19 +34,17 @@ def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json
     # The yardstick: the fastest the device ran, during this job, the sgemm probe or the network's own largest
     # convolutions (cost.peak_probe), measured before, between and after the batches (outside the sampling clock;
     # the host is shared and drifts by +-10% within a job). Chunks are batch ranges of the same run, so the images
-    # do not change. Fixed before looking at any result: the fastest probe, not a typical one. The sgemm runs
-    # before and after only (in all 49 sample jobs of the 2026-12-02 default a convolution probe was the fastest,
-    # and the five inner sgemm probes were ~40% of a student job's time; docs/metrics.md).
+    # do not change. Fixed before looking at any result: the fastest probe, not a typical one.
     probe = cost.peak_probe(method.network, method.network_inputs(batch_size), device)
     n_batches = -(-count // batch_size)
     bounds = [int(b) for b in np.linspace(0, n_batches, min(PEAK_CHUNKS, n_batches) + 1).round()]
     probes, chunks, seconds = [probe()], [], 0.0
-    for i, (b0, b1) in enumerate(zip(bounds[:-1], bounds[1:])):
+    for b0, b1 in zip(bounds[:-1], bounds[1:]):
         m = min(count, b1 * batch_size) - b0 * batch_size
         images, stats = method.generate(m, seed, batch_size, progress, first_batch=start // batch_size + b0)
         chunks.append(images)
         seconds += stats["seconds"]
-        probes.append(probe(sgemm=i == len(bounds) - 2))
+        probes.append(probe())
     images = np.concatenate(chunks)
     with torch.inference_mode():
         flops_per_call = cost.count_flops(lambda: method.network(*method.network_inputs(1)))

@@ -102,13 +102,9 @@ def test_peak_probed_through_the_job_without_changing_the_images(setup, monkeypa
     n, batch = 40, 4  # 10 batches -> PEAK_CHUNKS chunks -> PEAK_CHUNKS + 1 probes
     out = _sample(card, tmp / "probed" / "seed0", seed=3, n=n)
     stats = json.loads((tmp / "probed" / "seed0-shard0.json").read_text())
-    probes = stats["peak_probes"]
-    assert len(probes) == PEAK_CHUNKS + 1
-    # the sgemm (~1.3 s at one thread) before and after the batches, the network's own convolutions every time
-    assert [p.get("sgemm 2048") for p in probes] == [100.0] + [None] * (PEAK_CHUNKS - 1) + [110.0]
-    convs = [k for k in probes[0] if k.startswith("conv")]
+    assert [p["sgemm 2048"] for p in stats["peak_probes"]] == [100.0 + 10 * i for i in range(PEAK_CHUNKS + 1)]
+    convs = [k for k in stats["peak_probes"][0] if k.startswith("conv")]
     assert len(convs) == 2 and all(k.endswith(f"b{batch}") for k in convs)   # the network's own, at its batch
-    assert all(sorted(p.keys() - {"sgemm 2048"}) == sorted(convs) for p in probes)
     best = max(v for p in stats["peak_probes"] for v in p.values())
     assert stats["peak_gflops"] == best and stats["peak_probe"] in stats["peak_probes"][0]
     assert np.isclose(stats["fraction_of_peak"], stats["achieved_gflops"] / best)
