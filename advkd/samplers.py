@@ -1,8 +1,9 @@
 """Sampling over the teacher with diffusers schedulers (set_timesteps / scale_model_input / step), batched: the
 implementation of every sampler family of the registry (advkd.families).
 
-Seeds: batch b of a run with seed s draws x_T and every ancestral noise from its own CPU generator seeded
-`batch_seed(s, b)`, so results do not depend on the device's RNG and a run can be split into shards freely.
+Seeds: batch b of a run with seed s draws x_T and every ancestral noise from its own CPU generator, the stream
+`advkd.rng.sample_batch(s, b)`, so results do not depend on the device's RNG and a run can be split into shards
+freely.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from . import rng
 from .families import FAMILIES, SamplerParams
 from .method import Method
 from .teacher import load_teacher
@@ -33,10 +35,6 @@ class SchedulerSpec:
 def scheduler_spec(family: str) -> SchedulerSpec:
     extra = FAMILIES[family].extra
     return SchedulerSpec(extra["scheduler"], extra["scheduler_kwargs"], extra["step_kwargs"])
-
-
-def batch_seed(seed: int, batch: int) -> int:
-    return (seed * 1_000_003 + batch) % (2**63)
 
 
 def make_scheduler(spec: SchedulerSpec, steps: int, train_config):
@@ -74,14 +72,17 @@ def compiled_network(unet, xs, t):
 
 @torch.inference_mode()
 def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, seed: int, batch_size: int, device,
-                keep_steps=(), progress=True, desc=None, first_batch: int = 0, compile: bool = False):
+                keep_steps=(), progress=True, desc=None, first_batch: int = 0, compile: bool = False, draws=None):
     """Run the teacher's reverse process for n samples: batches first_batch, first_batch+1, ... of the seed's run
     (a shard of a larger run starts at its first batch and gets exactly that run's draws).
 
     Returns (x0 float (n,C,H,W) in [-1,1] on CPU, x_T (n,C,H,W), states (n,len(keep_steps),C,H,W) or None, stats),
     where states[:, j] is the sample right after step index keep_steps[j] (0-based; steps-1 is x_0).
     compile: run the network through torch.compile (compiled before the clock starts; see compiled_network).
+    draws: batch index -> its generator; the sample stream of `seed` by default (the distillation set passes its
+    own, advkd.rng.trajectory_batch).
     """
+    draws = draws or (lambda b: rng.sample_batch(seed, b))
     c, h = unet.config.in_channels, unet.config.sample_size
     keep = {int(i): j for j, i in enumerate(keep_steps)}
     outs, inits, kept = [], [], []
@@ -95,7 +96,7 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
     bar = tqdm(total=n * steps, disable=not progress, desc=desc, unit="img-step", mininterval=2)
     for b in range(n_batches):
         m = min(batch_size, n - b * batch_size)
-        gen = torch.Generator().manual_seed(batch_seed(seed, first_batch + b))
+        gen = draws(first_batch + b)
         sched = make_scheduler(spec, steps, train_config)
         x = torch.randn((m, c, h, h), generator=gen)
         inits.append(x.clone())
@@ -138,8 +139,12 @@ def build(name: str, params: SamplerParams, ctx: dict) -> Method:
 
     c, h = unet.config.in_channels, unet.config.sample_size
     params_n = sum(p.numel() for p in unet.parameters())
-    return Method(name, ctx["family"], nfe=params.nfe, sample=sample, network=unet,
-                  network_inputs=lambda b: (torch.randn(b, c, h, h, device=ctx["device"]).contiguous(
-                      memory_format=torch.channels_last), torch.full((b,), 500, device=ctx["device"])),
+
+    def network_inputs(b):
+        x = torch.randn(b, c, h, h, generator=rng.torch_generator("timing-inputs", "network", b))
+        return (x.to(ctx["device"]).contiguous(memory_format=torch.channels_last),
+                torch.full((b,), 500, device=ctx["device"]))
+
+    return Method(name, ctx["family"], nfe=params.nfe, sample=sample, network=unet, network_inputs=network_inputs,
                   inference_parameters=params_n, all_parameters=params_n,
                   info={"teacher": card["pipeline"], "steps": steps})

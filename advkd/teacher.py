@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import rng
 from .assets import verify_shipped
 from .config import UNET_PRESETS
 from .data import to_float
@@ -179,14 +180,14 @@ def train(train_images: np.ndarray, out_dir, *, architecture="fmnist32", epochs=
     device = pick_device(device)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)
+    rng.seed_torch("teacher-training", seed)
     unet = build_unet(architecture).to(device).to(memory_format=torch.channels_last)
     ema = build_unet(architecture).to(device)
     ema.load_state_dict(unet.state_dict())
     ema.requires_grad_(False)
     scheduler = build_scheduler()
     opt = torch.optim.Adam(unet.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
+    gen = rng.torch_generator("teacher-training", seed, "data")
     ckpt = out_dir / "checkpoint.safetensors"
     # Everything but the epoch count must match for a checkpoint to be resumed; otherwise it is another run. More
     # epochs continue a finished run: the lr is constant after warm-up, so that equals training them at once.
@@ -269,7 +270,7 @@ def load_teacher(card_path, device="cpu"):
     """(unet, train scheduler config, card) from the card the teacher stage wrote."""
     card = read_json(card_path)
     if card["source"] == "random":
-        torch.manual_seed(card["seed"])
+        rng.seed_torch("random-weights", card["seed"])
         unet, sched = build_unet(card["architecture"]).to(device).eval(), build_scheduler()
         return unet.to(memory_format=torch.channels_last), sched.config, card
     if Path(card["pipeline"]).is_absolute() and not Path(card["pipeline"]).is_dir():

@@ -19,6 +19,7 @@ from torch import nn
 from ..assets import verify_shipped
 from ..data import to_float
 from ..io import BadInputError, load_tensors, provenance, read_json, save_tensors, sha256_file, write_json
+from ..rng import numpy_rng, seed_torch
 from .evaluator import CARD, condition_number, fit_epochs
 
 WEIGHTS = "autoencoder.safetensors"
@@ -62,8 +63,8 @@ def train_autoencoder(train_images, heldout_images, out_dir, *, epochs=6, batch_
                       features=64, seed=0, device="cpu", command="", data_card=None) -> dict:
     """Train the autoencoder to reconstruct the training split; write its weights and card (with the held-out
     reconstruction error and the condition number of held-out features)."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    seed_torch("judge-training", "autoencoder", seed)
+    rng = numpy_rng("judge-training", "autoencoder", seed)
     n, h, _, c = train_images.shape
     model = AutoencoderJudge(c, width, features, h).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)

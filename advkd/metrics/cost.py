@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..io import device_name
+from ..rng import torch_generator
 
 # Shortest timed block. A student's batch-1 call on a CPU lasts about a millisecond; timed one call per round,
 # two copies of one network differed up to 2.6% idle, in blocks of >= 50 ms up to 1.5% (8 runs each, 2026-12-02).
@@ -51,8 +52,8 @@ def count_flops(fn) -> int:
 
 def matmul_peak_gflops(device, n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
     """Achievable GFLOP/s of a square matmul on `device`, measured now (the machines are shared and noisy)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    g = torch_generator("timing-inputs", "sgemm", n)
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
     t = time_call(lambda: a @ b, device, repeats=repeats, warmup=2)
     return 2 * n**3 / t["min_s"] / 1e9
 
@@ -83,7 +84,7 @@ def conv_layers(network, inputs, top: int = 2) -> list[dict]:
 def conv_gflops(layer: dict, device, repeats: int = 5) -> float:
     """GFLOP/s of one of `conv_layers` run alone on a fresh input of its shape and memory format (fastest call)."""
     mod = layer["module"]
-    x = torch.randn(layer["input_shape"], device=device)
+    x = torch.randn(layer["input_shape"], generator=torch_generator("timing-inputs", "conv")).to(device)
     if layer["channels_last"]:
         x = x.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():

@@ -27,6 +27,7 @@ from ..io import (
     sha256_file,
     write_json,
 )
+from ..rng import numpy_rng, seed_torch
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ def train_evaluator(train_images, train_labels, heldout_images, heldout_labels, 
                     data_card=None) -> dict:
     """Train the judge, score it on the held-out split and write evaluator.safetensors + evaluator.json."""
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    seed_torch("judge-training", "evaluator", seed)
+    rng = numpy_rng("judge-training", "evaluator", seed)
     n, h, _, c = train_images.shape
     classes = int(max(train_labels.max(), heldout_labels.max())) + 1
     model = EvaluatorCNN(c, classes, width, features, h).to(device)

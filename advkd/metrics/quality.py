@@ -15,6 +15,7 @@ import numpy as np
 
 from ..data import set_border
 from ..io import BadInputError, load_tensors, read_json
+from ..rng import numpy_rng, seed_sequence
 from .autoencoder import embed as embed_autoencoder
 from .autoencoder import load_autoencoder
 from .evaluator import embed, load_evaluator
@@ -48,7 +49,7 @@ def kernel_inception_distance(feats1, feats2, seed: int = 0, subsets: int = 100,
 
     f1, f2 = np.asarray(feats1), np.asarray(feats2)
     state = np.random.get_state()
-    np.random.seed(seed)
+    np.random.seed(seed_sequence("metric-subsets", "kid", seed).generate_state(8))
     try:
         per_subset = np.array([kernel_distance(f1, f2, num_subsets=1, max_subset_size=subset_size)
                                for _ in range(subsets)])
@@ -103,7 +104,7 @@ def score_features(feats, logits, ref: dict, metrics: dict, seed: int, judge_kin
     n = len(feats)
     ref_feats = ref["features"]
     # k-NN radii shrink as a set grows, so precision/recall compare equal-size sets (as Kynkäänniemi et al. do).
-    rng = np.random.default_rng(seed)
+    rng = numpy_rng("metric-subsets", "precision-recall", seed)
     real = ref_feats[np.sort(rng.choice(len(ref_feats), n, replace=False))] if n < len(ref_feats) else ref_feats
     k = metrics.get("nearest_k", 3)
     out = {"n": n, "seed": seed, "reference_n": int(len(ref_feats)),

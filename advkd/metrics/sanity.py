@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..rng import numpy_rng
 from .quality import score_features
 
 # (name, must be worse than) pairs the table is expected to satisfy; `all` = every other set.
@@ -23,7 +24,7 @@ def degraded_sets(images: np.ndarray, labels, seed: int = 0) -> dict[str, np.nda
     """Real images and versions that a good metric must rank as worse: blur, noise, one class, pure noise."""
     from scipy.ndimage import gaussian_filter
 
-    rng = np.random.default_rng(seed)
+    rng = numpy_rng("metric-subsets", "sanity-degraded", seed)
     x = images.astype(np.float32)
     sets = {"real": images}
     for s in (1, 2):  # Gaussian blur, sigma in pixels (on a 32-pixel image: softened / smeared)

@@ -16,6 +16,7 @@ import torch
 from ..families import FAMILIES, build_method, trained_folder
 from ..io import device_name, provenance, write_json
 from ..metrics.cost import matmul_peak_gflops, measure_cost, measure_timing, spread, time_interleaved
+from ..rng import torch_generator
 from ..samplers import compiled_network, make_scheduler, run_sampler, scheduler_spec
 from ..teacher import load_teacher
 
@@ -68,7 +69,7 @@ def peer_ratio(teacher_json, steps: int, batch: int, device, compile: bool, roun
     def stock():
         sched = diffusers.DDIMScheduler.from_config(train_config)
         sched.set_timesteps(steps)
-        x = torch.randn((batch, c, h, h), generator=torch.Generator().manual_seed(0)).to(device)
+        x = torch.randn((batch, c, h, h), generator=torch_generator("timing-inputs", "stock-ddim")).to(device)
         for t in sched.timesteps:
             x = sched.step(stock_unet(x, t).sample, t, x).prev_sample
 

@@ -40,6 +40,7 @@ from ..metrics.quality import (
     score_features,
 )
 from ..metrics.sanity import ordering_checks, sanity_table
+from ..rng import numpy_rng
 from ..students.common import load_trajectories
 
 
@@ -172,7 +173,7 @@ def memorisation(method: str, samples: dict, trajectories, train_npz, real_npz, 
     embed, judge = load_judge(evaluator_json, device)
     targets = to_uint8(load_trajectories(trajectories)["states"][:, -1])
     train, real = load_images(train_npz), load_images(real_npz)
-    rng = np.random.default_rng(seed)
+    rng = numpy_rng("metric-subsets", "memorisation", seed)
     train = train[np.sort(rng.choice(len(train), min(len(targets), len(train)), replace=False))]
     images = {s: load_images(p) for s, p in samples.items()}
     n = min(len(real), max(map(len, images.values())))
@@ -195,7 +196,7 @@ def sanity(evaluator_json, reference_stem, images_npz, metrics: dict, seed: int,
     with np.load(images_npz, allow_pickle=False) as z:
         labels = z["labels"] if "labels" in z else None
     n = min(len(images), metrics.get("sanity_n", 1000))
-    idx = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
+    idx = np.sort(numpy_rng("metric-subsets", "sanity", seed).choice(len(images), n, replace=False))
     rows = sanity_table(embed, ref, images[idx], None if labels is None else labels[idx], metrics, seed,
                         judge.get("kind", "classifier"))
     checks = ordering_checks(rows) + ordering_checks(rows, "kid")

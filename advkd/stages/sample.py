@@ -14,6 +14,7 @@ from ..data import save_grid
 from ..io import BadInputError, load_images, provenance, save_images, write_json
 from ..method import Method
 from ..metrics import cost  # as a module: tests stub cost.peak_probe
+from ..rng import numpy_rng
 
 PEAK_CHUNKS = 6  # a sampling job probes the device's peak PEAK_CHUNKS + 1 times (see sample)
 
@@ -21,8 +22,8 @@ PEAK_CHUNKS = 6  # a sampling job probes the device's peak PEAK_CHUNKS + 1 times
 def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json, device,
            shard: int = 0, shard_size: int | None = None, progress=True) -> dict:
     """The sample stage: images [shard*shard_size, ...) of the seed's n-image run (all n by default) to .npz, with a
-    JSON of speed figures. Batch b of the run always draws from batch_seed(seed, b), so the shards of a run, merged
-    by `merge_samples`, equal the run made in one piece; shard_size must therefore be a multiple of batch_size."""
+    JSON of speed figures. Batch b of the run always draws from advkd.rng.sample_batch(seed, b), so the shards of a
+    run, merged by `merge_samples`, equal the run made in one piece; shard_size must be a multiple of batch_size."""
     shard_size = shard_size or n
     start = shard * shard_size
     if shard_size % batch_size and shard_size < n:
@@ -70,7 +71,7 @@ def real_samples(images_npz, n: int, seed: int, out_npz, out_png, grid: int) -> 
     if n > len(images):
         raise BadInputError(f"{images_npz}: the noise-floor row needs sampling.n = {n} real images per seed but "
                             f"the split has {len(images)}; lower sampling.n or use more held-out images")
-    picked = images[np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))]
+    picked = images[np.sort(numpy_rng("real-rows", seed).choice(len(images), n, replace=False))]
     save_images(out_npz, picked, seed=np.int64(seed))
     save_grid(out_png, picked[:grid])
     return picked

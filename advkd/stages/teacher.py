@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from .. import rng
 from ..data import load_split
 from ..families import parse_sampler
 from ..io import REPO_ROOT, load_images, provenance, save_tensors, sha256_file, write_json
@@ -39,9 +40,10 @@ def write_shard(unet, train_config, traj_cfg: dict, sampler: tuple[SchedulerSpec
     scheduler, steps = sampler
     start, stop = shard_ranges(traj_cfg["count"], traj_cfg["shard_size"])[shard]
     keep = checkpoint_steps(steps, traj_cfg["checkpoints"], traj_cfg["spacing"])
-    x0, xT, states, stats = run_sampler(unet, scheduler, steps, train_config, stop - start, seed=seed * 7919 + shard,
+    x0, xT, states, stats = run_sampler(unet, scheduler, steps, train_config, stop - start, seed=seed,
                                         batch_size=batch_size, device=device, keep_steps=keep, progress=progress,
-                                        desc=f"trajectories shard {shard}")
+                                        desc=f"trajectories shard {shard}",
+                                        draws=lambda b: rng.trajectory_batch(seed, shard, b))
     dtype = getattr(torch, traj_cfg["dtype"])
     meta = {"sampler": traj_cfg["sampler"], "shard": shard, "runs": f"{start}:{stop}",
             "keep_steps": ",".join(map(str, keep)), "seed": seed, **{k: v for k, v in stats.items()}}
@@ -93,7 +95,7 @@ def _network_card(unet) -> dict:
 def _describe_random_teacher(teacher_cfg: dict, out_json) -> dict:
     """Cost-only experiments: the teacher's architecture with seeded random weights. Parameters, FLOPs and
     latency depend only on the architecture, so the paper's cost comparison needs no weights."""
-    torch.manual_seed(teacher_cfg["seed"])
+    rng.seed_torch("random-weights", teacher_cfg["seed"])
     unet = build_unet(teacher_cfg["architecture"]).eval()
     card = {"source": "random", "architecture": teacher_cfg["architecture"], "seed": teacher_cfg["seed"],
             "pipeline": None, **_network_card(unet), "scheduler": dict(build_scheduler().config),

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import torch
 
+from .. import rng
 from ..data import save_grid, to_uint8
 from ..io import BadInputError, load_tensors, provenance, read_json, save_tensors, write_json
 from ..method import Method
-from ..samplers import batch_seed
 from ..teacher import load_teacher
 from .networks import count
 from .training import state_tensors
@@ -63,7 +63,7 @@ def write_student(out_dir, cfg: dict, generator, noise_input, modules: dict, res
         m.cpu()
     panel(out_dir / "panel.png")
     # Fresh noise, not training noise: the grid shows what sampling gives.
-    g = torch.Generator().manual_seed(seed + 1)
+    g = rng.torch_generator("student-grid", seed)
     x_T = torch.randn((grid, *traj["x_T"].shape[1:]), generator=g)
     with torch.no_grad():
         images = sample(x_T) if sample is not None else generator(noise_input(x_T))
@@ -119,7 +119,7 @@ def student_config(name: str, ctx: dict, family: str, resolve, keys=()) -> tuple
     depend on the architecture alone."""
     rw = ctx.get("random_weights")
     if rw:
-        torch.manual_seed(rw.get("seed", 0))
+        rng.seed_torch("random-weights", rw.get("seed", 0))
         return resolve(name, rw["checkpoints"], rw["resolution"], rw["channels"]), None
     return load_student(ctx.get("student_dir"), family, keys)
 
@@ -142,7 +142,7 @@ def student_method(name: str, family: str, nfe: int, generate, network, image_sh
         with torch.inference_mode():
             for b in range(-(-n // batch_size)):
                 m = min(batch_size, n - b * batch_size)
-                g = torch.Generator().manual_seed(batch_seed(seed, first_batch + b))
+                g = rng.sample_batch(seed, first_batch + b)
                 x_T = torch.randn((m, *image_shape), generator=g)
                 x_T = x_T.to(device)
                 outs.append((generate(x_T, g) if draws_noise else generate(x_T)).float().cpu())
@@ -154,6 +154,7 @@ def student_method(name: str, family: str, nfe: int, generate, network, image_sh
     # the same way (sampled and timed alike)
     network.to(device).to(memory_format=torch.channels_last).eval()
     return Method(name, family, nfe=nfe, sample=sample, network=network,
-                  network_inputs=lambda b: (torch.randn(b, *net_input_shape, device=device),),
+                  network_inputs=lambda b: (torch.randn(b, *net_input_shape, generator=rng.torch_generator(
+                      "timing-inputs", "network", b)).to(device),),
                   inference_parameters=count(network), all_parameters=all_parameters, info=info,
                   training_only_parameters=training_only_parameters)

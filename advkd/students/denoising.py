@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import rng
 from ..data import save_grid, to_uint8
 from ..families import FAMILIES
 from .common import (
@@ -45,12 +46,12 @@ def train(name: str, params: DenoisingParams, ctx: dict) -> dict:
     unet, unet_cfg, card = teacher_unet(ctx["teacher"])
     seed, device = ctx["seed"], torch.device(ctx.get("device", "cpu"))
     if params.init == "random":
-        torch.manual_seed(seed)
+        rng.seed_torch("student-init", seed)
         unet = unet_from_config(unet_cfg["unet_config"])
     cfg = resolve(params, name, available, res, ch, teacher_card=card.get("pipeline")) | unet_cfg
-    torch.manual_seed(seed)  # a resumed or repeated run must match
+    rng.seed_torch("student-init", seed)  # a resumed or repeated run must match
     net = make_network(cfg, unet)
-    torch.manual_seed(seed)
+    rng.seed_torch("student-init", seed)
     x_T, x_0 = traj["x_T"], traj["states"][:, -1]
 
     def loss(idx, gen):

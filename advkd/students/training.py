@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .. import rng
 from ..io import (
     BadInputError,
     atomic_path,
@@ -81,10 +82,6 @@ class StepFlops(FlopCounterMode):
     def __init__(self):
         super().__init__(display=False)
         self.mod_tracker = _NoModules()
-
-
-def epoch_seed(seed: int, segment: int, epoch: int) -> int:
-    return (seed * 1_000_003 + segment * 10_007 + epoch) % (2**63)
 
 
 def regression_loss(kind: str, pred, target, resolution: int | None = None):
@@ -224,7 +221,7 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
         for epoch in range(start_epoch if s == start_seg else 0, seg.epochs):
             if stop_after_epochs is not None and epochs_this_call >= stop_after_epochs:
                 return {"done": False, "history": history, "resumed_from": resumed}
-            gen = torch.Generator().manual_seed(epoch_seed(seed, s, epoch))
+            gen = rng.torch_generator("training-batches", seed, s, epoch)
             order = torch.randperm(n, generator=gen)
             for m in trained:
                 m.train()

@@ -15,6 +15,7 @@ PKG = Path(__file__).resolve().parents[2] / "advkd"
 # the stages, one module per rule file (workflow/rules/<x>.smk -> advkd/stages/<x>.py); the CLI.
 ORDER = [
     "advkd.io",
+    "advkd.rng",
     "advkd.assets",
     "advkd.data",
     "advkd.trajectories",

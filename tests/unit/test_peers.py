@@ -8,7 +8,8 @@ import torch
 
 from advkd.families import build_method, method_errors, trained_folder, trainers
 from advkd.io import load_tensors, save_tensors
-from advkd.samplers import batch_seed, run_sampler
+from advkd.rng import sample_batch
+from advkd.samplers import run_sampler
 from advkd.students.consistency import model as cd
 from advkd.students.progressive import model as pd
 from advkd.students.progressive.params import ProgressiveParams
@@ -37,7 +38,7 @@ def test_the_grid_steps_are_the_suites_ddim_sampler(teacher_card):
     unet, train_config, _ = load_teacher(teacher_card)
     x, _, _, _ = run_sampler(unet, DDIM, 4, train_config, 3, seed=5, batch_size=3, device="cpu", progress=False)
     grid = teacher_grid(train_config, 4)
-    z = torch.randn((3, 1, 8, 8), generator=torch.Generator().manual_seed(batch_seed(5, 0)))
+    z = torch.randn((3, 1, 8, 8), generator=sample_batch(5, 0))
     with torch.no_grad():
         for k in range(4):
             z = ddim_step(grid, unet, z, torch.full((3,), k))

@@ -8,6 +8,7 @@ import torch
 from advkd import teacher as T
 from advkd.families import FAMILIES
 from advkd.io import BadInputError, load_tensors, sha256_file
+from advkd.rng import trajectory_batch
 from advkd.samplers import run_sampler, scheduler_spec
 from advkd.stages.teacher import write_shard
 from advkd.students.common import load_trajectories
@@ -66,8 +67,8 @@ def test_trajectory_shard_roundtrip_and_corruption(tiny, tmp_path):
     assert t["x_T"].shape == (5, 1, 8, 8) and t["states"].shape == (5, 3, 1, 8, 8)
     assert t["timesteps"].tolist() == [0, 3, 5]
     # the last state is the sampler's output x_0 for the stored x_T
-    x0, xT, _, _ = run_sampler(unet, scheduler_spec("ddim"), 6, cfg, 3, seed=0 * 7919 + 0, batch_size=8,
-                               device="cpu", progress=False)
+    x0, xT, _, _ = run_sampler(unet, scheduler_spec("ddim"), 6, cfg, 3, seed=0, batch_size=8, device="cpu",
+                               progress=False, draws=lambda b: trajectory_batch(0, 0, b))
     assert torch.allclose(t["states"][:3, -1], x0) and torch.equal(t["x_T"][:3], xT)
     p1.write_bytes(p1.read_bytes()[:200])
     with pytest.raises(BadInputError, match="s1.safetensors.*truncated or corrupt"):

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ... import rng
 from ...data import save_grid, to_uint8
 from ...families import FAMILIES
 from ..common import (
@@ -300,12 +301,12 @@ def train(name: str, params: AdvKDParams, ctx: dict) -> dict:
         unet, unet_cfg, _ = teacher_unet(ctx["teacher"])
         cfg |= unet_cfg
     seed, device = ctx["seed"], torch.device(ctx.get("device", "cpu"))
-    torch.manual_seed(seed)  # initial weights are part of the run: a resumed or repeated run must match
+    rng.seed_torch("student-init", seed)  # initial weights are part of the run: a resumed or repeated run must match
     student = make_student(cfg)
     if unet is not None:
         student.generator.unet.load_state_dict(unet.state_dict())
     phases, recipe = make_phases(cfg), make_recipe(cfg)
-    torch.manual_seed(seed)
+    rng.seed_torch("student-init", seed)
     targets = traj["states"][:, cfg["checkpoints"]]
     segs = segments(student, phases, recipe, traj["x_T"], targets, device)
     modules = {"gen": student.generator, "critic": student.critics}

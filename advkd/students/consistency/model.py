@@ -32,6 +32,7 @@ import copy
 import torch
 from torch import nn
 
+from ... import rng
 from ...data import save_grid, to_uint8
 from ...families import FAMILIES
 from ..common import (
@@ -125,7 +126,7 @@ def train(name: str, params: ConsistencyParams, ctx: dict) -> dict:
     teacher, parts, card = teacher_parts(ctx["teacher"])
     cfg = resolve(params, name, available, res, ch, teacher_card=card.get("pipeline")) | parts
     seed, device = ctx["seed"], torch.device(ctx.get("device", "cpu"))
-    torch.manual_seed(seed)
+    rng.seed_torch("student-init", seed)
     online = make_function(cfg, copy.deepcopy(teacher))
     target = copy.deepcopy(online).requires_grad_(False)
     teacher = teacher.to(device).eval().requires_grad_(False)
@@ -194,7 +195,7 @@ def train(name: str, params: ConsistencyParams, ctx: dict) -> dict:
 
 def panel(f: ConsistencyFunction, x_T, x_0, path, examples: int = 6) -> None:
     """Per training run: x_T, the teacher's x_0, the student's with 1 and 2 steps."""
-    g = torch.Generator().manual_seed(0)
+    g = rng.torch_generator("student-grid", "panel")
     with torch.no_grad():
         one, two = consistency_sample(f, x_T[:examples], 1), consistency_sample(f, x_T[:examples], 2, g)
     tiles = torch.stack([x_T[:examples].clamp(-1, 1), x_0[:examples], one, two], 1)

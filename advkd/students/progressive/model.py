@@ -19,6 +19,7 @@ import copy
 
 import torch
 
+from ... import rng
 from ...data import save_grid, to_uint8
 from ...families import FAMILIES
 from ..common import last_checkpoint_recipe, load_distillation_set, student_config, student_method, write_student
@@ -76,7 +77,7 @@ def train(name: str, params: ProgressiveParams, ctx: dict) -> dict:
     teacher, parts, card = teacher_parts(ctx["teacher"])
     cfg = resolve(params, name, available, res, ch, teacher_card=card.get("pipeline")) | parts
     seed, device = ctx["seed"], torch.device(ctx.get("device", "cpu"))
-    torch.manual_seed(seed)
+    rng.seed_torch("student-init", seed)
     net, grid = make_network(cfg, copy.deepcopy(teacher))
     rounds = cfg["rounds"]
     # each round's student, kept for the rows and as the next round's teacher; the last round's is `net` itself

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ... import rng
 from ...data import save_grid, to_uint8
 from ...families import FAMILIES
 from ..common import (
@@ -54,7 +55,7 @@ def train(name: str, params: ReflowParams, ctx: dict) -> dict:
     unet, unet_cfg, card = teacher_unet(ctx["teacher"])
     cfg = resolve(params, name, available, res, ch, teacher_card=card.get("pipeline")) | unet_cfg
     seed, device = ctx["seed"], torch.device(ctx.get("device", "cpu"))
-    torch.manual_seed(seed)
+    rng.seed_torch("student-init", seed)
     net = make_network(cfg, unet)
     x_T, x_0 = traj["x_T"], traj["states"][:, -1]
 
