@@ -17,7 +17,7 @@ from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
 from .families import FAMILIES, method_errors, parse_sampler, shipped_folder, training_recipe
 from .io import REPO_ROOT, BadInputError, read_json, sha256_file
 from .method import SHIPPED
-from .trajectories import checkpoint_steps
+from .trajectories import checkpoint_steps, timestep_errors
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -127,6 +127,7 @@ def semantic_errors(cfg: dict) -> list[str]:
                 checkpoint_steps(steps, tr["checkpoints"], tr["spacing"])
             except BadInputError as e:
                 errs.append(f"{e} ({tr['sampler']})")
+            errs += timestep_errors(tr.get("timesteps"), steps)
     sm = cfg.get("sampling", {})
     if sm.get("shard_size") and sm["shard_size"] % sm["batch_size"]:
         errs.append(f"sampling.shard_size: {sm['shard_size']} must be a multiple of sampling.batch_size "
@@ -193,7 +194,7 @@ def shipped_student_errors(cfg: dict) -> list[str]:
                          f"{ {k: (card.get('recipe') or {}).get(k) for k in keys} }, the block asks for "
                          f"{ {k: recipe.get(k) for k in keys} }; make the block the shipped recipe")
         for key in ("data", "trajectories", "seed"):
-            if card.get(key) != cfg[key]:
+            if _set_keys(card.get(key)) != _set_keys(cfg[key]):
                 found.append(f"{where}: the shipped student learnt from {key} {card.get(key)!r}, this experiment's "
                              f"{key} is {cfg[key]!r}; it is scored only beside the distillation set it learnt from")
         if teacher is None:
@@ -205,6 +206,12 @@ def shipped_student_errors(cfg: dict) -> list[str]:
                          f"{card.get('teacher_weights_sha256')}, this experiment's teacher has {teacher}")
         errs += found
     return errs
+
+
+def _set_keys(block):
+    """A config block without its null keys: a key added to the schema later, at its null default, says what its
+    absence said (a shipped card written before it still matches)."""
+    return {k: v for k, v in block.items() if v is not None} if isinstance(block, dict) else block
 
 
 def teacher_folder(t: dict) -> Path:

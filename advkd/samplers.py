@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from . import rng
 from .families import FAMILIES, SamplerParams
+from .io import BadInputError
 from .method import Method
 from .teacher import load_teacher
 
@@ -37,12 +38,22 @@ def scheduler_spec(family: str) -> SchedulerSpec:
     return SchedulerSpec(extra["scheduler"], extra["scheduler_kwargs"], extra["step_kwargs"])
 
 
-def make_scheduler(spec: SchedulerSpec, steps: int, train_config):
-    """The scheduler of `spec` built from the teacher's training schedule, set to `steps` steps."""
+def make_scheduler(spec: SchedulerSpec, steps: int, train_config, timesteps=None):
+    """The scheduler of `spec` built from the teacher's training schedule, set to `steps` steps (at the teacher
+    timesteps `timesteps`, one per step, where given)."""
     import diffusers
 
     sched = getattr(diffusers, spec.cls).from_config(train_config, **spec.kwargs)
-    sched.set_timesteps(steps)
+    if timesteps is None:
+        sched.set_timesteps(steps)
+        return sched
+    if "timesteps" not in inspect.signature(sched.set_timesteps).parameters:
+        raise BadInputError(f"trajectories.timesteps: {spec.cls} takes no custom timesteps; use a sampler whose "
+                            "scheduler does (ddpm, dpmsolver) or drop the key")
+    sched.set_timesteps(timesteps=list(timesteps))
+    if [int(t) for t in sched.timesteps] != list(timesteps):
+        raise BadInputError(f"trajectories.timesteps: {spec.cls} set {sched.timesteps.tolist()}, not the "
+                            f"timesteps asked for {list(timesteps)}")
     return sched
 
 
@@ -72,7 +83,8 @@ def compiled_network(unet, xs, t):
 
 @torch.inference_mode()
 def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, seed: int, batch_size: int, device,
-                keep_steps=(), progress=True, desc=None, first_batch: int = 0, compile: bool = False, draws=None):
+                keep_steps=(), progress=True, desc=None, first_batch: int = 0, compile: bool = False, draws=None,
+                timesteps=None):
     """Run the teacher's reverse process for n samples: batches first_batch, first_batch+1, ... of the seed's run
     (a shard of a larger run starts at its first batch and gets exactly that run's draws).
 
@@ -80,7 +92,7 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
     where states[:, j] is the sample right after step index keep_steps[j] (0-based; steps-1 is x_0).
     compile: run the network through torch.compile (compiled before the clock starts; see compiled_network).
     draws: batch index -> its generator; the sample stream of `seed` by default (the distillation set passes its
-    own, advkd.rng.trajectory_batch).
+    own, advkd.rng.trajectory_batch). timesteps: the teacher timesteps of the steps (see make_scheduler).
     """
     draws = draws or (lambda b: rng.sample_batch(seed, b))
     c, h = unet.config.in_channels, unet.config.sample_size
@@ -91,13 +103,13 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
     if compile:
         sizes = sorted({min(batch_size, n - b * batch_size) for b in (0, n_batches - 1)})
         xs = [torch.zeros((m, c, h, h), device=device).contiguous(memory_format=torch.channels_last) for m in sizes]
-        net, is_compiled = compiled_network(unet, xs, make_scheduler(spec, steps, train_config).timesteps[0])
+        net, is_compiled = compiled_network(unet, xs, make_scheduler(spec, steps, train_config, timesteps).timesteps[0])
     t0 = time.perf_counter()
     bar = tqdm(total=n * steps, disable=not progress, desc=desc, unit="img-step", mininterval=2)
     for b in range(n_batches):
         m = min(batch_size, n - b * batch_size)
         gen = draws(first_batch + b)
-        sched = make_scheduler(spec, steps, train_config)
+        sched = make_scheduler(spec, steps, train_config, timesteps)
         x = torch.randn((m, c, h, h), generator=gen)
         inits.append(x.clone())
         x = (x * sched.init_noise_sigma).to(device).contiguous(memory_format=torch.channels_last)

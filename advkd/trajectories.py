@@ -27,5 +27,23 @@ def checkpoint_steps(steps: int, k: int, spacing="uniform") -> list[int]:
     return [(j * steps) // (k - 1) for j in range(k - 1)] + [steps - 1]
 
 
+def timestep_errors(timesteps, steps: int, train_steps: int = 1000) -> list[str]:
+    """trajectories.timesteps must give one teacher timestep per sampler step, strictly decreasing."""
+    if timesteps is None:
+        return []
+    errs = []
+    if len(timesteps) != steps:
+        errs.append(f"trajectories.timesteps: {len(timesteps)} timesteps given but the sampler has {steps} steps")
+    if any(b >= a for a, b in zip(timesteps, timesteps[1:])) or max(timesteps) >= train_steps:
+        errs.append(f"trajectories.timesteps: must strictly decrease within 0..{train_steps - 1}")
+    return errs
+
+
+def kept_levels(timesteps: list[int], keep: list[int]) -> list[int]:
+    """The teacher timestep (noise level) of each kept state: the state after step i is at timesteps[i+1]; after
+    the last step it is x_0, written -1."""
+    return [timesteps[i + 1] if i + 1 < len(timesteps) else -1 for i in keep]
+
+
 def shard_ranges(count: int, shard_size: int) -> list[tuple[int, int]]:
     return [(s, min(s + shard_size, count)) for s in range(0, count, shard_size)]

@@ -15,7 +15,7 @@ from ..io import REPO_ROOT, load_images, provenance, save_tensors, sha256_file, 
 from ..metrics.cost import count_flops
 from ..samplers import SchedulerSpec, run_sampler, scheduler_spec
 from ..teacher import build_scheduler, build_unet, load_pipeline_dir, load_teacher, train
-from ..trajectories import checkpoint_steps, shard_ranges
+from ..trajectories import checkpoint_steps, kept_levels, shard_ranges
 
 
 def train_teacher(images, out_dir, **recipe) -> dict:
@@ -43,10 +43,13 @@ def write_shard(unet, train_config, traj_cfg: dict, sampler: tuple[SchedulerSpec
     x0, xT, states, stats = run_sampler(unet, scheduler, steps, train_config, stop - start, seed=seed,
                                         batch_size=batch_size, device=device, keep_steps=keep, progress=progress,
                                         desc=f"trajectories shard {shard}",
-                                        draws=lambda b: rng.trajectory_batch(seed, shard, b))
+                                        draws=lambda b: rng.trajectory_batch(seed, shard, b),
+                                        timesteps=traj_cfg.get("timesteps"))
     dtype = getattr(torch, traj_cfg["dtype"])
     meta = {"sampler": traj_cfg["sampler"], "shard": shard, "runs": f"{start}:{stop}",
-            "keep_steps": ",".join(map(str, keep)), "seed": seed, **{k: v for k, v in stats.items()}}
+            "keep_steps": ",".join(map(str, keep)), "seed": seed,
+            **({"kept_levels": ",".join(map(str, kept_levels(traj_cfg["timesteps"], keep)))}
+               if traj_cfg.get("timesteps") else {}), **{k: v for k, v in stats.items()}}
     save_tensors(out_path, {"x_T": xT.to(dtype), "states": states.to(dtype),
                             "timesteps": torch.tensor(keep)}, metadata=meta | {"provenance": provenance(device=device)})
     return stats

@@ -142,6 +142,16 @@ def _strip(tensors: dict, prefix: str) -> dict:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+def save_snapshot(out_dir, segment: int, modules: dict, history: list, identity: dict) -> None:
+    """out_dir/segments/segment-SS.safetensors: the weights at the end of a segment (an Adv-KD phase, a
+    progressive round), with what training had cost by then, so that quality can be measured by phase afterwards
+    without retraining."""
+    spent = {"segment": segment, "epochs": len(history), "steps": int(sum(r["steps"] for r in history)),
+             "flops": float(sum(r["flops"] for r in history)), "seconds": float(sum(r["seconds"] for r in history))}
+    save_tensors(Path(out_dir) / "segments" / f"segment-{segment:02d}.safetensors", state_tensors(modules),
+                 metadata={"spent": json.dumps(spent), "identity": json.dumps(identity, sort_keys=True)})
+
+
 def write_loss_csv(path, history: list, columns: list) -> None:
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns)
@@ -180,7 +190,8 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
     checkpoint holds; `trained` are put in training mode each epoch. `identity` is this run's `run_identity`: a
     checkpoint with another one is not resumed.
 
-    Writes out_dir/checkpoint.safetensors and out_dir/loss.csv after every epoch. `stop_after_epochs` ends the call
+    Writes out_dir/checkpoint.safetensors and out_dir/loss.csv after every epoch, and a snapshot of the weights
+    after each segment (save_snapshot). `stop_after_epochs` ends the call
     after that many epochs of this call (to simulate an interruption); returns {"done": bool, "history", ...}.
     """
     out_dir = Path(out_dir)
@@ -254,6 +265,8 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
             last_epoch = epoch + 1 == seg.epochs
             if last_epoch and seg.end is not None:
                 seg.end()
+            if last_epoch:
+                save_snapshot(out_dir, s, modules, history, identity)
             prog = {"segment": s + 1, "epoch": 0} if last_epoch else {"segment": s, "epoch": epoch + 1}
             save_checkpoint(ckpt_path, modules, optimizers, prog, history, identity)
             write_loss_csv(out_dir / "loss.csv", history, columns)

@@ -142,3 +142,24 @@ def test_resume_survives_deleted_curve_and_ignores_foreign_checkpoints(tmp_path,
     with caplog.at_level("WARNING"):   # other images of the same count: afresh too
         info = T.train(255 - images, tmp_path, epochs=2, **(kw | {"lr": 1e-3}))
     assert info["epochs"] == 2 and "differs in: images_sha256" in caplog.text
+
+
+def test_published_budget_states_sit_at_the_authors_noise_levels(repo_root):
+    """The authors kept the DDPM-1000 state right after steps t = 999, 899, ..., 99 (x_998, ..., x_98) and x_0;
+    experiments/published-budget.yaml's sampler must leave its kept states at exactly those levels."""
+    from advkd.config import read_yaml, validate_config
+    from advkd.samplers import make_scheduler
+    from advkd.trajectories import kept_levels
+
+    cfg = validate_config(read_yaml(repo_root / "experiments/published-budget.yaml"), "pb", require_inputs=False)
+    tr = cfg["trajectories"]
+    family, steps = tr["sampler"].split("-")
+    keep = checkpoint_steps(int(steps), tr["checkpoints"], tr["spacing"])
+    assert kept_levels(tr["timesteps"], keep) == [*range(998, 97, -100), -1]
+    train_config = json.loads((repo_root / "experiments/assets/teacher-fmnist32/scheduler/scheduler_config.json")
+                              .read_text())
+    sched = make_scheduler(scheduler_spec(family), int(steps), train_config, tr["timesteps"])
+    # the solver's state after step i is at sigmas[i + 1]: the teacher's sigma at each kept level, 0 at x_0
+    ac = sched.alphas_cumprod
+    want = [((1 - ac[t]) / ac[t]).sqrt().item() if t >= 0 else 0.0 for t in kept_levels(tr["timesteps"], keep)]
+    assert [sched.sigmas[i + 1].item() for i in keep] == pytest.approx(want, rel=1e-5)
