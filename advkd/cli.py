@@ -141,7 +141,7 @@ def cmd_quality(a):
 
     row = quality(a.method, a.samples, a.seed, a.evaluator, a.reference, json.loads(a.metrics), a.out,
                   _device(a), cfg=json.loads(a.cfg) if a.cfg else None, scored_by=a.scored_by,
-                  judge2_json=a.judge2, judge2_reference=a.judge2_reference)
+                  judge2_json=a.judge2, judge2_reference=a.judge2_reference, teacher_npz=a.teacher_samples)
     print(json.dumps({k: row[k] for k in ("method", "seed", "n", "fd", "kid", "inception_score")}))
 
 
@@ -318,6 +318,8 @@ def main(argv=None):
                    help="kid: below the matched n, so only KID is kept (the method's scored_by)")
     s.add_argument("--judge2", default=None, help="the second judge's evaluator.json: adds FD under it")
     s.add_argument("--judge2-reference", default=None, help="the second judge's reference stats stem")
+    s.add_argument("--teacher-samples", default=None,
+                   help="the teacher sampler's samples of the same seed (.npz): adds teacher fidelity")
     s.add_argument("--out", required=True)
 
     s = stage("cost", cmd_cost, "params, NFE, FLOPs and memory of one method (times: the timing stage)",

@@ -253,6 +253,22 @@ TUNING_SEEDS = 1000
 REAL = "real"   # the noise-floor row: held-out images not in the reference, scored like a method
 
 
+def teacher_method(cfg: dict) -> str | None:
+    """The method whose samples are the teacher's images that the distillation set's sampler makes from the same
+    x_T (trajectories.sampler at the scheduler's own timesteps): the yardstick of teacher fidelity. None where the
+    experiment has no such method, or none that covers every seed and n of the others."""
+    tr = cfg.get("trajectories")
+    if not tr or tr.get("timesteps"):
+        return None
+    family, steps = parse_sampler(tr["sampler"])
+    seeds, n = cfg["sampling"]["seeds"], cfg["sampling"]["n"]
+    for name, block in cfg["methods"].items():
+        if {k: v for k, v in block.items() if k not in ("n", "seeds")} == {"family": family, "steps": steps} \
+                and block.get("n", n) >= n and set(block.get("seeds", seeds)) >= set(seeds):
+            return name
+    return None
+
+
 def reference_split(cfg: dict) -> str:
     """The held-out half an experiment's samples are scored against."""
     return cfg["metrics"]["reference_split"] or ("test" if cfg["purpose"] == "report" else "validation")
@@ -284,7 +300,7 @@ def scoring_errors(cfg: dict) -> list[str]:
     matched = cfg["sampling"]["n"]
     for m, b in cfg["methods"].items():
         n = b.get("n", matched)
-        if n != matched and b.get("scored_by", "all") != "kid":
+        if n != matched and b.get("scored_by", "all") == "all":
             errs.append(f"methods.{m}.n: {n} differs from the matched n (sampling.n = {matched}): FD, IS, "
                         "precision/recall and class coverage depend on n, so its row would not compare with the "
                         "others; set scored_by: kid (compared by KID alone, those columns left empty) or drop n")

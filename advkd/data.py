@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .io import BadInputError, atomic_path, sha256_file
-from .rng import numpy_rng
+from .rng import split_rng
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def load_digits(split: str, heldout_fraction=0.2, seed=0):
 
     d = sk_digits()
     images = np.round(d.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    order = numpy_rng("split", "digits", seed).permutation(len(images))
+    order = split_rng(seed).permutation(len(images))
     n_held = int(round(heldout_fraction * len(images)))
     idx = order[:n_held] if split == "heldout" else order[n_held:]
     return images[idx], d.target[idx].astype(np.int64), []
@@ -102,7 +102,7 @@ def load_image_folder(split: str, root, resolution: int, channels: int, heldout_
     from PIL import Image
 
     files, skipped = list_image_folder(root)
-    order = numpy_rng("split", "image-folder", seed).permutation(len(files))
+    order = split_rng(seed).permutation(len(files))
     n_held = int(round(heldout_fraction * len(files)))
     idx = sorted(order[:n_held] if split == "heldout" else order[n_held:])
     mode = "RGB" if channels == 3 else "L"
@@ -160,7 +160,7 @@ def split_heldout(n: int, labels, validation_fraction: float, seed: int) -> dict
     """Sorted indices of the held-out split's validation and test halves: seeded and, where there are labels,
     stratified (each class split in the same proportion), so neither half is short of a class. Recipes are chosen
     on the validation half; the tables report the test half."""
-    rng = numpy_rng("split", "validation-test", seed)
+    rng = split_rng(seed)
     groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
     val = []
     for g in groups:

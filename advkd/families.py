@@ -164,6 +164,16 @@ def params_of(block: dict) -> Params:
     return FAMILIES[block["family"]].params.from_block(block)
 
 
+RECIPE_CLASSES = ("real", "sampler", "published", "control", "deviation", "peer")
+
+
+def recipe_class(block: dict) -> str:
+    """A method's row label (RECIPE_CLASSES): sampler for the teacher's samplers, else its family's word."""
+    if FAMILIES[block["family"]].kind == "sampler":
+        return "sampler"
+    return params_of(block).recipe_class()
+
+
 def build_method(name: str, block: dict, ctx: dict) -> Method:
     """A runnable method: ctx holds teacher (teacher.json), device, and for students student_dir (or
     random_weights, for a cost-only experiment), compile (samplers)."""

@@ -78,6 +78,16 @@ class Params:
     def nfe(self) -> int:
         return 1
 
+    def recipe_class(self) -> str:
+        """What a table row of this student is, for a reader: `peer` (another distillation method) unless the
+        family says otherwise (Adv-KD: published, control or deviation)."""
+        return "peer"
+
+    def changed_keys(self) -> set:
+        """The parameters set away from the family's defaults, budget keys aside."""
+        default = type(self)()
+        return {k for k, v in self.as_dict().items() if v != getattr(default, k)} - set(self.budget_keys)
+
 
 def max_runs_errors(where: str, max_runs: int | None, cfg: dict) -> list[str]:
     """A student's `max_runs` must not ask for more runs than the distillation set holds."""

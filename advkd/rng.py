@@ -9,11 +9,14 @@ would collide by the birthday bound within a few tens of thousands of streams.
 Common random numbers: sample batch b of seed s draws the same x_T for every method (`sample_batch`), so methods
 are compared on the same inputs and each student's image can be set beside the teacher's from the same x_T.
 
-One stream keeps its historical derivation: `trajectory_batch`, the distillation set's draws, so that the shipped
-student stays trained on exactly the set its card's sha256 names. It seeds torch's generator from a 32-bit
-integer, and every other stream here has a full 19,937-bit state, so the two kinds cannot coincide
-(tests/unit/test_rng.py regenerates the x_T of the default's and ci's sample sets and distillation sets and checks
-that no row of one is a row of the other).
+Two streams keep their historical derivation, each the only user of its kind of seed:
+- `trajectory_batch`, the distillation set's draws, so that the shipped student stays trained on exactly the set
+  its card's sha256 names. It seeds torch's generator from a 32-bit integer, and every other torch stream here has a
+  full 19,937-bit state, so the two kinds cannot coincide (tests/unit/test_rng.py regenerates the x_T of the
+  default's and ci's sample sets and distillation sets and checks that no row of one is a row of the other).
+- `split_rng`, the held-out split's validation/test halves, so that the validation half the suite's recipes were
+  chosen on stays the validation half (docs/choices.md). It is numpy's default_rng(seed), i.e. SeedSequence(seed),
+  whose entropy no other stream's (purpose, count, keys...) can equal.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ import numpy as np
 PURPOSES = (
     "samples",            # x_T and ancestral noise of sample batches (report and tuning seeds are disjoint sets)
     "real-rows",          # the real-data row's picks from a held-out half
-    "split",              # the held-out split into validation and test halves; a folder's train/held-out split
     "metric-subsets",     # precision/recall reference picks, KID subsets, memorisation and sanity picks
     "student-init",       # a student's initial weights and the global torch state its training draws from
     "training-batches",   # a training epoch's order and its noise (one generator per segment and epoch)
@@ -113,6 +115,12 @@ def seed_torch(purpose: str, *keys) -> None:
 def sample_batch(seed: int, batch: int):
     """Batch `batch` of sample seed `seed`: every method draws its x_T (then any ancestral noise) from it."""
     return torch_generator("samples", seed, batch)
+
+
+def split_rng(seed: int) -> np.random.Generator:
+    """The held-out split's draws (validation/test halves, a folder's or digits' train/held-out split): the
+    historical derivation, see the module docstring."""
+    return np.random.default_rng(seed)
 
 
 def trajectory_batch(seed: int, shard: int, batch: int):

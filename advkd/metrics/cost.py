@@ -131,10 +131,22 @@ def theoretical_peak_gflops(threads: int | None = None) -> dict:
         mhz, source = (max(found), "/proc/cpuinfo cpu MHz") if found else (None, None)
     capability = torch.backends.cpu.get_cpu_capability()
     lanes = {"AVX512": 16, "AVX2": 8}.get(capability, 4)
+    vendor, family = _cpu_vendor_family()
+    if capability == "AVX512" and vendor == "AuthenticAMD" and family == 25:
+        lanes = 8   # Zen 4 runs AVX-512 on 256-bit units: two passes per 512-bit FMA
     flop_per_cycle = 2 * lanes * 2  # FMA = 2 FLOPs per lane, two FMA units
     return {"gflops": threads * mhz / 1e3 * flop_per_cycle if mhz else None, "cores": threads, "mhz": mhz,
             "mhz_source": source, "capability": capability, "fp32_lanes": lanes, "fma_units_assumed": 2,
-            "flop_per_cycle": flop_per_cycle}
+            "flop_per_cycle": flop_per_cycle, "vendor": vendor, "cpu_family": family}
+
+
+def _cpu_vendor_family() -> tuple[str | None, int | None]:
+    try:
+        info = dict(line.split(":", 1) for line in open("/proc/cpuinfo") if ":" in line)
+    except OSError:
+        return None, None
+    family = info.get("cpu family", "").strip()
+    return info.get("vendor_id", "").strip() or None, int(family) if family.isdigit() else None
 
 
 def peak_memory(fn, device) -> dict:

@@ -37,6 +37,44 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     return float(fd(mu1, sigma1, mu2, sigma2))
 
 
+# FD-infinity's subset sizes, as fractions of the set: Chong & Forsyth (2020) fit FD against 1/N over N between a
+# tenth of and the whole set; here the smallest N stays above the judges' feature dimension (128 and 64) at n = 500.
+FD_INF_FRACTIONS = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+def fd_infinity(feats, mu_ref, sigma_ref, rng: np.random.Generator, fractions=FD_INF_FRACTIONS) -> dict:
+    """FD extrapolated to an infinite sample set (Chong & Forsyth 2020, "Effectively Unbiased FID"): FD of random
+    subsets of N = fraction x n samples (drawn without replacement from `rng`), fitted linearly in 1/N, read at
+    1/N = 0. Rows scored at different n can be compared by it, free of FD's bias in n."""
+    feats = np.asarray(feats, dtype=np.float64)
+    n = len(feats)
+    sizes = sorted({max(2, int(round(f * n))) for f in fractions})
+    fds = [frechet_distance(*gaussian_stats(feats[rng.choice(n, m, replace=False)] if m < n else feats),
+                            mu_ref, sigma_ref) for m in sizes]
+    slope, intercept = np.polyfit(1.0 / np.asarray(sizes, dtype=np.float64), fds, 1)
+    return {"fd_infinity": float(intercept), "fd_infinity_slope": float(slope), "fd_infinity_sizes": sizes}
+
+
+def teacher_fidelity(images: np.ndarray, teacher: np.ndarray, feats, teacher_feats, rng: np.random.Generator,
+                     suffix: str = "") -> dict:
+    """Per-sample agreement of a method's images with the teacher's from the same x_T (row i of both sets):
+    PSNR in dB on the 8-bit images (mean over samples), the mean judge-feature distance, and that distance over the
+    distance between the teacher's images paired at random (`relative`: 0 = the teacher's own image, about 1 = no
+    closer than an unrelated teacher sample). With `suffix`, the feature numbers only (a second judge)."""
+    f, t = np.asarray(feats, dtype=np.float64), np.asarray(teacher_feats, dtype=np.float64)
+    if f.shape != t.shape:
+        raise BadInputError(f"teacher fidelity needs the teacher's images from the same x_T: {len(f)} samples "
+                            f"against {len(t)} of the teacher")
+    dist = np.linalg.norm(f - t, axis=1).mean()
+    shuffled = rng.permutation(len(t))
+    base = np.linalg.norm(t - t[shuffled], axis=1).mean()
+    out = {f"fidelity_distance{suffix}": float(dist), f"fidelity_relative{suffix}": float(dist / base)}
+    if not suffix:
+        mse = ((images.astype(np.float64) - teacher.astype(np.float64)) ** 2).reshape(len(images), -1).mean(1)
+        out["fidelity_psnr"] = float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
+    return out
+
+
 def kernel_inception_distance(feats1, feats2, seed: int = 0, subsets: int = 100,
                               subset_size: int = 1000) -> tuple[float, float]:
     """clean-fid's KID (cubic polynomial kernel, unbiased MMD^2) over random subsets: (mean, std over subsets).
@@ -156,8 +194,9 @@ def load_reference(stem, judge_sha256: str | None = None) -> dict:
 
 # --- several seeds -------------------------------------------------------------------------------------------------
 
-SCALARS = ("fd", "fd_judge2", "kid", "kid_std_subsets", "inception_score", "inception_score_std_splits",
-           "precision", "recall", "density", "coverage")
+SCALARS = ("fd", "fd_judge2", "fd_infinity", "fd_infinity_judge2", "kid", "kid_std_subsets", "inception_score",
+           "inception_score_std_splits", "precision", "recall", "density", "coverage", "fidelity_psnr",
+           "fidelity_distance", "fidelity_relative", "fidelity_distance_judge2", "fidelity_relative_judge2")
 
 
 def aggregate_seeds(paths) -> dict:

@@ -48,22 +48,28 @@ def cost(name: str, block: dict, ctx: dict, settings: dict, out, cfg=None) -> di
 PEER_ROUNDS = 5   # each round samples a whole batch twice: a few seconds on 2 CPU cores
 
 
-def peer_ratio(teacher_json, steps: int, batch: int, device, compile: bool, rounds: int = PEER_ROUNDS) -> dict:
-    """images/s of the suite's DDIM sampler (as the sample jobs run it: channels-last, compiled when
-    sampling.compile) over the stock diffusers loop a user would write (the same UNet in its default memory format,
-    `DDIMScheduler.step` over its timesteps), same batch and steps, timed interleaved in one process. A
+def peer_ratio(teacher_json, steps: int, batch: int, device, compile: bool, rounds: int = PEER_ROUNDS,
+               threads: int | None = None) -> dict:
+    """The suite's DDIM sampler against the stock diffusers loop a user would write (the same UNet in its default
+    memory format, `DDIMScheduler.step` over its timesteps), same batch and steps, timed interleaved in one process
+    at the sample jobs' thread count: three rows, so that the loop's share (the suite's loop eager: channels-last,
+    one scheduler per batch) and the compiler's (the same loop compiled, when sampling.compile) are apart. A
     probe-free yardstick of the sampler's speed."""
     spec = scheduler_spec("ddim")
     unet, train_config, _ = load_teacher(teacher_json, device)
     stock_unet = copy.deepcopy(unet).to(memory_format=torch.contiguous_format)
     c, h = unet.config.in_channels, unet.config.sample_size
-    net = unet
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    variants = {"suite loop, eager": unet}
     if compile:
         x = torch.zeros((batch, c, h, h), device=device).contiguous(memory_format=torch.channels_last)
-        net, _ = compiled_network(unet, [x], make_scheduler(spec, steps, train_config).timesteps[0])
+        variants["suite loop, compiled"] = compiled_network(
+            unet, [x], make_scheduler(spec, steps, train_config).timesteps[0])[0]
 
-    def suite():
-        run_sampler(net, spec, steps, train_config, batch, 0, batch, device, progress=False)
+    def suite(net):
+        return lambda: run_sampler(net, spec, steps, train_config, batch, 0, batch, device, progress=False)
 
     @torch.inference_mode()
     def stock():
@@ -73,13 +79,20 @@ def peer_ratio(teacher_json, steps: int, batch: int, device, compile: bool, roun
         for t in sched.timesteps:
             x = sched.step(stock_unet(x, t).sample, t, x).prev_sample
 
-    times = time_interleaved({"suite": suite, "stock": stock}, device, rounds, warmup=1)
-    ratios = sorted(st / su for st, su in zip(times["stock"], times["suite"]))
+    stock_name = "stock diffusers loop, eager"
+    try:
+        times = time_interleaved({stock_name: stock, **{k: suite(net) for k, net in variants.items()}}, device,
+                                 rounds, warmup=1)
+    finally:
+        torch.set_num_threads(before)
+    rows = []
+    for name, t in times.items():
+        ratios = sorted(st / su for st, su in zip(times[stock_name], t))   # per round: both timed in it
+        rows.append({"variant": name, "seconds": spread(t), "ratio": float(np.median(ratios)),
+                     "ratio_q1": float(np.percentile(ratios, 25)), "ratio_q3": float(np.percentile(ratios, 75))})
     return {"method": f"ddim-{steps}", "stock": "diffusers.DDIMScheduler.step over the UNet, eager, contiguous",
             "compiled": compile, "batch": batch, "steps": steps, "rounds": rounds,
-            "suite_s": spread(times["suite"]), "stock_s": spread(times["stock"]),
-            "ratio": float(np.median(ratios)), "ratio_q1": float(np.percentile(ratios, 25)),
-            "ratio_q3": float(np.percentile(ratios, 75))}
+            "threads": torch.get_num_threads() if not threads else threads, "rows": rows}
 
 
 def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, settings: dict, out,
@@ -101,7 +114,8 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
     # the peer ratio times whole sampling loops: only for a DDIM whose full sample the config affords timing
     # (metrics.cost.full_sample_max_nfe; at paper scale on a CPU it does not)
     ddim = [b for b in blocks.values() if b["family"] == "ddim" and b["steps"] <= settings["full_sample_max_nfe"]]
-    peer = peer_ratio(teacher_json, ddim[0]["steps"], sampling["batch_size"], device, sampling["compile"]) \
+    peer = peer_ratio(teacher_json, ddim[0]["steps"], sampling["batch_size"], device, sampling["compile"],
+                      threads=None if sampling["threads"] == "all" else sampling["threads"]) \
         if sampling and ddim else None
     peaks.append(matmul_peak_gflops(device))
     # every key names a timing: compare_runs treats the whole file as measured, never as a result

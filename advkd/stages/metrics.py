@@ -32,12 +32,14 @@ from ..metrics.memorisation import copy_statistics
 from ..metrics.quality import (
     COVERAGE_THRESHOLD,
     class_coverage,
+    fd_infinity,
     frechet_distance,
     gaussian_stats,
     inception_score,
     load_judge,
     load_reference,
     score_features,
+    teacher_fidelity,
 )
 from ..metrics.sanity import ordering_checks, sanity_table
 from ..rng import numpy_rng
@@ -136,25 +138,38 @@ def reference_stats(evaluator_json, heldout_npz, metrics: dict, out_stem, device
 
 
 # What depends on the set's size n: left empty (null) for a method scored by KID alone (scored_by: kid).
-N_DEPENDENT = ("fd", "fd_judge2", "inception_score", "inception_score_std_splits", "precision", "recall",
-               "density", "coverage", "class_coverage")
+N_DEPENDENT = ("fd", "fd_judge2", "fd_infinity", "fd_infinity_judge2", "inception_score",
+               "inception_score_std_splits", "precision", "recall", "density", "coverage", "class_coverage")
 
 
 def quality(method: str, samples_npz, seed: int, evaluator_json, reference_stem, metrics: dict, out,
-            device="cpu", cfg=None, scored_by: str = "all", judge2_json=None, judge2_reference=None) -> dict:
+            device="cpu", cfg=None, scored_by: str = "all", judge2_json=None, judge2_reference=None,
+            teacher_npz=None) -> dict:
     """The `quality` rule: score one method's sample set for one seed; one JSON per (method, seed). A method that
     cannot afford the matched n (scored_by: kid) keeps KID only: its n-dependent numbers are written as null so
-    that no table or reader compares them with the matched-n rows."""
+    that no table or reader compares them with the matched-n rows. teacher_npz: the teacher sampler's samples of
+    the same seed (the distillation set's sampler, from the same x_T), for the teacher-fidelity numbers."""
     embed, judge = load_judge(evaluator_json, device)
     ref = load_reference(reference_stem, judge["sha256"])
     images = load_images(samples_npz)
+    teacher = load_images(teacher_npz)[:len(images)] if teacher_npz is not None else None   # a prefix: same x_T
     feats, logits = embed(images)
     scores = score_features(feats, logits, ref, metrics, seed, judge.get("kind", "classifier"))
+    scores |= fd_infinity(feats, ref["mu"], ref["sigma"], numpy_rng("metric-subsets", "fd-infinity", seed))
+    if teacher is not None:
+        scores |= teacher_fidelity(images, teacher, feats, embed(teacher)[0],
+                                   numpy_rng("metric-subsets", "fidelity", seed))
+        scores["teacher_samples"] = str(teacher_npz)
     if judge2_json is not None:   # the second, independent judge: FD in its feature space
         embed2, judge2 = load_judge(judge2_json, device)
         ref2 = load_reference(judge2_reference, judge2["sha256"])
-        scores |= {"fd_judge2": frechet_distance(*gaussian_stats(embed2(images)[0]), ref2["mu"], ref2["sigma"]),
-                   "judge2_sha256": judge2["sha256"]}
+        feats2 = embed2(images)[0]
+        inf2 = fd_infinity(feats2, ref2["mu"], ref2["sigma"], numpy_rng("metric-subsets", "fd-infinity", seed))
+        scores |= {"fd_judge2": frechet_distance(*gaussian_stats(feats2), ref2["mu"], ref2["sigma"]),
+                   "fd_infinity_judge2": inf2["fd_infinity"], "judge2_sha256": judge2["sha256"]}
+        if teacher is not None:
+            scores |= teacher_fidelity(images, teacher, feats2, embed2(teacher)[0],
+                                       numpy_rng("metric-subsets", "fidelity", seed), suffix="_judge2")
     if scored_by == "kid":
         scores |= dict.fromkeys(N_DEPENDENT)
     row = {"method": method, "samples": str(samples_npz), "judge_sha256": judge["sha256"],

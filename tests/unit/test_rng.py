@@ -84,7 +84,7 @@ def test_streams_of_different_purposes_differ_for_every_seed_in_a_range():
     # the numpy side of each stream too, and a stream is the same every time it is asked for
     draws = {(p, s): rng.numpy_rng(p, s).integers(0, 2**62) for p in rng.PURPOSES for s in range(40)}
     assert len(set(draws.values())) == len(draws)
-    assert rng.numpy_rng("split", 3).integers(0, 2**62) == draws[("split", 3)]
+    assert rng.numpy_rng("real-rows", 3).integers(0, 2**62) == draws[("real-rows", 3)]
     assert torch.equal(torch.randn(8, generator=rng.torch_generator("samples", 7)),
                        torch.from_numpy(first[("samples", 7)]))
 

@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-from advkd.config import REAL, reference_split, validate_config
+from advkd.config import REAL, reference_split, teacher_method, validate_config
 from advkd.data import zero_border
 from advkd.method import SCORING_KEYS, SHIPPED
 from advkd.io import BadInputError
@@ -63,6 +63,9 @@ REFERENCE = f"{R}/metrics/reference/evaluator/{reference_split(config)}.safetens
 REFERENCE2 = f"{R}/metrics/reference/judge2/{reference_split(config)}.safetensors"
 JUDGE2 = config["evaluator"]["second"]["source"]
 REAL_SOURCE = "validation" if reference_split(config) == "test" else "train"
+# The teacher's own images from each sample set's x_T (the distillation set's sampler, if it is a method here): every
+# other method's samples of a seed are compared with them image by image (teacher fidelity).
+TEACHER_METHOD = teacher_method(config)
 
 
 def all_cores(wildcards):
@@ -86,7 +89,10 @@ def method_n(method):
 
 
 def method_seeds(method):
-    return SEEDS if method == REAL else METHODS[method].get("seeds", SEEDS)
+    """The seeds a method is sampled and scored at: none for a cost-only row (scored_by: none)."""
+    if method == REAL:
+        return SEEDS
+    return [] if METHODS[method].get("scored_by") == "none" else METHODS[method].get("seeds", SEEDS)
 
 
 def method_block(method):
@@ -174,7 +180,8 @@ if COST_ONLY:
 else:
     # and the figures the experiment's student families add (advkd.families)
     FIGURES = ["fd_vs_flops", "fd_vs_throughput", "fd_vs_nfe", "params_flops", "latency", "sample_grids",
-               *sorted({f for m in STUDENT_METHODS for f in FAMILIES[METHODS[m]["family"]].figures})]
+               *sorted({f for m in STUDENT_METHODS for f in FAMILIES[METHODS[m]["family"]].figures}),
+               *(["teacher_fidelity"] if TEACHER_METHOD and len(METHODS) > 1 else [])]
 
 
 def report_inputs(wildcards):

@@ -106,6 +106,8 @@ rule quality:
         reference=REFERENCE,
         judge2=[f"{R}/judge2/evaluator.json"] if JUDGE2 != "none" else [],
         reference2=[REFERENCE2] if JUDGE2 != "none" else [],
+        teacher=lambda w: [f"{R}/samples/{TEACHER_METHOD}/seed{w.seed}.npz"]
+        if TEACHER_METHOD and w.method != REAL else [],
     output:
         f"{R}/metrics/quality/{{method}}/seed{{seed}}.json",
     wildcard_constraints:
@@ -119,6 +121,7 @@ rule quality:
         scored_by=lambda w: "all" if w.method == REAL else METHODS[w.method].get("scored_by", "all"),
         judge2=lambda w, input: (f"--judge2 {input.judge2[0]} --judge2-reference "
                                  f"{input.reference2[0].removesuffix('.safetensors')}") if input.judge2 else "",
+        teacher=lambda w, input: f"--teacher-samples {input.teacher[0]}" if input.teacher else "",
         device=DEVICE,
     log:
         f"{LOGS}/quality/{{method}}-seed{{seed}}.log",
@@ -134,7 +137,8 @@ rule quality:
     shell:
         "advkd quality --method {wildcards.method} --samples {input.samples} --seed {wildcards.seed}"
         " --evaluator {input.evaluator} --reference {params.ref} --metrics {params.metrics:q}"
-        " --cfg {params.cfg:q} --scored-by {params.scored_by} {params.judge2} --device {params.device} --threads {threads}"
+        " --cfg {params.cfg:q} --scored-by {params.scored_by} {params.judge2} {params.teacher}"
+        " --device {params.device} --threads {threads}"
         " --out {output} > {log} 2>&1"
 
 

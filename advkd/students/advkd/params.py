@@ -109,6 +109,14 @@ class AdvKDParams(Params):
     example = {"width": 0.5, "epochs_scale": 0.02, "batch_size": 8}
     budget_keys = ("epochs_scale",)
 
+    def recipe_class(self) -> str:
+        """published = every parameter at the authors' value (the embedded preset's widths; any budget);
+        control = the published recipe trained by regression alone (no critic); deviation = anything else."""
+        changed = self.changed_keys()
+        if not changed:
+            return "published"
+        return "control" if changed == {"loss"} and self.loss == "regression" else "deviation"
+
     @property
     def teacher_unet(self) -> bool:
         return self.generator == "teacher-unet"
