@@ -403,3 +403,25 @@ def test_build_refuses_a_student_of_another_family(tiny_shard, tmp_path):
     (tmp_path / "student.json").write_text(json.dumps(recipe))
     with pytest.raises(BadInputError, match="older version of advkd .no critic_width"):
         build_method("x", block, {"student_dir": str(tmp_path), "device": "cpu"})
+
+
+def test_each_phase_leaves_a_snapshot_with_what_training_had_cost_by_then(tiny_shard, tmp_path):
+    """Quality by phase is measured afterwards from these (advkd.stages.phases): the last phase's snapshot is the
+    trained student, and each says the cumulative steps and FLOPs loss.csv counts up to its phase."""
+    from advkd.io import read_metadata
+    from advkd.stages.phases import snapshots
+
+    with pytest.raises(BadInputError, match="no phase snapshots"):
+        snapshots(tmp_path)
+    _distill(TINY, tiny_shard, tmp_path)
+    found = snapshots(tmp_path)
+    assert [p.name for p in found] == [f"segment-{k:02d}.safetensors" for k in range(3)]
+    rows = list(csv.DictReader(open(tmp_path / "loss.csv")))
+    for k, path in enumerate(found):
+        spent = json.loads(read_metadata(path)["spent"])
+        mine = [r for r in rows if int(r["phase"]) <= k]
+        assert spent["segment"] == k and spent["epochs"] == len(mine)
+        assert spent["steps"] == sum(int(r["steps"]) for r in mine)
+        assert spent["flops"] == pytest.approx(sum(float(r["flops"]) for r in mine), rel=1e-6)
+    last, final = load_tensors(found[-1]), load_tensors(tmp_path / "student.safetensors")
+    assert all(torch.equal(last[k], final[k]) for k in final if k.startswith("gen."))

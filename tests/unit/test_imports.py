@@ -50,6 +50,7 @@ ORDER = [
     "advkd.stages.teacher",
     "advkd.stages.sample",
     "advkd.stages.students",
+    "advkd.stages.phases",
     "advkd.stages.metrics",
     "advkd.stages.cost",
     "advkd.stages.report",

@@ -1,0 +1,140 @@
+"""Quality by phase of a phase-by-phase Adv-KD run (issue 34): each phase's snapshot (the weights the training loop
+left at the end of the phase, advkd.students.training.save_snapshot) renders its head from the sample x_T of the
+validation seeds, and the judge scores it beside the teacher's own state at that phase's checkpoint (the target the
+head was trained to match), so that a reader sees where adversarial training follows the teacher and where it
+collapses. Reads files only; trains nothing.
+
+    python -m advkd.stages.phases --run results/published-budget/students/advkd-published \
+        --trajectories results/published-budget/trajectories/shard-*.safetensors \
+        --evaluator results/published-budget/evaluator/evaluator.json \
+        --reference results/published-budget/metrics/reference/evaluator/validation --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import rng
+from ..data import save_grid, to_uint8
+from ..io import BadInputError, load_tensors, provenance, read_metadata, write_json
+from ..metrics.quality import load_judge, load_reference, score_features
+from ..students.advkd.model import make_generator, render
+from ..students.advkd.networks import downsample_noise
+from ..students.common import load_trajectories
+from ..students.networks import resize_to
+
+
+def snapshots(run_dir) -> list[Path]:
+    found = sorted((Path(run_dir) / "segments").glob("segment-*.safetensors"))
+    if not found:
+        raise BadInputError(f"{run_dir}/segments: no phase snapshots; the run has not finished a phase yet (or was "
+                            "trained before snapshots were written)")
+    return found
+
+
+def to_image_size(x, resolution: int):
+    """A head's image at the data's resolution: bilinear upsampling (a low-resolution head has no finer detail to
+    lose); the teacher's state goes through the same head resolution first, as its training target did."""
+    if x.shape[-1] == resolution:
+        return x
+    return F.interpolate(x, size=(resolution, resolution), mode="bilinear", align_corners=False)
+
+
+@torch.no_grad()
+def phase_quality(run_dir, trajectories, evaluator_json, reference_stem, metrics: dict, out_dir, n: int = 500,
+                  seed: int = 1000, batch_size: int = 25, device="cpu") -> list[dict]:
+    """One row per finished phase: the student's head k and the teacher's checkpoint-k state, each scored by the
+    judge (FD, recall, classes) against the reference half; plus the phase's cumulative generator steps, FLOPs and
+    seconds. The student's x_T are sample seed `seed`'s (advkd.rng.sample_batch), the teacher's states the first n
+    runs of the distillation set (the targets at that phase's noise level)."""
+    embed, judge = load_judge(evaluator_json, device)
+    ref = load_reference(reference_stem, judge["sha256"])
+    traj = load_trajectories(trajectories)
+    x_T = torch.cat([torch.randn((min(batch_size, n - b), *traj["x_T"].shape[1:]),
+                                 generator=rng.sample_batch(seed, b // batch_size)) for b in range(0, n, batch_size)])
+    rows, out_dir = [], Path(out_dir)
+    for path in snapshots(run_dir):
+        meta = read_metadata(path)
+        spent, identity = json.loads(meta["spent"]), json.loads(meta["identity"])
+        cfg = identity["student"]
+        k = spent["segment"]
+        gen = make_generator(cfg)
+        gen.load_state_dict({key[4:]: v for key, v in load_tensors(path).items() if key.startswith("gen.")})
+        gen.eval()
+        z = downsample_noise(x_T, cfg["noise_resolution"])
+        head = render(gen, z, k, (k,))[k]
+        student = to_uint8(to_image_size(head, cfg["resolution"]))
+        state = traj["states"][:n, cfg["checkpoints"][k]]
+        teacher = to_uint8(to_image_size(resize_to(state, head.shape[-1]).clamp(-1, 1), cfg["resolution"]))
+        row = {"phase": k, "head_resolution": int(head.shape[-1]), "checkpoint": cfg["checkpoints"][k], **spent}
+        for who, images in (("student", student), ("teacher_state", teacher)):
+            s = score_features(*embed(images), ref, metrics, seed, judge.get("kind", "classifier"))
+            cov = s.get("class_coverage") or {}
+            row |= {f"{who}_fd": s["fd"], f"{who}_recall": s["recall"],
+                    f"{who}_classes": cov.get("classes_covered"), f"{who}_top_class": cov.get("largest_share")}
+        save_grid(out_dir / f"phase-{k:02d}.png", student[:64])
+        rows.append(row)
+    write_json(out_dir / "phase_quality.json", {
+        "run": str(run_dir), "n": n, "seed": seed, "reference": str(reference_stem), "judge_sha256": judge["sha256"],
+        "rows": rows, "provenance": provenance(device=device)})
+    return rows
+
+
+def figure(runs: dict, out) -> Path:
+    """FD and recall by phase, against the phase index and the cumulative training FLOPs, one line per run and a
+    dashed one for the teacher's states (the targets)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(8, 6), sharey="row")
+    for name, rows in runs.items():
+        phase = np.array([r["phase"] for r in rows])
+        flops = np.array([r["flops"] for r in rows])
+        for row, y in enumerate(("fd", "recall")):
+            for col, x in enumerate((phase, flops)):
+                axes[row, col].plot(x, [r[f"student_{y}"] for r in rows], "o-", ms=3, label=name)
+    teacher = next(iter(runs.values()))
+    for row, y in enumerate(("fd", "recall")):
+        axes[row, 0].plot([r["phase"] for r in teacher], [r[f"teacher_state_{y}"] for r in teacher], "k--", lw=0.8,
+                          label="teacher's state (the target)")
+    axes[0, 0].set_yscale("log")
+    axes[0, 0].set_ylabel("FD (judge 1, log)")
+    axes[1, 0].set_ylabel("recall")
+    axes[1, 0].set_xlabel("phase (head k, trained on checkpoint k)")
+    axes[1, 1].set_xlabel("cumulative training FLOPs (log)")
+    axes[1, 1].set_xscale("log")
+    axes[0, 0].legend(fontsize=7, loc="best")
+    fig.suptitle("quality by phase on the validation half (head k's image, upsampled to the data's resolution)",
+                 fontsize=8)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, bbox_inches="tight", dpi=120)
+    plt.close(fig)
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, nargs="+", help="student folders with segments/ snapshots")
+    p.add_argument("--trajectories", required=True, nargs="+")
+    p.add_argument("--evaluator", required=True)
+    p.add_argument("--reference", required=True, help="the judge's reference statistics stem (validation half)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--seed", type=int, default=1000)
+    a = p.parse_args(argv)
+    runs = {Path(r).name: phase_quality(r, a.trajectories, a.evaluator, a.reference, {}, Path(a.out) / Path(r).name,
+                                        a.n, a.seed) for r in a.run}
+    print(figure(runs, Path(a.out) / "phase_quality.png"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Train experiments/published-budget.yaml's two students (issue 34) from a fixed commit in a git worktree, at low
+# priority in the background, so that code changes on main meanwhile cannot invalidate the resume (a run's identity
+# includes the students' code). Rerun after any stop: the distill jobs resume from their per-epoch checkpoints.
+#   bash scripts/published_budget_run.sh [COMMIT] [WORKTREE]     (defaults: the run's commit, /work/pb-run)
+# Progress: WORKTREE/run.log and WORKTREE/results/published-budget/students/*/loss.csv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COMMIT=${1:-73e9bb7}
+DIR=${2:-/work/pb-run}
+[ -x .venv/bin/python ] || bash scripts/setup.sh
+[ -d "$DIR" ] || git worktree add --detach "$DIR" "$COMMIT"
+[ "$(git -C "$DIR" rev-parse --short=7 HEAD)" = "${COMMIT:0:7}" ] || { echo "$DIR is not at $COMMIT" >&2; exit 1; }
+[ -e "$DIR/.venv" ] || ln -s "$PWD/.venv" "$DIR/.venv"
+cd "$DIR"
+# the venv's editable install points at main: the worktree's own package comes first on the path
+export PYTHONPATH="$DIR" PATH="$DIR/.venv/bin:$PATH" HF_HUB_OFFLINE=1
+R=results/published-budget/students
+# one thread per distill job, both jobs side by side: on 2 cores a second thread buys <10% per step (docs)
+setsid nohup nice -n 19 snakemake "$R/advkd-published/student.safetensors" "$R/advkd-control/student.safetensors" \
+  --cores 2 --set-threads distill=1 --rerun-incomplete --configfile experiments/published-budget.yaml \
+  >> "$DIR/run.log" 2>&1 < /dev/null &
+echo "started (pid $!): $DIR/run.log"
