@@ -20,4 +20,7 @@ R=results/published-budget/students
 setsid nohup nice -n 19 snakemake "$R/advkd-published/student.safetensors" "$R/advkd-control/student.safetensors" \
   --cores 2 --set-threads distill=1 --rerun-incomplete --configfile experiments/published-budget.yaml \
   >> "$DIR/run.log" 2>&1 < /dev/null &
+# setsid made a session of its own, and with the kernel's autogroups a process's nice counts only inside its
+# session: the session's autogroup gets the low priority too, or the run takes an equal share of the cores
+[ -w "/proc/$!/autogroup" ] && echo 19 > "/proc/$!/autogroup"
 echo "started (pid $!): $DIR/run.log"

@@ -80,10 +80,20 @@ def test_ci_experiment_end_to_end(venv_bin, repo_root, tmp_path):
     # (the theoretical peak from the stated clock is shown only where no probe beat it: a VM may state its nominal
     # clock and boost above it)
     shown = speed.fraction_of_theoretical_peak.notna()
+    assert shown.all() or not shown.any(), "the theoretical peak is shown for every job of the host or for none"
     assert (speed.fraction_of_peak <= 1).all() and (speed.fraction_of_theoretical_peak[shown] <= 1).all(), speed
     assert (speed.peak_gflops[shown] <= speed.theoretical_gflops[shown]).all()
     md = (res / "tables" / "sampling_speed.md").read_text()
-    assert "Teacher samplers: median fraction of peak" in md and "Peer ratio: the suite's ddim-5 sampler" in md
+    assert "Teacher samplers: median fraction of peak" in md and "Peer ratio (ddim-5" in md
+    assert all(v in md for v in ("stock diffusers loop, eager", "suite loop, eager", "suite loop, compiled"))
+    # teacher fidelity: ddim-5 made the distillation set, so it is the yardstick (0) and every other row is apart
+    summary = pd.read_csv(res / "tables" / "summary.csv").set_index("method")
+    assert summary.loc["ddim-5", "fidelity_relative_mean"] == 0
+    others = summary.drop(index=["ddim-5", "real"]).fidelity_relative_mean.dropna()
+    assert len(others) == len(cfg["methods"]) - 1 and (others > 0).all()
+    assert summary.loc["ddim-5", "recipe"] == "sampler" and summary.loc["real", "recipe"] == "real"
+    assert summary.fd_infinity_mean.drop(index="ddpm-10").notna().all()
+    assert (tmp_path / "paper_figures" / "ci" / "teacher_fidelity.png").stat().st_size > 0
     # the noise-floor row and the small-n row: real held-out images at the matched n; ddpm-10 by KID alone
     summary = pd.read_csv(res / "tables" / "summary.csv").set_index("method")
     assert summary.loc["real", "n"] == cfg["sampling"]["n"] and summary.loc["real", "kind"] == "real"
