@@ -400,12 +400,33 @@ def _point(ax, x, y, r, color, yerr=None, **kw):
 
 
 def _label(ax, texts: list) -> None:
-    """Labels moved apart from each other and from the points (adjustText), inside the axes."""
+    """Labels moved apart from each other and from the points (adjustText), inside the axes; points that fall on
+    one spot (within 1% of the axes) share one label, since no placement keeps several apart there."""
     from adjustText import adjust_text
 
-    if texts:
-        adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.4},
-                    expand=(1.2, 1.4), ensure_inside_axes=True)
+    if not texts:
+        return
+    to_axes = ax.transData + ax.transAxes.inverted()
+    spots: dict = {}
+    for t in texts:
+        x, y = to_axes.transform(t.get_position())
+        spots.setdefault((round(x, 2), round(y, 2)), []).append(t)
+    kept = []
+    for group in spots.values():
+        group[0].set_text(", ".join(t.get_text() for t in group))
+        for t in group[1:]:
+            t.remove()
+        kept.append(group[0])
+    adjust_text(kept, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.4}, expand=(1.3, 1.6),
+                ensure_inside_axes=True)
+
+
+def _scale(ax, axis: str, values) -> None:
+    """Log scale where the values span more than a decade; linear otherwise (a log axis inside one decade labels
+    its minor ticks in overlapping scientific notation)."""
+    v = np.asarray([x for x in values if x == x and x > 0], dtype=float)
+    log = len(v) > 1 and v.max() / v.min() > 10
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log" if log else "linear")
 
 
 def _legend(ax, pal: dict, recipes) -> None:
@@ -439,8 +460,9 @@ def fig_fd_vs(df, out, x, xlabel, name, front: str | None = None):
     if front is not None:
         line = df[df[front]].sort_values(x)
         ax.plot(line[x], line.fd_mean, "k--", lw=0.8, label="Pareto front")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    drawn = df[(df.kind != REAL) & df.fd_mean.notna()]
+    _scale(ax, "x", drawn[x])
+    _scale(ax, "y", [*drawn.fd_mean, *df[df.kind == REAL].fd_mean])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("Fréchet distance (judge features)")
     _legend(ax, pal, df.recipe)
@@ -467,8 +489,8 @@ def fig_fidelity(df, out):
             _point(ax, r[f"{fd}_mean"], r[f"{fid}_mean"], r, pal[r.family])
             texts.append(ax.text(r[f"{fd}_mean"], r[f"{fid}_mean"], r.method, fontsize=6))
         ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
-        ax.set_xscale("log")
-        ax.set_xlabel(f"FD ({judge}, log)")
+        _scale(ax, "x", rows[f"{fd}_mean"])
+        ax.set_xlabel(f"FD ({judge})")
         ax.set_ylabel(f"distance to the teacher's image, {judge}\n(1 = as far as an unrelated teacher sample)")
         _legend(ax, pal, rows.recipe)
         _label(ax, texts)
@@ -599,7 +621,8 @@ def fig_training_compute(df, out):
             ax.set_xscale("log")
             if y == "fd":
                 ax.set_yscale("log")
-            ax.set_ylabel(ylabel)
+            if col == 0:
+                ax.set_ylabel(ylabel)
             if row == 1:
                 ax.set_xlabel(xlabel)
             _label(ax, texts)
