@@ -14,7 +14,7 @@ import yaml
 
 from .assets import shipped_errors
 from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
-from .families import FAMILIES, method_errors, parse_sampler, shipped_folder, training_recipe
+from .families import FAMILIES, method_errors, params_of, parse_sampler, shipped_folder, training_recipe
 from .io import REPO_ROOT, BadInputError, read_json, sha256_file
 from .method import SHIPPED
 from .trajectories import checkpoint_steps, timestep_errors
@@ -119,7 +119,7 @@ def semantic_errors(cfg: dict) -> list[str]:
     tr = cfg.get("trajectories")
     if tr is not None:
         try:
-            _, steps = parse_sampler(tr["sampler"])
+            family, steps = parse_sampler(tr["sampler"])
         except BadInputError as e:
             errs.append(f"trajectories.sampler: {e}")
         else:
@@ -128,6 +128,10 @@ def semantic_errors(cfg: dict) -> list[str]:
             except BadInputError as e:
                 errs.append(f"{e} ({tr['sampler']})")
             errs += timestep_errors(tr.get("timesteps"), steps)
+            if params_of({"family": family, "steps": steps}).nfe != steps:
+                errs.append(f"trajectories.sampler: {tr['sampler']} makes more network calls than steps, so its "
+                            "loop has no state per step to keep; use a one-call-per-step sampler (ddim, ddpm, "
+                            "dpmsolver, unipc, edm-euler)")
     sm = cfg.get("sampling", {})
     if sm.get("shard_size") and sm["shard_size"] % sm["batch_size"]:
         errs.append(f"sampling.shard_size: {sm['shard_size']} must be a multiple of sampling.batch_size "

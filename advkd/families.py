@@ -34,9 +34,20 @@ class SamplerParams(Params):
         return self.steps
 
 
-def sampler(name: str, doc: str, cls: str, step_kwargs=None, **scheduler_kwargs) -> Family:
-    """A sampler family over the teacher: a diffusers scheduler class by name, its overrides and step() arguments."""
-    return Family(name, "sampler", doc, SamplerParams, "advkd.samplers",
+@dataclass(frozen=True)
+class SecondOrderParams(SamplerParams):
+    """A second-order sampler (Heun): two network calls per step but the last, 2N - 1 in all."""
+    steps: int = param(None, "denoising steps (NFE = 2 steps - 1)", type="integer", minimum=1, maximum=500)
+
+    @property
+    def nfe(self) -> int:
+        return 2 * self.steps - 1
+
+
+def sampler(name: str, doc: str, cls: str, step_kwargs=None, params=SamplerParams, **scheduler_kwargs) -> Family:
+    """A sampler family over the teacher: a diffusers scheduler class by name, its overrides and step() arguments
+    (advkd.samplers.TeacherDenoiser adapts the teacher to what the scheduler asks for)."""
+    return Family(name, "sampler", doc, params, "advkd.samplers",
                   extra={"scheduler": cls, "scheduler_kwargs": scheduler_kwargs, "step_kwargs": step_kwargs or {}})
 
 
@@ -48,6 +59,10 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     sampler("dpmsolver", "DPM-Solver++ 2M", "DPMSolverMultistepScheduler", algorithm_type="dpmsolver++",
             solver_order=2),
     sampler("unipc", "UniPC, order 2 (bh2)", "UniPCMultistepScheduler", solver_order=2, solver_type="bh2"),
+    sampler("heun", "Heun's second-order method over the teacher's sigmas (Karras et al. 2022), 2N-1 calls",
+            "HeunDiscreteScheduler", params=SecondOrderParams),
+    sampler("edm-euler", "Euler over Karras sigmas (rho 7) spanning the teacher's sigma range, EDM-preconditioned "
+            "(Karras et al. 2022)", "EDMEulerScheduler"),
     Family("advkd", "student", "Adv-KD progressive generator, one block per denoising phase (Mekonnen et al. 2024)",
            AdvKDParams, "advkd.students.advkd.model",
            loss_columns=("g_loss", "g_adv", "reg", "critic_loss", "gp", "critic_real", "critic_fake"),
@@ -99,7 +114,7 @@ def shipped_folder(path: str) -> Path:
 
 def parse_sampler(name: str) -> tuple[str, int]:
     """'ddim-50' -> ('ddim', 50); used where a config names a teacher sampler directly."""
-    m = re.fullmatch(r"([a-z]+)-(\d+)", name)
+    m = re.fullmatch(r"([a-z][a-z-]*)-(\d+)", name)
     if not m or m.group(1) not in FAMILIES or FAMILIES[m.group(1)].kind != "sampler":
         samplers = sorted(k for k, f in FAMILIES.items() if f.kind == "sampler")
         raise BadInputError(f"{name!r} is not <sampler>-<steps> with sampler one of {samplers}")

@@ -38,12 +38,77 @@ def scheduler_spec(family: str) -> SchedulerSpec:
     return SchedulerSpec(extra["scheduler"], extra["scheduler_kwargs"], extra["step_kwargs"])
 
 
-def make_scheduler(spec: SchedulerSpec, steps: int, train_config, timesteps=None):
-    """The scheduler of `spec` built from the teacher's training schedule, set to `steps` steps (at the teacher
-    timesteps `timesteps`, one per step, where given)."""
+def teacher_sigmas(train_config) -> torch.Tensor:
+    """sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) of the teacher's discrete schedule, t = 0 .. T-1."""
     import diffusers
 
-    sched = getattr(diffusers, spec.cls).from_config(train_config, **spec.kwargs)
+    ac = diffusers.DDPMScheduler.from_config(train_config).alphas_cumprod.double()
+    return ((1 - ac) / ac).sqrt()
+
+
+def _is_edm(sched) -> bool:
+    """EDM-style schedulers (EDMEulerScheduler, ...) give the network c_noise(sigma) and precondition its output."""
+    return hasattr(sched, "precondition_outputs") and hasattr(sched, "precondition_noise")
+
+
+class TeacherDenoiser:
+    """The teacher as any diffusers scheduler asks for it, with its calls counted (the NFE a run actually made).
+
+    The UNet predicts eps from the VP state at a DDPM timestep t. A scheduler over the same discrete timesteps
+    (DDPM, DDIM, DPM-Solver, UniPC, Heun, Euler) scales its sample and passes t itself: the UNet is called as the
+    diffusers pipelines call it. An EDM-style scheduler works in sigma: it passes c_noise(sigma) and expects EDM's
+    preconditioned output F (denoised = c_skip x + c_out F); here, as k-diffusion's DiscreteEpsDDPMDenoiser does,
+    sigma becomes the teacher's (fractional) t by interpolating log sigma on its table, the VE sample x becomes the
+    VP input x / sqrt(1 + sigma^2), and eps becomes denoised = x - sigma eps, then F."""
+
+    def __init__(self, net, train_config):
+        self.net = net
+        self.log_sigmas = teacher_sigmas(train_config).log()
+        self.calls = 0
+
+    def sigma_to_t(self, sigma) -> torch.Tensor:
+        """The fractional teacher timestep whose sigma is `sigma` (linear in log sigma between table entries)."""
+        ls = torch.as_tensor(sigma, dtype=torch.float64).log().clamp(self.log_sigmas[0], self.log_sigmas[-1])
+        hi = int(torch.searchsorted(self.log_sigmas, ls).clamp(1, len(self.log_sigmas) - 1))
+        w = (ls - self.log_sigmas[hi - 1]) / (self.log_sigmas[hi] - self.log_sigmas[hi - 1])
+        return (hi - 1 + w).float()
+
+    def network_time(self, sched, t):
+        """What the UNet gets as its timestep for the scheduler's `t`."""
+        if _is_edm(sched):
+            if sched.step_index is None:
+                sched._init_step_index(t)
+            return self.sigma_to_t(sched.sigmas[sched.step_index])
+        return t
+
+    def __call__(self, sched, x, t):
+        self.calls += 1
+        if not _is_edm(sched):
+            return self.net(sched.scale_model_input(x, t), t).sample
+        if sched.step_index is None:
+            sched._init_step_index(t)
+        sched.is_scale_input_called = True   # the input scaling is the teacher's, done here
+        sigma = float(sched.sigmas[sched.step_index])
+        eps = self.net(x / (1 + sigma**2) ** 0.5, self.sigma_to_t(sigma)).sample
+        denoised = x - sigma * eps
+        sd = sched.config.sigma_data
+        c_skip = sd**2 / (sigma**2 + sd**2)
+        c_out = sigma * sd / (sigma**2 + sd**2) ** 0.5
+        return (denoised - c_skip * x) / c_out
+
+
+def make_scheduler(spec: SchedulerSpec, steps: int, train_config, timesteps=None):
+    """The scheduler of `spec` built from the teacher's training schedule, set to `steps` steps (at the teacher
+    timesteps `timesteps`, one per step, where given). An EDM-style scheduler spans the teacher's own sigma range
+    unless the family sets it."""
+    import diffusers
+
+    cls = getattr(diffusers, spec.cls)
+    kwargs = dict(spec.kwargs)
+    if hasattr(cls, "precondition_noise") and "sigma_max" not in kwargs:
+        sigmas = teacher_sigmas(train_config)
+        kwargs |= {"sigma_min": float(sigmas[0]), "sigma_max": float(sigmas[-1])}
+    sched = cls.from_config(train_config, **kwargs)
     if timesteps is None:
         sched.set_timesteps(steps)
         return sched
@@ -103,9 +168,13 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
     if compile:
         sizes = sorted({min(batch_size, n - b * batch_size) for b in (0, n_batches - 1)})
         xs = [torch.zeros((m, c, h, h), device=device).contiguous(memory_format=torch.channels_last) for m in sizes]
-        net, is_compiled = compiled_network(unet, xs, make_scheduler(spec, steps, train_config, timesteps).timesteps[0])
+        first = make_scheduler(spec, steps, train_config, timesteps)
+        net, is_compiled = compiled_network(
+            unet, xs, TeacherDenoiser(unet, train_config).network_time(first, first.timesteps[0]))
+    teacher = TeacherDenoiser(net, train_config)
+    calls = len(make_scheduler(spec, steps, train_config, timesteps).timesteps)
     t0 = time.perf_counter()
-    bar = tqdm(total=n * steps, disable=not progress, desc=desc, unit="img-step", mininterval=2)
+    bar = tqdm(total=n * calls, disable=not progress, desc=desc, unit="img-call", mininterval=2)
     for b in range(n_batches):
         m = min(batch_size, n - b * batch_size)
         gen = draws(first_batch + b)
@@ -120,8 +189,7 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
         if "generator" in inspect.signature(sched.step).parameters:
             step_kwargs["generator"] = gen
         for i, t in enumerate(sched.timesteps):
-            eps = net(sched.scale_model_input(x, t), t).sample
-            x = sched.step(eps, t, x, **step_kwargs).prev_sample
+            x = sched.step(teacher(sched, x, t), t, x, **step_kwargs).prev_sample
             if i in keep:
                 states[keep[i]] = x.float().cpu()
             bar.update(m)
@@ -132,7 +200,9 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - t0
-    stats = {"n": n, "seed": seed, "steps": steps, "nfe_per_sample": len(sched.timesteps), "batch_size": batch_size,
+    nfe = teacher.calls / n_batches   # counted, not assumed: the network calls the scheduler made per batch
+    stats = {"n": n, "seed": seed, "steps": steps, "nfe_per_sample": int(nfe) if nfe.is_integer() else nfe,
+             "batch_size": batch_size,
              "seconds": seconds, "images_per_s": n / seconds, "compiled": is_compiled}
     return torch.cat(outs), torch.cat(inits), (torch.cat(kept) if keep else None), stats
 

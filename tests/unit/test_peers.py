@@ -9,7 +9,7 @@ import torch
 from advkd.families import build_method, method_errors, trained_folder, trainers
 from advkd.io import load_tensors, save_tensors
 from advkd.rng import sample_batch
-from advkd.samplers import run_sampler
+from advkd.samplers import run_sampler, scheduler_spec
 from advkd.students.consistency import model as cd
 from advkd.students.progressive import model as pd
 from advkd.students.progressive.params import ProgressiveParams
@@ -196,3 +196,57 @@ def test_a_stage_finds_the_trained_folder_whatever_the_order_of_the_methods(tmp_
     assert trained_folder(tmp_path, "pd-1", methods) == tmp_path / "pd-4"
     assert trained_folder(tmp_path, "pd-4", methods) == tmp_path / "pd-4"
     assert trained_folder(tmp_path / "none", "pd-1", methods) is None
+
+
+SHIPPED_TEACHER = {"source": "shipped", "shipped": "experiments/assets/teacher-fmnist32"}
+
+
+@pytest.fixture(scope="module")
+def real_teacher(tmp_path_factory):
+    from advkd.stages.teacher import teacher
+
+    card = tmp_path_factory.mktemp("real") / "teacher.json"
+    teacher(SHIPPED_TEACHER, card)
+    return load_teacher(card)
+
+
+def test_sigma_samplers_solve_the_teachers_ode(real_teacher):
+    """Through the teacher wrapper, an EDM-preconditioned Euler over Karras sigmas and Heun over the teacher's
+    sigmas reach the image DPM-Solver reaches from the same x_T (the probability-flow ODE of one teacher): far
+    closer than two unrelated teacher samples, and with the network calls their families declare."""
+    from advkd.families import FAMILIES, params_of
+
+    unet, cfg, _ = real_teacher
+    torch.set_num_threads(2)
+    ref, _, _, _ = run_sampler(unet, scheduler_spec("dpmsolver"), 30, cfg, 4, seed=3, batch_size=4, device="cpu",
+                               progress=False)
+    unrelated = (ref - ref.roll(1, 0)).abs().mean()
+    for family, steps in (("edm-euler", 60), ("heun", 30)):
+        x, _, _, stats = run_sampler(unet, scheduler_spec(family), steps, cfg, 4, seed=3, batch_size=4,
+                                     device="cpu", progress=False)
+        assert (x - ref).abs().mean() < 0.3 * unrelated, family
+        assert stats["nfe_per_sample"] == params_of({"family": family, "steps": steps}).nfe
+        assert FAMILIES[family].kind == "sampler"
+
+
+def test_the_wrapper_maps_a_teachers_sigma_back_to_its_timestep():
+    import json as _json
+    from pathlib import Path
+
+    from advkd.samplers import TeacherDenoiser, teacher_sigmas
+
+    cfg = _json.loads((Path(__file__).resolve().parents[2] / SHIPPED_TEACHER["shipped"] / "scheduler" /
+                       "scheduler_config.json").read_text())
+    wrapper, sigmas = TeacherDenoiser(None, cfg), teacher_sigmas(cfg)
+    for t in (0, 1, 250, 998, 999):
+        assert float(wrapper.sigma_to_t(sigmas[t])) == pytest.approx(t, abs=1e-3)
+    mid = (sigmas[500].log() + sigmas[501].log()) / 2
+    assert float(wrapper.sigma_to_t(mid.exp())) == pytest.approx(500.5, abs=1e-3)
+
+
+def test_a_sampler_with_more_calls_than_steps_cannot_make_the_distillation_set(repo_root):
+    from advkd.config import read_yaml, semantic_errors, validate_config
+
+    cfg = validate_config(read_yaml(repo_root / "experiments/ci.yaml"), "ci", require_inputs=False)
+    cfg["trajectories"]["sampler"] = "heun-5"
+    assert any("trajectories.sampler: heun-5 makes more network calls" in e for e in semantic_errors(cfg))
