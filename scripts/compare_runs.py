@@ -46,6 +46,8 @@ RESULTS = frozenset(
     "all_hold batch batch_size checkpoints checks class_coverage classes classes_covered coverage "
     "critic_parameters density entropy_bits entropy_normalized epochs family fd feature_condition_number "
     "fd_judge2 judge2_sha256 feature_dim flops_counter flops_per_call flops_per_image generator_parameters "
+    "fd_infinity fd_infinity_slope fd_infinity_sizes fd_infinity_judge2 fidelity_psnr fidelity_distance "
+    "fidelity_relative fidelity_distance_judge2 fidelity_relative_judge2 teacher_samples "
     "heldout_class_coverage "
     "heldout_inception_score histogram holds images inception_score inception_score_splits "
     "inception_score_std_splits info judge_kind judge_sha256 kid kid_std_subsets kid_subsets "
