@@ -24,7 +24,7 @@ def earlier_result(path, content="earlier result\n"):
 
 
 def unknown_family(ci):
-    ci["methods"]["x-3"] = {"family": "heun", "steps": 3}
+    ci["methods"]["x-3"] = {"family": "pndm", "steps": 3}
     return yaml.safe_dump(ci)
 
 
@@ -33,7 +33,7 @@ def duplicate_block(ci):   # Snakemake's own YAML reader keeps the last block si
 
 
 @pytest.mark.parametrize("write, message", [
-    (unknown_family, "methods.x-3.family: unknown family 'heun'"),
+    (unknown_family, "methods.x-3.family: unknown family 'pndm'"),
     (duplicate_block, "key 'report' appears twice"),
 ])
 def test_snakemake_refuses_a_bad_config_before_touching_results(ci, tmp_path, write, message):

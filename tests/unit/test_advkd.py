@@ -406,10 +406,10 @@ def test_build_refuses_a_student_of_another_family(tiny_shard, tmp_path):
 
 
 def test_each_phase_leaves_a_snapshot_with_what_training_had_cost_by_then(tiny_shard, tmp_path):
-    """Quality by phase is measured afterwards from these (advkd.stages.phases): the last phase's snapshot is the
-    trained student, and each says the cumulative steps and FLOPs loss.csv counts up to its phase."""
+    """Quality by phase is measured afterwards from these (advkd.students.advkd.phases): the last phase's snapshot
+    is the trained student, and each says the cumulative steps and FLOPs loss.csv counts up to its phase."""
     from advkd.io import read_metadata
-    from advkd.stages.phases import snapshots
+    from advkd.students.advkd.phases import snapshots
 
     with pytest.raises(BadInputError, match="no phase snapshots"):
         snapshots(tmp_path)

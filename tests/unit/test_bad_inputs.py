@@ -55,8 +55,8 @@ def _student(**kw):
 
 
 CONFIG_CASES = {
-    "unknown method family": (lambda c: c["methods"].update({"x-3": {"family": "heun", "steps": 3}}),
-                              r"methods\.x-3\.family: unknown family 'heun'; expected one of"),
+    "unknown method family": (lambda c: c["methods"].update({"x-3": {"family": "pndm", "steps": 3}}),
+                              r"methods\.x-3\.family: unknown family 'pndm'; expected one of"),
     "negative steps": (lambda c: c["methods"].update({"ddim-neg": {"family": "ddim", "steps": -3}}),
                        r"methods\.ddim-neg\.steps: -3 is less than the minimum of 1"),
     "more phases than checkpoints": (lambda c: c["methods"].update(_student(phases=5)),

@@ -4,7 +4,7 @@ validation seeds, and the judge scores it beside the teacher's own state at that
 head was trained to match), so that a reader sees where adversarial training follows the teacher and where it
 collapses. Reads files only; trains nothing.
 
-    python -m advkd.stages.phases --run results/published-budget/students/advkd-published \
+    python -m advkd.students.advkd.phases --run results/published-budget/students/advkd-published \
         --trajectories results/published-budget/trajectories/shard-*.safetensors \
         --evaluator results/published-budget/evaluator/evaluator.json \
         --reference results/published-budget/metrics/reference/evaluator/validation --out DIR
@@ -20,14 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .. import rng
-from ..data import save_grid, to_uint8
-from ..io import BadInputError, load_tensors, provenance, read_metadata, write_json
-from ..metrics.quality import load_judge, load_reference, score_features
-from ..students.advkd.model import make_generator, render
-from ..students.advkd.networks import downsample_noise
-from ..students.common import load_trajectories
-from ..students.networks import resize_to
+from ... import rng
+from ...data import save_grid, to_uint8
+from ...io import BadInputError, load_tensors, provenance, read_metadata, write_json
+from ...metrics.quality import load_judge, load_reference, score_features
+from ..common import load_trajectories
+from ..networks import resize_to
+from .model import make_generator, render
+from .networks import downsample_noise
 
 
 def snapshots(run_dir) -> list[Path]:
