@@ -396,7 +396,7 @@ RECIPE_MARKERS = {"sampler": "s", "published": "o", "control": "D", "deviation":
 
 def _point(ax, x, y, r, color, yerr=None, **kw):
     ax.errorbar(x, y, yerr=yerr, fmt=RECIPE_MARKERS.get(r.recipe, "o"), color=color, capsize=2, ms=5,
-                mfc="none" if r.get("collapsed") is True else color, **kw)
+                mfc="none" if bool(r.get("collapsed", False)) else color, **kw)
 
 
 def _label(ax, texts: list) -> None:
@@ -421,12 +421,13 @@ def _label(ax, texts: list) -> None:
                 ensure_inside_axes=True)
 
 
-def _scale(ax, axis: str, values) -> None:
-    """Log scale where the values span more than a decade; linear otherwise (a log axis inside one decade labels
-    its minor ticks in overlapping scientific notation)."""
+def _scale(ax, axis: str, values, label: str) -> None:
+    """Log scale where the values span more than a decade, linear otherwise (a log axis inside one decade labels
+    its minor ticks in overlapping scientific notation); the axis label says which."""
     v = np.asarray([x for x in values if x == x and x > 0], dtype=float)
     log = len(v) > 1 and v.max() / v.min() > 10
     (ax.set_xscale if axis == "x" else ax.set_yscale)("log" if log else "linear")
+    (ax.set_xlabel if axis == "x" else ax.set_ylabel)(label + (" (log scale)" if log else ""))
 
 
 def _legend(ax, pal: dict, recipes) -> None:
@@ -461,10 +462,8 @@ def fig_fd_vs(df, out, x, xlabel, name, front: str | None = None):
         line = df[df[front]].sort_values(x)
         ax.plot(line[x], line.fd_mean, "k--", lw=0.8, label="Pareto front")
     drawn = df[(df.kind != REAL) & df.fd_mean.notna()]
-    _scale(ax, "x", drawn[x])
-    _scale(ax, "y", [*drawn.fd_mean, *df[df.kind == REAL].fd_mean])
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("Fréchet distance (judge features)")
+    _scale(ax, "x", drawn[x], xlabel)
+    _scale(ax, "y", [*drawn.fd_mean, *df[df.kind == REAL].fd_mean], "Fréchet distance (judge features)")
     _legend(ax, pal, df.recipe)
     _label(ax, texts)
     ax.set_title("rows at the matched n; hollow = collapsed; KID-only rows are not drawn", fontsize=7)
@@ -489,8 +488,7 @@ def fig_fidelity(df, out):
             _point(ax, r[f"{fd}_mean"], r[f"{fid}_mean"], r, pal[r.family])
             texts.append(ax.text(r[f"{fd}_mean"], r[f"{fid}_mean"], r.method, fontsize=6))
         ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
-        _scale(ax, "x", rows[f"{fd}_mean"])
-        ax.set_xlabel(f"FD ({judge})")
+        _scale(ax, "x", rows[f"{fd}_mean"], f"FD ({judge})")
         ax.set_ylabel(f"distance to the teacher's image, {judge}\n(1 = as far as an unrelated teacher sample)")
         _legend(ax, pal, rows.recipe)
         _label(ax, texts)
@@ -770,10 +768,10 @@ def report(results, out, reference: str | None = None) -> dict:
     with_figure = lambda name: [m for m, f in students.items() if name in FAMILIES[f].figures]  # noqa: E731
     figs = []
     if df.fd_mean.notna().any():
-        figs += fig_fd_vs(df, out, "gflops_per_image", "GFLOPs per image (exact, log)", "fd_vs_flops", "pareto_flops")
-        figs += fig_fd_vs(df, out, "images_per_s", "images per second at the cost batch (measured, log)",
+        figs += fig_fd_vs(df, out, "gflops_per_image", "GFLOPs per image (exact)", "fd_vs_flops", "pareto_flops")
+        figs += fig_fd_vs(df, out, "images_per_s", "images per second at the cost batch (measured)",
                           "fd_vs_throughput", "pareto_throughput")
-        figs += fig_fd_vs(df, out, "nfe", "network evaluations per sample (NFE, log)", "fd_vs_nfe")
+        figs += fig_fd_vs(df, out, "nfe", "network evaluations per sample (NFE)", "fd_vs_nfe")
     costed = df[df.kind != REAL].reset_index(drop=True)   # the noise-floor row has no cost
     figs += fig_cost(costed, out)
     figs += fig_latency(costed, out)
