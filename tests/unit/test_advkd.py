@@ -219,10 +219,16 @@ def test_config_rejects_bad_student_params_naming_the_key(repo_root, params, key
 
 
 def test_config_accepts_every_shipped_student_method(repo_root):
-    from advkd.config import load_config
+    """The default scores its shipped students as they were trained: every one passes the card checks (teacher
+    weights, data, distillation set, recipe, file hashes), and every Adv-KD block of ci and the default is valid."""
+    from advkd.config import load_config, shipped_student_errors
 
     for exp in ("ci", "default"):
-        load_config(repo_root / "experiments" / f"{exp}.yaml")
+        cfg = load_config(repo_root / "experiments" / f"{exp}.yaml")
+        assert shipped_student_errors(cfg) == []
+        assert any(b["family"] == "advkd" for b in cfg["methods"].values())
+    shipped = [m for m, b in cfg["methods"].items() if b.get("shipped")]
+    assert shipped == ["advkd-gan-reg-long"]
 
 
 # ------------------------------------------------------------------------------------------ tiny training runs
