@@ -27,6 +27,7 @@ from advkd.config import load_config
 from advkd.families import FAMILIES
 from advkd.io import provenance, write_json
 from advkd.metrics.cost import theoretical_peak_gflops
+from advkd.rng import seed_torch, torch_generator
 from advkd.students.advkd import model as adv
 from advkd.students.common import teacher_unet
 
@@ -38,7 +39,7 @@ def _step(student, phase, recipe, z, targets, opts, frozen: bool, seed: int) -> 
             c.requires_grad_ = lambda *_a, _c=c: _c
     t0 = time.perf_counter()
     adv.train_step(student, phase, recipe, z, targets, opts["gen"], opts.get("critic"),
-                   torch.Generator().manual_seed(seed))
+                   torch_generator("timing-inputs", "profile-step", seed))
     seconds = time.perf_counter() - t0
     for c in critics:
         c.__dict__.pop("requires_grad_", None)
@@ -47,7 +48,7 @@ def _step(student, phase, recipe, z, targets, opts, frozen: bool, seed: int) -> 
 
 def _batch(student, phase, shape, seed: int):
     """Random noise and head targets of one training batch of `phase` (x_T of `shape` per run)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch_generator("timing-inputs", "profile-batch", seed)
     b = phase.batch_size
     z = student.noise_input(torch.randn(b, *shape, generator=g))
     targets = {h: torch.rand(b, shape[0], student.head_resolution[h], student.head_resolution[h], generator=g) * 2 - 1
@@ -64,7 +65,7 @@ def profile_method(name: str, block: dict, data: dict, checkpoints: int, teacher
     if params.teacher_unet:
         unet, unet_cfg, _ = teacher_unet(teacher)
         cfg |= unet_cfg
-    torch.manual_seed(0)
+    seed_torch("timing-inputs", "profile-init")
     student = adv.make_student(cfg)
     if unet is not None:
         student.generator.unet.load_state_dict(unet.state_dict())
