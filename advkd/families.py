@@ -179,11 +179,9 @@ def params_of(block: dict) -> Params:
     return FAMILIES[block["family"]].params.from_block(block)
 
 
-RECIPE_CLASSES = ("real", "sampler", "published", "control", "deviation", "peer")
-
-
 def recipe_class(block: dict) -> str:
-    """A method's row label (RECIPE_CLASSES): sampler for the teacher's samplers, else its family's word."""
+    """A method's row label: sampler for the teacher's samplers, else its family's word (published, control,
+    deviation for Adv-KD; peer for the other students). The report adds real for the noise-floor row."""
     if FAMILIES[block["family"]].kind == "sampler":
         return "sampler"
     return params_of(block).recipe_class()

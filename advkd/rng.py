@@ -16,7 +16,7 @@ Two streams keep their historical derivation, each the only user of its kind of 
   default's and ci's sample sets and distillation sets and checks that no row of one is a row of the other).
 - `split_rng`, the held-out split's validation/test halves, so that the validation half the suite's recipes were
   chosen on stays the validation half (docs/choices.md). It is numpy's default_rng(seed), i.e. SeedSequence(seed),
-  whose entropy no other stream's (purpose, count, keys...) can equal.
+  whose entropy equals another stream's (purpose, count, keys...) only if the seed were a purpose's 64-bit hash.
 """
 
 from __future__ import annotations
@@ -74,6 +74,7 @@ _MT_WORDS, _MT_OFFSET = 624, 24
 
 
 def _state_template():
+    """A state of the right layout only: torch_generator replaces every Mersenne-Twister word of it."""
     import torch
 
     state = torch.Generator().manual_seed(0).get_state()

@@ -85,11 +85,10 @@ class TeacherDenoiser:
         self.calls += 1
         if not _is_edm(sched):
             return self.net(sched.scale_model_input(x, t), t).sample
-        if sched.step_index is None:
-            sched._init_step_index(t)
+        t_net = self.network_time(sched, t)
         sched.is_scale_input_called = True   # the input scaling is the teacher's, done here
         sigma = float(sched.sigmas[sched.step_index])
-        eps = self.net(x / (1 + sigma**2) ** 0.5, self.sigma_to_t(sigma)).sample
+        eps = self.net(x / (1 + sigma**2) ** 0.5, t_net).sample
         denoised = x - sigma * eps
         sd = sched.config.sigma_data
         c_skip = sd**2 / (sigma**2 + sd**2)
@@ -165,14 +164,14 @@ def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, see
     outs, inits, kept = [], [], []
     net, is_compiled = unet, False
     n_batches = -(-n // batch_size)
+    teacher = TeacherDenoiser(unet, train_config)
+    first = make_scheduler(spec, steps, train_config, timesteps)   # what every batch's scheduler will do
     if compile:
         sizes = sorted({min(batch_size, n - b * batch_size) for b in (0, n_batches - 1)})
         xs = [torch.zeros((m, c, h, h), device=device).contiguous(memory_format=torch.channels_last) for m in sizes]
-        first = make_scheduler(spec, steps, train_config, timesteps)
-        net, is_compiled = compiled_network(
-            unet, xs, TeacherDenoiser(unet, train_config).network_time(first, first.timesteps[0]))
-    teacher = TeacherDenoiser(net, train_config)
-    calls = len(make_scheduler(spec, steps, train_config, timesteps).timesteps)
+        net, is_compiled = compiled_network(unet, xs, teacher.network_time(first, first.timesteps[0]))
+        teacher.net = net
+    calls = len(first.timesteps)
     t0 = time.perf_counter()
     bar = tqdm(total=n * calls, disable=not progress, desc=desc, unit="img-call", mininterval=2)
     for b in range(n_batches):

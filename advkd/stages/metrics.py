@@ -164,6 +164,7 @@ def quality(method: str, samples_npz, seed: int, evaluator_json, reference_stem,
         embed2, judge2 = load_judge(judge2_json, device)
         ref2 = load_reference(judge2_reference, judge2["sha256"])
         feats2 = embed2(images)[0]
+        # the same subsets as judge 1's (one purpose), drawn again for the second judge's features
         inf2 = fd_infinity(feats2, ref2["mu"], ref2["sigma"], numpy_rng("metric-subsets", "fd-infinity", seed))
         scores |= {"fd_judge2": frechet_distance(*gaussian_stats(feats2), ref2["mu"], ref2["sigma"]),
                    "fd_infinity_judge2": inf2["fd_infinity"], "judge2_sha256": judge2["sha256"]}
