@@ -2,13 +2,14 @@
 experiments sample and score it (a `shipped:` key in its block) without training it again.
 
     python scripts/ship_student.py --config experiments/long-student.yaml --method advkd-gan-reg-long \
-        --out experiments/assets/student-advkd-gan-reg-long
+        --out experiments/assets/student-advkd-gan-reg-long --selection "..."
 
 The student must be finished (results/<experiment>/students/<method>/student.safetensors, written by the distill
 rule). card.json records what config validation checks before any job of another experiment uses it (the
 teacher's weight hashes, the data, trajectories and seed blocks, the recipe) and how it was made (the command, the
 distillation set's sha256, training steps, FLOPs, seconds, the distill job's benchmark, the code's provenance, the
-CPU and an sgemm probe of the shipping host).
+CPU and an sgemm probe of the shipping host), and how its recipe was chosen (`--selection`, quoted by the report's
+caption).
 The folder's files are added to experiments/assets/SHA256SUMS.
 """
 
@@ -49,7 +50,7 @@ def host() -> dict:
             "sgemm_gflops_at_shipping": round(matmul_peak_gflops("cpu"), 1)}
 
 
-def ship(config_path, method: str, out) -> dict:
+def ship(config_path, method: str, out, selection: str) -> dict:
     cfg = load_config(config_path)
     results = Path("results") / cfg["experiment"]
     block = cfg["methods"].get(method)
@@ -81,6 +82,7 @@ def ship(config_path, method: str, out) -> dict:
         "train_seconds": train["train_seconds_total"],
         "distill_job": pd.read_csv(bench, sep="\t").iloc[0].to_dict() if bench.exists() else None,
         "command": command, "provenance": train["provenance"], "host": host(),
+        "selection": selection,
     }
     if out.exists():
         shutil.rmtree(out)
@@ -101,9 +103,12 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="the experiment that trained it")
     p.add_argument("--method", required=True)
     p.add_argument("--out", required=True, help="a new folder under experiments/assets")
+    p.add_argument("--selection", required=True,
+                   help="how its recipe was chosen: the published recipe, or the validation experiment and what it "
+                        "found (docs/choices.md); the report's caption quotes it")
     a = p.parse_args(argv)
     try:
-        card = ship(a.config, a.method, a.out)
+        card = ship(a.config, a.method, a.out, a.selection)
     except BadInputError as e:
         print(f"ship_student: error: {e}", file=sys.stderr)
         return 2

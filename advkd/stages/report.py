@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import REAL
-from ..families import FAMILIES, params_of, recipe_class, trained_folder
+from ..families import FAMILIES, params_of, recipe_class, shipped_folder, trained_folder
 from ..io import BadInputError, atomic_path, read_json, write_text
 from ..method import SHIPPED
 from ..metrics.quality import aggregate_seeds
@@ -65,6 +65,8 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
             r["trained_as"] = run.name if run else r["method"]
             r["run_dir"] = str(run) if run else None
             r["shipped"] = bool(blocks[r["method"]].get(SHIPPED))
+            if r["shipped"]:   # how its recipe was chosen, for the caption (scripts/ship_student.py --selection)
+                r["selection"] = read_json(shipped_folder(blocks[r["method"]][SHIPPED]) / "card.json").get("selection")
     if not rows:
         raise FileNotFoundError(f"no cost results under {results}/metrics/cost; run the DAG first")
     if REAL in agg:
@@ -317,7 +319,17 @@ def footnotes(df: pd.DataFrame, scoring: dict | None = None) -> str:
             "row 'teacher'): PSNR of each image against the teacher's from the same x_T, and the mean judge-feature "
             "distance to it over the distance between teacher images paired at random (0 = the teacher's image, "
             "about 1 = no closer than an unrelated teacher sample). It tells which students learnt the teacher's "
-            "map and which only its distribution: a GAN-trained student need not match per sample to score well.")
+            "map and which only its distribution: a GAN-trained student need not match per sample to score well."
+            + _selections(df))
+
+
+def _selections(df: pd.DataFrame) -> str:
+    """What each shipped student's card says of how its recipe was chosen (a caption must not let a reader take
+    it for a validation pick when it is not)."""
+    if "selection" not in df:
+        return ""
+    picked = df.dropna(subset=["selection"])
+    return "".join(f" {m} (shipped): {sel}" for m, sel in zip(picked.method, picked.selection))
 
 
 def knob_table(df: pd.DataFrame) -> pd.DataFrame:

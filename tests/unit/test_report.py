@@ -188,3 +188,14 @@ def test_the_theoretical_peak_is_shown_only_where_it_bounds_every_probe(tmp_path
     write_speed_tables(speed([100.0, 120.0], 150.0), [tmp_path])
     table = (tmp_path / "sampling_speed.md").read_text().split("\n\n")[0]
     assert "of theoretical" in table and "—" not in table
+
+
+def test_the_caption_quotes_how_a_shipped_students_recipe_was_chosen(results, tmp_path):
+    """A shipped student's card says whether its recipe was a validation pick; the caption repeats it, so that a
+    reader cannot take a recipe no validation rule picked for one that was."""
+    folder = tmp_path / "shipped-ds"
+    write_json(folder / "card.json", {"selection": "no validation pick: every candidate collapsed."})
+    _result(results, "ds-long", {"family": "denoising-student", "shipped": str(folder)}, 0.5, 6.0, 160.0,
+            [20.0, 21.0, 22.0], kind="student")
+    note = footnotes(collect(results, "ddim-10"))
+    assert note.endswith(" ds-long (shipped): no validation pick: every candidate collapsed.")

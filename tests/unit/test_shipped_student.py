@@ -82,6 +82,7 @@ def test_the_report_marks_a_shipped_row_and_reads_its_training_cost_from_its_fol
         _result(tmp_path, name, block, 0.5, 6.0, 160.0, [20.0, 21.0, 22.0], kind="student")
     write_json(tmp_path / "students" / "ds" / "train.json", {"train_flops_total": 2e13, "train_seconds_total": 300})
     write_json(shipped / "train.json", {"train_flops_total": 4e14, "train_seconds_total": 7000})
+    write_json(shipped / "card.json", {"selection": "the recipe of row ds, longer"})
     df = collect(tmp_path, None).set_index("method")
     assert df.loc["ds-long", "shipped"] and not df.loc["ds", "shipped"]
     assert df.loc["ds-long", "train_flops"] == 4e14 and df.loc["ds", "train_flops"] == 2e13
@@ -118,9 +119,10 @@ def test_ship_student_writes_a_folder_that_validation_accepts_and_lists_its_file
                {"weights_sha256": teacher_weights_sha256(default_cfg["teacher"])})
 
     with pytest.raises(BadInputError, match="under"):
-        ship_student.ship(config, "ds-long", tmp_path / "elsewhere")
-    card = ship_student.ship(config, "ds-long", assets / "student-ds-long")
+        ship_student.ship(config, "ds-long", tmp_path / "elsewhere", "test")
+    card = ship_student.ship(config, "ds-long", assets / "student-ds-long", "the default's recipe, longer")
     assert card["steps"] == 32 and card["epochs"] == 2 and card["train_flops"] == 1e12
+    assert card["selection"] == "the default's recipe, longer"   # what the report's caption quotes
     # its seconds come with the host they were measured on
     assert card["host"]["logical_cpus"] == os.cpu_count() and card["host"]["sgemm_gflops_at_shipping"] > 0
     listed = (assets / "SHA256SUMS").read_text()
