@@ -1,6 +1,7 @@
 """The registry: which method families exist. One line per family (advkd.method.Family): its name, kind, doc,
-parameters dataclass and implementing module. Adding a family is one line here plus one config block; nothing
-else asks for family names. Reading this module loads no torch (planning a run reads it).
+parameters dataclass and implementation (a sampler's scheduler, a student's class). Adding a family is its folder,
+one line here (with its Params' import) and a config block; nothing else asks for family names. Reading this
+module loads no torch (planning a run reads it).
 
 A method is a name in the config's `methods:` block, e.g. `ddim-10: {family: ddim, steps: 10}`.
 """
@@ -18,7 +19,7 @@ from .io import REPO_ROOT, BadInputError
 from .method import SCORING_KEYS, SHIPPED, Family, Method, Params, param
 from .students.advkd.params import AdvKDParams
 from .students.consistency.params import ConsistencyParams
-from .students.denoising_params import DenoisingParams
+from .students.denoising.params import DenoisingParams
 from .students.progressive.params import ProgressiveParams
 from .students.reflow.params import ReflowParams
 
@@ -53,6 +54,13 @@ def sampler(name: str, doc: str, cls: str, step_kwargs=None, params=SamplerParam
 
 STUDENT_FIGURES = ("training_curves", "student_panels", "training_compute")
 
+
+def student(name: str, doc: str, params: type, cls: str, loss_columns: tuple) -> Family:
+    """A student family: its Params, its class ("module:Class", a advkd.students.family.StudentFamily) and the
+    columns its training adds to loss.csv."""
+    return Family(name, "student", doc, params, cls, loss_columns=loss_columns, figures=STUDENT_FIGURES)
+
+
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     sampler("ddpm", "ancestral DDPM", "DDPMScheduler"),
     sampler("ddim", "DDIM, eta = 0 (deterministic)", "DDIMScheduler", step_kwargs={"eta": 0.0}),
@@ -63,21 +71,17 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
             "HeunDiscreteScheduler", params=SecondOrderParams),
     sampler("edm-euler", "Euler over Karras sigmas (rho 7) spanning the teacher's sigma range, EDM-preconditioned "
             "(Karras et al. 2022)", "EDMEulerScheduler"),
-    Family("advkd", "student", "Adv-KD progressive generator, one block per denoising phase (Mekonnen et al. 2024)",
-           AdvKDParams, "advkd.students.advkd.model",
-           loss_columns=("g_loss", "g_adv", "reg", "critic_loss", "gp", "critic_real", "critic_fake"),
-           figures=STUDENT_FIGURES),
-    Family("denoising-student", "student", "one-step regression student on (x_T, x_0) (Luhman & Luhman 2021)",
-           DenoisingParams, "advkd.students.denoising", loss_columns=("regression",),
-           figures=STUDENT_FIGURES),
-    Family("progressive-distillation", "student", "rounds that halve the teacher's DDIM steps (Salimans & Ho 2022)",
-           ProgressiveParams, "advkd.students.progressive.model", loss_columns=("distillation",),
-           figures=STUDENT_FIGURES),
-    Family("consistency-distillation", "student", "consistency function from one teacher ODE step (Song et al. "
-           "2023)", ConsistencyParams, "advkd.students.consistency.model", loss_columns=("loss",),
-           figures=STUDENT_FIGURES),
-    Family("reflow", "student", "2-rectified flow on the teacher's (x_T, x_0) pairs, Euler steps (Liu et al. 2023)",
-           ReflowParams, "advkd.students.reflow.model", loss_columns=("velocity",), figures=STUDENT_FIGURES),
+    student("advkd", "Adv-KD progressive generator, one block per denoising phase (Mekonnen et al. 2024)",
+            AdvKDParams, "advkd.students.advkd.model:AdvKD",
+            ("g_loss", "g_adv", "reg", "critic_loss", "gp", "critic_real", "critic_fake")),
+    student("denoising-student", "one-step regression student on (x_T, x_0) (Luhman & Luhman 2021)",
+            DenoisingParams, "advkd.students.denoising.model:DenoisingStudent", ("regression",)),
+    student("progressive-distillation", "rounds that halve the teacher's DDIM steps (Salimans & Ho 2022)",
+            ProgressiveParams, "advkd.students.progressive.model:ProgressiveDistillation", ("distillation",)),
+    student("consistency-distillation", "consistency function from one teacher ODE step (Song et al. 2023)",
+            ConsistencyParams, "advkd.students.consistency.model:ConsistencyDistillation", ("loss",)),
+    student("reflow", "2-rectified flow on the teacher's (x_T, x_0) pairs, Euler steps (Liu et al. 2023)",
+            ReflowParams, "advkd.students.reflow.model:Reflow", ("velocity",)),
 ]}
 
 
@@ -191,4 +195,4 @@ def build_method(name: str, block: dict, ctx: dict) -> Method:
     """A runnable method: ctx holds teacher (teacher.json), device, and for students student_dir (or
     random_weights, for a cost-only experiment), compile (samplers)."""
     fam = FAMILIES[block["family"]]
-    return fam.module().build(name, fam.params.from_block(block), ctx | {"family": fam.name})
+    return fam.load().build(name, fam.params.from_block(block), ctx | {"family": fam.name})

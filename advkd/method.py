@@ -3,10 +3,11 @@ that they never ask which kind a method is.
 
 - A `Family` makes methods. It is one line of the registry (advkd.families): a name, a kind (sampler over the
   teacher, or student trained on its trajectories), one `Params` dataclass that holds the family's parameters and
-  their only defaults (the config schema of its `methods:` blocks is generated from it), and the module that
-  implements it. That module has `build(name, params, ctx) -> Method`; a student family's also has
+  their only defaults (the config schema of its `methods:` blocks is generated from it), and what implements it:
+  for a sampler family a module with `build(name, params, ctx) -> Method`; for a student family a class (a
+  advkd.students.family.StudentFamily) whose hooks the generic trainer and builder call, with
   `train(name, params, ctx) -> {"done": bool, ...}`, which writes the distill rule's files (listed in
-  advkd.students.common).
+  advkd.students.common), and `build`.
 - A `Method` is a built, runnable method: how to sample, its NFE and its parameter counts.
 
 This module imports no torch, so that planning a run (`snakemake -n`) reads the registry without loading it.
@@ -103,14 +104,19 @@ class Family:
     kind: str                              # "sampler" (over the teacher) or "student" (trained on its trajectories)
     doc: str
     params: type                           # its Params subclass
-    implementation: str                    # module with build (and, for students, train)
+    implementation: str                    # samplers: a module with build; students: "module:Class", a
+                                           #   StudentFamily subclass (advkd.students.family)
     loss_columns: tuple = ()               # students: the columns of loss.csv after its index columns
     figures: tuple = ()                    # report figures the family adds (advkd.stages.report.FIGURES)
     extra: dict = field(default_factory=dict)   # what the implementation needs besides the params (a scheduler)
 
-    def module(self) -> Any:
+    def load(self) -> Any:
+        """What builds (and, for students, trains) the family's methods: `build(name, params, ctx)` and
+        `train(name, params, ctx)`."""
         # Imported when a method is built or trained, not when the registry is read: planning loads no torch.
-        return importlib.import_module(self.implementation)
+        module, _, cls = self.implementation.partition(":")
+        found = importlib.import_module(module)
+        return getattr(found, cls)() if cls else found
 
 
 @dataclass

@@ -15,4 +15,4 @@ def distill(name: str, block: dict, ctx: dict) -> dict:
         students = sorted(k for k, f in FAMILIES.items() if f.kind == "student")
         raise BadInputError(f"method {name}: family {block.get('family')!r} is not a student family; expected one "
                             f"of {students}")
-    return fam.module().train(name, fam.params.from_block(block), ctx)
+    return fam.load().train(name, fam.params.from_block(block), ctx)

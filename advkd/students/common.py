@@ -1,10 +1,11 @@
 """What every student family shares around its training: reading the distillation set, writing the distill rule's
 files, and turning saved weights into a `Method`.
 
-The distill rule's files (a family's `train` writes them through `write_student`): student.safetensors (the
-weights, under "gen."), student.json (the resolved recipe `build` rebuilds it from), loss.csv (one row per epoch:
-the family's loss columns), panel.png (the family's picture of what it learnt: the teacher's targets next to its
-outputs), grid.png (samples from fresh noise) and train.json (summary and provenance).
+The distill rule's files (the generic trainer, advkd.students.family, writes them through `write_student`):
+student.safetensors (the weights, under "gen."), student.json (the resolved recipe `build` rebuilds it from),
+loss.csv (one row per epoch: the family's loss columns), panel.png (the family's picture of what it learnt: the
+teacher's targets next to its outputs), grid.png (samples from fresh noise) and train.json (summary and
+provenance).
 """
 
 from __future__ import annotations
@@ -51,12 +52,11 @@ def load_distillation_set(paths, max_runs: int | None = None) -> dict:
     return t
 
 
-def write_student(out_dir, cfg: dict, generator, noise_input, modules: dict, result: dict, traj: dict, seed: int,
-                  panel, grid: int = 64, extra: dict | None = None, sample=None) -> None:
+def write_student(out_dir, cfg: dict, generator, modules: dict, result: dict, traj: dict, seed: int, panel,
+                  sample, grid: int = 64, extra: dict | None = None) -> None:
     """The distill rule's files once training is done (see the module docstring), then the checkpoint goes: a
     rerun (`snakemake -f`) trains anew. `modules` (name -> module) are saved beside the generator; `panel(path)`
-    draws the family's panel; `sample(x_T)` draws the grid where one generator call does not (a multi-step
-    student)."""
+    draws the family's panel; `sample(x_T)` the grid's images."""
     out_dir = Path(out_dir)
     generator.cpu().eval()
     for m in modules.values():
@@ -66,7 +66,7 @@ def write_student(out_dir, cfg: dict, generator, noise_input, modules: dict, res
     g = rng.torch_generator("student-grid", seed)
     x_T = torch.randn((grid, *traj["x_T"].shape[1:]), generator=g)
     with torch.no_grad():
-        images = sample(x_T) if sample is not None else generator(noise_input(x_T))
+        images = sample(x_T)
         save_grid(out_dir / "grid.png", to_uint8(images))
     write_json(out_dir / "student.json", cfg)
     tensors = state_tensors({"gen": generator, **modules})

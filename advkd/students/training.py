@@ -277,27 +277,3 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
     return {"done": True, "history": history, "resumed_from": resumed,
             "seconds_this_call": round(time.perf_counter() - t_start, 3)}
 
-
-def fit_one_network(net: nn.Module, cfg: dict, loss, x_T, targets, seed: int, betas, loss_columns,
-                    ctx: dict) -> tuple[dict, dict]:
-    """A one-network student: Adam (cfg lr, `betas`) over cfg epochs at cfg batch_size, `loss(idx, gen)` giving
-    (the batch's loss tensor, its loss-CSV row); ctx as a family's train gets it. Returns (fit's result, the run
-    identity)."""
-    def begin():
-        opt = torch.optim.Adam(list(net.parameters()), lr=cfg["lr"], betas=betas)
-
-        def step(idx, gen):
-            value, row = loss(idx, gen)
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-            return row
-        return {"net": opt}, step
-
-    segs = [Segment({}, cfg["epochs"], cfg["batch_size"], begin, {"epochs": cfg["epochs"],
-                                                                   "batch_size": cfg["batch_size"]})]
-    identity = run_identity({"gen": net}, segs, x_T, targets, seed, cfg)
-    net.to(torch.device(ctx.get("device", "cpu")))
-    result = fit({"gen": net}, [net], segs, len(x_T), loss_columns, ctx["out"], seed, identity,
-                 ctx.get("stop_after_epochs"), ctx.get("progress", True))
-    return result, identity

@@ -46,7 +46,7 @@ def _method(world, fam):
         if fam.name not in world["students"]:
             out.mkdir()
             torch.set_num_threads(1)
-            result = fam.module().train(fam.name, fam.params.from_block(_block(fam)),
+            result = fam.load().train(fam.name, fam.params.from_block(_block(fam)),
                                         {"trajectories": [world["shard"]], "teacher": world["card"], "out": str(out),
                                          "seed": 0, "device": "cpu", "progress": False})
             world["students"][fam.name] = result
@@ -130,8 +130,8 @@ class TestFamily:
         ctx = {"trajectories": [world["shard"]], "teacher": world["card"], "out": str(tmp_path), "seed": 0,
                "device": "cpu", "progress": False}
         torch.set_num_threads(1)
-        assert not fam.module().train(name, params, ctx | {"stop_after_epochs": 1})["done"]
-        resumed = fam.module().train(name, params, ctx)
+        assert not fam.load().train(name, params, ctx | {"stop_after_epochs": 1})["done"]
+        resumed = fam.load().train(name, params, ctx)
         assert resumed["done"] and resumed["resumed_from"]
         without_time = lambda h: [{k: v for k, v in row.items() if k != "seconds"} for row in h]  # noqa: E731
         assert without_time(resumed["history"]) == without_time(full["history"])

@@ -1,66 +1,41 @@
-"""The package's imports go one way: each module of advkd/ imports only modules listed before it in ORDER (so
-there is no cycle), and imports advkd modules at module level, except the CLI, which imports a stage only when
-its command runs (start-up time of `advkd --help`)."""
+"""The package's imports go one way: each module of advkd/ imports only modules of its own layer or a lower one
+(LAYERS, by the module's place in the package, so a new family's folder needs no entry here), without a cycle,
+and imports advkd modules at module level, except the CLI, which imports a stage only when its command runs
+(start-up time of `advkd --help`)."""
 
 import ast
+import fnmatch
 import subprocess
 import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "advkd"
 
-# The one written order, lowest first: files and provenance; data; the distillation set's layout; what a method is
-# and each family's parameters; the registry of families; config validation, which asks the registry (all of these
-# without torch: planning a run reads them); networks and what they compute (teacher, samplers, metrics, students);
-# the stages, one module per rule file (workflow/rules/<x>.smk -> advkd/stages/<x>.py); the CLI.
-ORDER = [
-    "advkd.io",
-    "advkd.rng",
-    "advkd.assets",
-    "advkd.data",
-    "advkd.trajectories",
-    "advkd.method",
-    "advkd.students.advkd.params",
-    "advkd.students.denoising_params",
-    "advkd.students.progressive.params",
-    "advkd.students.consistency.params",
-    "advkd.students.reflow.params",
-    "advkd.families",
-    "advkd.config",
-    "advkd.teacher",
-    "advkd.samplers",
-    "advkd.metrics.cost",
-    "advkd.metrics.inception",
-    "advkd.metrics.evaluator",
-    "advkd.metrics.autoencoder",
-    "advkd.metrics.quality",
-    "advkd.metrics.sanity",
-    "advkd.metrics.memorisation",
-    "advkd.students.networks",
-    "advkd.students.training",
-    "advkd.students.common",
-    "advkd.students.advkd.networks",
-    "advkd.students.advkd.model",
-    "advkd.students.advkd.phases",
-    "advkd.students.denoising",
-    "advkd.students.vp",
-    "advkd.students.progressive.model",
-    "advkd.students.consistency.model",
-    "advkd.students.reflow.model",
-    "advkd.stages.data",
-    "advkd.stages.teacher",
-    "advkd.stages.sample",
-    "advkd.stages.students",
-    "advkd.stages.metrics",
-    "advkd.stages.cost",
-    "advkd.stages.report",
-    "advkd.cli",
+# Lowest first; a module is in the first layer one of whose patterns matches its name. Files and provenance, data,
+# the distillation set's layout, what a method is; each family's parameters; the registry of families; config
+# validation, which asks the registry (all of these without torch: planning a run reads them); the teacher, its
+# samplers and the metrics; what every student family shares (networks, the training loop, the generic trainer);
+# each family's implementation (its folder under advkd/students); the stages, one module per rule file
+# (workflow/rules/<x>.smk -> advkd/stages/<x>.py); the CLI.
+LAYERS = [
+    ["advkd.io", "advkd.rng", "advkd.assets", "advkd.data", "advkd.trajectories", "advkd.method"],
+    ["advkd.students.*.params"],
+    ["advkd.families"],
+    ["advkd.config"],
+    ["advkd.teacher", "advkd.samplers", "advkd.metrics.*"],
+    ["advkd.students.networks", "advkd.students.training", "advkd.students.common", "advkd.students.vp",
+     "advkd.students.family"],
+    ["advkd.students.*.*"],
+    ["advkd.stages.*"],
+    ["advkd.cli"],
 ]
 # Read when a run is planned (the Snakefile validates the config and asks the registry): they must not load torch.
 PLANNING = ["advkd.config", "advkd.families"]
-PACKAGES = ["advkd", "advkd.metrics", "advkd.students", "advkd.students.advkd", "advkd.students.progressive",
-            "advkd.students.consistency", "advkd.students.reflow", "advkd.stages"]   # import nothing
 LAZY_OK = {"advkd.cli"}
+
+
+def layer(module: str) -> int | None:
+    return next((i for i, pats in enumerate(LAYERS) if any(fnmatch.fnmatchcase(module, p) for p in pats)), None)
 
 
 def modules() -> dict:
@@ -94,27 +69,63 @@ def imports(name: str, path: Path):
                     yield alias.name, node.lineno, id(node) in top
 
 
-def test_every_module_has_a_place_in_the_order():
-    assert sorted(modules()) == sorted(ORDER + PACKAGES), "add the new module to ORDER (or PACKAGES)"
+def packages() -> set:
+    return {name for name, path in modules().items() if path.name == "__init__.py"}
+
+
+def test_every_module_has_a_layer():
+    missing = sorted(m for m in set(modules()) - packages() if layer(m) is None)
+    assert not missing, f"{missing}: no layer of LAYERS matches (a family's modules go in its folder)"
 
 
 def test_imports_go_down_only_and_at_module_level():
-    rank = {m: i for i, m in enumerate(ORDER)}
-    problems = []
+    pkgs, problems, edges = packages(), [], {}
     for name, path in modules().items():
         for target, line, at_top in imports(name, path):
             where = f"{path.relative_to(PKG.parent)}:{line}: {name} imports {target}"
-            if target not in rank and target not in PACKAGES:
+            if target not in modules():
                 problems.append(f"{where}, which is no module of the package")
-            elif name in PACKAGES:
+            elif name in pkgs:
                 problems.append(f"{where} (a package's __init__ imports nothing)")
-            elif target in PACKAGES:
+            elif target in pkgs:
                 problems.append(f"{where} (import the module, not its package)")
-            elif rank[target] >= rank[name]:
-                problems.append(f"{where}, which is not below it in ORDER")
+            elif layer(target) > layer(name):
+                problems.append(f"{where}, which is in a higher layer (LAYERS)")
             elif not at_top and name not in LAZY_OK:
                 problems.append(f"{where} inside a function (import it at the top)")
+            else:
+                edges.setdefault(name, set()).add(target)
     assert not problems, "\n".join(problems)
+    assert not _cycle(edges), f"import cycle within a layer: {' -> '.join(_cycle(edges))}"
+
+
+def _cycle(edges: dict) -> list:
+    """A cycle of the graph, as the modules along it, or []."""
+    state = {}
+
+    def visit(m, path):
+        state[m] = "open"
+        for t in sorted(edges.get(m, ())):
+            if state.get(t) == "open":
+                return path[path.index(t):] + [t]
+            if t not in state:
+                found = visit(t, path + [t])
+                if found:
+                    return found
+        state[m] = "done"
+        return []
+
+    for m in sorted(edges):
+        if m not in state:
+            found = visit(m, [m])
+            if found:
+                return found
+    return []
+
+
+def test_a_cycle_is_found():
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": {"c"}}) == []
 
 
 def test_planning_loads_no_torch():
@@ -137,5 +148,5 @@ def test_the_scoring_stages_load_no_diffusers():
 
 def test_every_rule_file_has_its_stage_module():
     rules = {p.stem for p in (PKG.parent / "workflow" / "rules").glob("*.smk")} - {"common"}
-    stages = {m.rsplit(".", 1)[1] for m in ORDER if m.startswith("advkd.stages.")}
+    stages = {m.rsplit(".", 1)[1] for m in modules() if m.startswith("advkd.stages.")} - {"stages"}
     assert rules == stages, "workflow/rules/<x>.smk and advkd/stages/<x>.py go in pairs"

@@ -11,6 +11,7 @@ from advkd.io import load_tensors, save_tensors
 from advkd.rng import sample_batch
 from advkd.samplers import run_sampler, scheduler_spec
 from advkd.students.consistency import model as cd
+from advkd.students.consistency.params import ConsistencyParams
 from advkd.students.progressive import model as pd
 from advkd.students.progressive.params import ProgressiveParams
 from advkd.students.reflow import model as rf
@@ -87,10 +88,11 @@ def test_the_denoiser_stage_brings_the_v_function_to_the_teachers_x0_estimate(te
     block = {"family": "consistency-distillation", "grid_steps": 6, "denoiser_epochs": 4, "epochs": 1,
              "batch_size": 16, "lr": 1e-3, "target_ema": 0.0}
     torch.set_num_threads(1)
-    params = cd.ConsistencyParams.from_block(block)
+    params = ConsistencyParams.from_block(block)
     before = cd.make_function({**parts, "grid_steps": 6, "output": "v"}, copy.deepcopy(unet))
-    r = cd.train("cd", params, {"trajectories": shard, "teacher": teacher_card, "out": str(tmp_path), "seed": 0,
-                                "progress": False, "stop_after_epochs": 4})
+    r = cd.ConsistencyDistillation().train("cd", params, {"trajectories": shard, "teacher": teacher_card,
+                                                          "out": str(tmp_path), "seed": 0, "progress": False,
+                                                          "stop_after_epochs": 4})
     assert [row["stage"] for row in r["history"]] == ["denoiser"] * 4
     after = cd.make_function({**parts, "grid_steps": 6, "output": "v"}, copy.deepcopy(unet))
     tensors = load_tensors(tmp_path / "checkpoint.safetensors")
@@ -111,8 +113,8 @@ def test_a_progressive_round_halves_the_steps_and_learns_its_teachers_two_steps(
     # few epochs of many steps: every epoch writes a checkpoint of all the round's students
     params = ProgressiveParams(teacher_steps=4, min_steps=2, epochs_per_round=2, batch_size=8, lr=1e-3)
     torch.set_num_threads(1)
-    r = pd.train("pd", params, {"trajectories": shard, "teacher": teacher_card, "out": str(tmp_path), "seed": 0,
-                                "progress": False})
+    r = pd.ProgressiveDistillation().train("pd", params, {"trajectories": shard, "teacher": teacher_card,
+                                                          "out": str(tmp_path), "seed": 0, "progress": False})
     assert r["done"] and [row["nfe"] for row in r["history"]][::2] == [4, 2]
     block = {"family": "progressive-distillation", "teacher_steps": 4, "min_steps": 2}
     four, two = (build_method(f"pd-{k}", block | {"steps": k}, {"student_dir": str(tmp_path), "device": "cpu"})
@@ -131,7 +133,7 @@ def test_reflow_trained_on_one_pair_reproduces_it_in_one_euler_step(teacher_card
     x_T, x_0 = torch.randn(1, 1, 8, 8, generator=g), torch.rand(1, 1, 8, 8, generator=g) * 2 - 1
     shard = _shard(tmp_path / "shard-00000.safetensors", x_T.repeat(160, 1, 1, 1), x_0.repeat(160, 1, 1, 1))
     torch.set_num_threads(1)
-    rf.train("rf", ReflowParams(epochs=4, batch_size=16, lr=2e-3),
+    rf.Reflow().train("rf", ReflowParams(epochs=4, batch_size=16, lr=2e-3),
              {"trajectories": shard, "teacher": teacher_card, "out": str(tmp_path), "seed": 0, "progress": False})
     m = build_method("rf", {"family": "reflow"}, {"student_dir": str(tmp_path), "device": "cpu"})
     with torch.no_grad():
@@ -150,7 +152,7 @@ def test_more_sampling_steps_call_the_network_that_often(teacher_card, tmp_path,
     g = torch.Generator().manual_seed(2)
     shard = _shard(tmp_path / "shard-00000.safetensors", torch.randn(8, 1, 8, 8, generator=g),
                    torch.rand(8, 1, 8, 8, generator=g) * 2 - 1)
-    fam.module().train("a", fam.params.from_block(block), {"trajectories": shard, "teacher": teacher_card,
+    fam.load().train("a", fam.params.from_block(block), {"trajectories": shard, "teacher": teacher_card,
                                                            "out": str(tmp_path), "seed": 0, "progress": False})
     assert trainers({"a": block, "b": block | {"steps": steps}}) == {"a": "a", "b": "a"}
     m = build_method("b", block | {"steps": steps}, {"student_dir": str(tmp_path), "device": "cpu"})

@@ -1,5 +1,5 @@
 """Adv-KD training and sampling: phases, per-phase critics, the adversarial and regression losses, and the
-family's `train` and `build` (advkd.method). The shared loop (advkd.students.training) runs the phases as its
+family's class (advkd.students.family). The shared loop (advkd.students.training) runs the phases as its
 segments; everything about phases and heads is here."""
 
 from __future__ import annotations
@@ -12,21 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ... import rng
 from ...data import save_grid, to_uint8
-from ...families import FAMILIES
-from ..common import (
-    generator_weights,
-    load_distillation_set,
-    student_config,
-    student_method,
-    teacher_unet,
-    write_student,
-)
+from ..common import generator_weights, teacher_unet
+from ..family import Sampling, StudentFamily
 from ..networks import UNetStudent, count, resize_to, unet_from_config
-from ..training import Segment, fit, regression_loss, run_identity
+from ..training import Segment, regression_loss
 from .networks import CRITICS, InferencePath, ProgressiveGenerator, downsample_noise
-from .params import AdvKDParams, published_batch
+from .params import published_batch
 
 
 @dataclass
@@ -290,63 +282,65 @@ def segments(student: Student, phases: list[Phase], recipe: Recipe, x_T, targets
     return [segment(p, phase) for p, phase in enumerate(phases)]
 
 
-def train(name: str, params: AdvKDParams, ctx: dict) -> dict:
-    """ctx: trajectories (shard paths), out (folder), seed, device, teacher (teacher.json, for generator:
-    teacher-unet); optional stop_after_epochs, progress."""
-    traj = load_distillation_set(ctx["trajectories"], params.max_runs)
-    _, available, ch, res, _ = traj["states"].shape
-    cfg = params.resolve(name, available, res, ch)
-    unet = None
-    if params.teacher_unet:
-        unet, unet_cfg, _ = teacher_unet(ctx["teacher"])
-        cfg |= unet_cfg
-    seed, device = ctx["seed"], torch.device(ctx.get("device", "cpu"))
-    rng.seed_torch("student-init", seed)  # initial weights are part of the run: a resumed or repeated run must match
-    student = make_student(cfg)
-    if unet is not None:
-        student.generator.unet.load_state_dict(unet.state_dict())
-    phases, recipe = make_phases(cfg), make_recipe(cfg)
-    rng.seed_torch("student-init", seed)
-    targets = traj["states"][:, cfg["checkpoints"]]
-    segs = segments(student, phases, recipe, traj["x_T"], targets, device)
-    modules = {"gen": student.generator, "critic": student.critics}
-    identity = run_identity(modules, segs, traj["x_T"], targets, seed, cfg)
-    student.generator.to(device)
-    student.critics.to(device)
-    if recipe.ema:
-        student.ema = copy.deepcopy(student.generator).requires_grad_(False)
-        modules["ema"] = student.ema
-    result = fit(modules, [student.generator, student.critics], segs, len(traj["x_T"]),
-                 FAMILIES["advkd"].loss_columns, ctx["out"], seed, identity, ctx.get("stop_after_epochs"),
-                 ctx.get("progress", True))
-    if not result["done"]:
-        return result
-    if student.ema is not None:  # the averaged weights are the student from here on
-        student.generator.load_state_dict(student.ema.state_dict())
-        recalibrate_batchnorm(student.generator, student.noise_input(traj["x_T"]).to(device), phases[-1].batch_size)
-    write_student(ctx["out"], cfg, student.generator, student.noise_input, {"critic": student.critics}, result, traj,
-                  seed, lambda path: phase_panel(student, phases, traj["x_T"], targets, path),
-                  extra={"run_identity": identity})
-    return result
+class AdvKD(StudentFamily):
+    name = "advkd"
 
+    def teacher(self, params, card):
+        # only the teacher-initialised generator needs the teacher (its UNet); the progressive one starts afresh
+        return teacher_unet(card) if params.teacher_unet else (None, {}, {})
 
-def build(name: str, params: AdvKDParams, ctx: dict):
-    cfg, tensors = student_config(name, ctx, "advkd", params.resolve, params.as_dict())
-    if tensors is None and params.teacher_unet:  # cost only: the teacher's architecture
-        cfg |= teacher_unet(ctx["teacher"])[1]
-    gen = make_generator(cfg)
-    if tensors is not None:
-        gen.load_state_dict(generator_weights(tensors))
-    critics = make_critics(cfg, gen)
-    nr, c, r = cfg["noise_resolution"], cfg["image_channels"], cfg["resolution"]
-    info = {"phases": cfg["phases"], "checkpoints": cfg["checkpoints"], "noise_resolution": nr,
-            "loss": cfg["loss"], "training": cfg["training"], "generator_parameters": count(gen),
-            "critic_parameters": count(critics)}
-    net = gen if params.teacher_unet else InferencePath(gen)
-    gen.to(ctx.get("device", "cpu")).eval()
-    return student_method(name, "advkd", params.nfe, lambda x: net(downsample_noise(x, nr)), net, (c, r, r),
-                          (c, nr, nr), count(gen), info, ctx.get("device", "cpu"),
-                          training_only_parameters=count(critics))
+    def resolve(self, params, name, available, resolution, channels, teacher_card=None):
+        return params.resolve(name, available, resolution, channels)
+
+    def targets(self, cfg, traj):
+        return traj["states"][:, cfg["checkpoints"]]
+
+    def networks(self, cfg, teacher, device):
+        student = make_student(cfg)
+        if teacher is not None:
+            student.generator.unet.load_state_dict(teacher.state_dict())
+        if cfg["ema"]:
+            student.ema = copy.deepcopy(student.generator).requires_grad_(False)
+        return student
+
+    def segments(self, student, cfg, traj, device):
+        return segments(student, make_phases(cfg), make_recipe(cfg), traj["x_T"], self.targets(cfg, traj), device)
+
+    def modules(self, student):
+        return {"gen": student.generator, "critic": student.critics,
+                **({"ema": student.ema} if student.ema is not None else {})}
+
+    def trained(self, student):
+        return [student.generator, student.critics]
+
+    def saved(self, student):
+        return student.generator, {"critic": student.critics}
+
+    def finish(self, student, cfg, traj, device):
+        if student.ema is not None:  # the averaged weights are the student from here on
+            student.generator.load_state_dict(student.ema.state_dict())
+            recalibrate_batchnorm(student.generator, student.noise_input(traj["x_T"]).to(device),
+                                  make_phases(cfg)[-1].batch_size)
+
+    def sample_fn(self, student, cfg):
+        return lambda z: student.generator(student.noise_input(z))
+
+    def panel(self, student, cfg, traj, path):
+        phase_panel(student, make_phases(cfg), traj["x_T"], self.targets(cfg, traj), path)
+
+    def sampling(self, name, params, cfg, tensors, device):
+        gen = make_generator(cfg)
+        if tensors is not None:
+            gen.load_state_dict(generator_weights(tensors))
+        critics = make_critics(cfg, gen)
+        nr, c = cfg["noise_resolution"], cfg["image_channels"]
+        info = {"phases": cfg["phases"], "checkpoints": cfg["checkpoints"], "noise_resolution": nr,
+                "loss": cfg["loss"], "training": cfg["training"], "generator_parameters": count(gen),
+                "critic_parameters": count(critics)}
+        net = gen if params.teacher_unet else InferencePath(gen)
+        gen.to(device).eval()
+        return Sampling(lambda x: net(downsample_noise(x, nr)), net, count(gen), info, (c, nr, nr),
+                        training_only_parameters=count(critics))
 
 
 # ----------------------------------------------------------------------------------------------- pictures

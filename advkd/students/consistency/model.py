@@ -28,28 +28,20 @@ conditioned on DDPM timesteps and fed variance-preserving states; its grid is th
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ... import rng
 from ...data import save_grid, to_uint8
-from ...families import FAMILIES
-from ..common import (
-    generator_weights,
-    last_checkpoint_recipe,
-    load_distillation_set,
-    student_config,
-    student_method,
-    write_student,
-)
+from ..common import generator_weights
+from ..family import Sampling, StudentFamily
 from ..networks import count, unet_from_config
-from ..training import Segment, fit, run_identity
+from ..training import Segment
 from ..vp import Grid, TimedUNet, ddim_step, teacher_grid, teacher_parts, teacher_x0
-from .params import ConsistencyParams
 
 SIGMA_DATA = 0.5
-BETAS = (0.9, 0.999)
 
 
 class ConsistencyFunction(nn.Module):
@@ -106,91 +98,11 @@ def distance(kind: str, a, b):
     return (((a - b) ** 2).flatten(1).sum(1) + c ** 2).sqrt().sub(c).mean()
 
 
-def resolve(params: ConsistencyParams, name: str, available: int, resolution: int, channels: int,
-            teacher_card=None) -> dict:
-    return last_checkpoint_recipe(params, "consistency-distillation", name, available, resolution, channels,
-                                  teacher_card)
-
-
 def make_function(cfg: dict, unet=None) -> ConsistencyFunction:
     net = TimedUNet(unet if unet is not None else unet_from_config(cfg["unet_config"]), 0)
     grid = teacher_grid(cfg["scheduler_config"], cfg["grid_steps"])
     net.default_time = float(grid.timesteps[0])   # one evaluation is costed where sampling starts
     return ConsistencyFunction(net, grid, cfg["output"])
-
-
-def train(name: str, params: ConsistencyParams, ctx: dict) -> dict:
-    """ctx: trajectories, out, seed, device, teacher (teacher.json); optional stop_after_epochs, progress."""
-    traj = load_distillation_set(ctx["trajectories"], params.max_runs)
-    _, available, ch, res, _ = traj["states"].shape
-    teacher, parts, card = teacher_parts(ctx["teacher"])
-    cfg = resolve(params, name, available, res, ch, teacher_card=card.get("pipeline")) | parts
-    seed, device = ctx["seed"], torch.device(ctx.get("device", "cpu"))
-    rng.seed_torch("student-init", seed)
-    online = make_function(cfg, copy.deepcopy(teacher))
-    target = copy.deepcopy(online).requires_grad_(False)
-    teacher = teacher.to(device).eval().requires_grad_(False)
-    grid, x_0 = online.grid, traj["states"][:, -1]
-
-    def noisy(idx, gen, last: int):
-        x = x_0[idx]
-        k = torch.randint(0, last, (len(idx),), generator=gen)
-        a, s = grid.alpha_sigma(k)
-        return (a * x + s * torch.randn(x.shape, generator=gen)).to(device), k
-
-    def optimise(opt, loss):
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return {"loss": loss.item()}
-
-    def begin_denoiser():
-        opt = torch.optim.Adam(list(online.parameters()), lr=cfg["lr"], betas=BETAS)
-
-        def step(idx, gen):
-            z, k = noisy(idx, gen, grid.steps)
-            with torch.no_grad():  # the teacher's one-step x_0 estimate, clipped as its DDIM steps clip it
-                want = online.target_output(z, k, teacher_x0(grid, teacher, z, k)[0])
-            # the squared error of the output (for v, progressive distillation's "SNR+1" weighting in x_0)
-            return optimise(opt, torch.nn.functional.mse_loss(online.net(z, grid.timesteps[k].to(device)), want))
-        return {"online": opt}, step
-
-    def start_from_denoiser():   # consistency training starts from the learnt denoiser, its target network too
-        target.load_state_dict(online.state_dict())
-
-    def begin_consistency():
-        opt = torch.optim.Adam(list(online.parameters()), lr=cfg["lr"], betas=BETAS)
-
-        def step(idx, gen):
-            z, k = noisy(idx, gen, grid.steps - 1)
-            with torch.no_grad():
-                z_next = ddim_step(grid, teacher, z, k)
-                want = target(z_next, k + 1)
-            row = optimise(opt, distance(cfg["distance"], online(z, k), want))
-            with torch.no_grad():
-                for pt, po in zip(target.parameters(), online.parameters()):
-                    pt.lerp_(po, 1 - cfg["target_ema"])
-            return row
-        return {"online": opt}, step
-
-    segs = []
-    if cfg["denoiser_epochs"]:
-        segs.append(Segment({"stage": "denoiser"}, cfg["denoiser_epochs"], cfg["batch_size"], begin_denoiser,
-                            {"denoiser_epochs": cfg["denoiser_epochs"], "batch_size": cfg["batch_size"]},
-                            start_from_denoiser))
-    segs.append(Segment({"stage": "consistency"}, cfg["epochs"], cfg["batch_size"], begin_consistency,
-                        {"epochs": cfg["epochs"], "batch_size": cfg["batch_size"]}))
-    modules = {"gen": target.net, "online": online.net}
-    identity = run_identity(modules, segs, traj["x_T"], x_0, seed, cfg)
-    online.to(device), target.to(device)
-    result = fit(modules, [online], segs, len(x_0), FAMILIES["consistency-distillation"].loss_columns, ctx["out"],
-                 seed, identity, ctx.get("stop_after_epochs"), ctx.get("progress", True))
-    if result["done"]:
-        target.cpu()
-        write_student(ctx["out"], cfg, target.net, None, {"online": online.net}, result, traj, seed,
-                      lambda path: panel(target, traj["x_T"], x_0, path), extra={"run_identity": identity},
-                      sample=lambda z: consistency_sample(target, z, 1))
-    return result
 
 
 def panel(f: ConsistencyFunction, x_T, x_0, path, examples: int = 6) -> None:
@@ -202,19 +114,100 @@ def panel(f: ConsistencyFunction, x_T, x_0, path, examples: int = 6) -> None:
     save_grid(path, to_uint8(tiles.flatten(0, 1)), nrow=4)
 
 
-def build(name: str, params: ConsistencyParams, ctx: dict):
-    cfg, tensors = student_config(name, ctx, "consistency-distillation", lambda *a: resolve(params, *a),
-                                  list(params.training_dict()))
-    if tensors is None:  # cost only: the (random) teacher's architecture
-        cfg |= teacher_parts(ctx["teacher"])[1]
-    f = make_function(cfg)
-    if tensors is not None:
-        f.net.load_state_dict(generator_weights(tensors))
-    if params.steps > f.grid.steps:
-        raise ValueError(f"{name}: steps {params.steps} exceed the grid's {f.grid.steps} times")
-    c, r = cfg["image_channels"], cfg["resolution"]
-    info = {"epochs": cfg["epochs"], "steps": params.steps, "grid_steps": cfg["grid_steps"],
-            "generator_parameters": count(f.net)}
-    return student_method(name, "consistency-distillation", params.nfe,
-                          lambda x, g: consistency_sample(f, x, params.steps, g), f.net, (c, r, r), (c, r, r),
-                          count(f.net), info, ctx.get("device", "cpu"), draws_noise=True)
+@dataclass
+class Pair:
+    online: ConsistencyFunction     # trained by gradient
+    target: ConsistencyFunction     # its running average: the student
+    teacher: nn.Module              # the teacher's UNet (eps), which takes the ODE step
+
+
+class ConsistencyDistillation(StudentFamily):
+    name = "consistency-distillation"
+
+    def teacher(self, params, card):
+        return teacher_parts(card)
+
+    def networks(self, cfg, teacher, device):
+        online = make_function(cfg, copy.deepcopy(teacher))
+        return Pair(online, copy.deepcopy(online).requires_grad_(False),
+                    teacher.to(device).eval().requires_grad_(False))
+
+    def segments(self, p: Pair, cfg, traj, device):
+        online, target, grid, x_0 = p.online, p.target, p.online.grid, traj["states"][:, -1]
+
+        def noisy(idx, gen, last: int):
+            x = x_0[idx]
+            k = torch.randint(0, last, (len(idx),), generator=gen)
+            a, s = grid.alpha_sigma(k)
+            return (a * x + s * torch.randn(x.shape, generator=gen)).to(device), k
+
+        def optimise(opt, loss):
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return {"loss": loss.item()}
+
+        def begin_denoiser():
+            opt = torch.optim.Adam(list(online.parameters()), lr=cfg["lr"], betas=self.betas)
+
+            def step(idx, gen):
+                z, k = noisy(idx, gen, grid.steps)
+                with torch.no_grad():  # the teacher's one-step x_0 estimate, clipped as its DDIM steps clip it
+                    want = online.target_output(z, k, teacher_x0(grid, p.teacher, z, k)[0])
+                # the squared error of the output (for v, progressive distillation's "SNR+1" weighting in x_0)
+                return optimise(opt, torch.nn.functional.mse_loss(online.net(z, grid.timesteps[k].to(device)),
+                                                                  want))
+            return {"online": opt}, step
+
+        def start_from_denoiser():   # consistency training starts from the learnt denoiser, its target network too
+            target.load_state_dict(online.state_dict())
+
+        def begin_consistency():
+            opt = torch.optim.Adam(list(online.parameters()), lr=cfg["lr"], betas=self.betas)
+
+            def step(idx, gen):
+                z, k = noisy(idx, gen, grid.steps - 1)
+                with torch.no_grad():
+                    z_next = ddim_step(grid, p.teacher, z, k)
+                    want = target(z_next, k + 1)
+                row = optimise(opt, distance(cfg["distance"], online(z, k), want))
+                with torch.no_grad():
+                    for pt, po in zip(target.parameters(), online.parameters()):
+                        pt.lerp_(po, 1 - cfg["target_ema"])
+                return row
+            return {"online": opt}, step
+
+        segs = []
+        if cfg["denoiser_epochs"]:
+            segs.append(Segment({"stage": "denoiser"}, cfg["denoiser_epochs"], cfg["batch_size"], begin_denoiser,
+                                {"denoiser_epochs": cfg["denoiser_epochs"], "batch_size": cfg["batch_size"]},
+                                start_from_denoiser))
+        segs.append(Segment({"stage": "consistency"}, cfg["epochs"], cfg["batch_size"], begin_consistency,
+                            {"epochs": cfg["epochs"], "batch_size": cfg["batch_size"]}))
+        return segs
+
+    def modules(self, p: Pair):
+        return {"gen": p.target.net, "online": p.online.net}
+
+    def trained(self, p: Pair):
+        return [p.online]
+
+    def saved(self, p: Pair):
+        return p.target.net, {"online": p.online.net}
+
+    def sample_fn(self, p: Pair, cfg):
+        return lambda z: consistency_sample(p.target, z, 1)
+
+    def panel(self, p: Pair, cfg, traj, path):
+        panel(p.target, traj["x_T"], traj["states"][:, -1], path)
+
+    def sampling(self, name, params, cfg, tensors, device):
+        f = make_function(cfg)
+        if tensors is not None:
+            f.net.load_state_dict(generator_weights(tensors))
+        if params.steps > f.grid.steps:
+            raise ValueError(f"{name}: steps {params.steps} exceed the grid's {f.grid.steps} times")
+        info = {"epochs": cfg["epochs"], "steps": params.steps, "grid_steps": cfg["grid_steps"],
+                "generator_parameters": count(f.net)}
+        return Sampling(lambda x, g: consistency_sample(f, x, params.steps, g), f.net, count(f.net), info,
+                        draws_noise=True)

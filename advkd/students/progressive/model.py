@@ -16,19 +16,17 @@ scheduler clips them.
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 
-from ... import rng
 from ...data import save_grid, to_uint8
-from ...families import FAMILIES
-from ..common import last_checkpoint_recipe, load_distillation_set, student_config, student_method, write_student
+from ..common import last_checkpoint_recipe
+from ..family import Sampling, StudentFamily
 from ..networks import count, unet_from_config
-from ..training import Segment, fit, run_identity
+from ..training import Segment
 from ..vp import Grid, TimedUNet, ddim_step, teacher_grid, teacher_parts
-from .params import ProgressiveParams, halvings
-
-BETAS = (0.9, 0.999)
+from .params import halvings
 
 
 def v_step(grid: Grid, net: TimedUNet, z, i, j):
@@ -51,12 +49,6 @@ def ddim_sample(grid: Grid, net: TimedUNet, x_T, steps: int):
     return z
 
 
-def resolve(params: ProgressiveParams, name: str, available: int, resolution: int, channels: int,
-            teacher_card=None) -> dict:
-    return last_checkpoint_recipe(params, "progressive-distillation", name, available, resolution, channels,
-                                  teacher_card) | {"rounds": halvings(params.teacher_steps, params.min_steps)}
-
-
 def make_network(cfg: dict, unet=None) -> tuple[TimedUNet, Grid]:
     grid = teacher_grid(cfg["scheduler_config"], cfg["teacher_steps"])
     net = TimedUNet(unet if unet is not None else unet_from_config(cfg["unet_config"]), float(grid.timesteps[0]))
@@ -70,70 +62,6 @@ def round_target(grid: Grid, z, i, i2, z2):
     return (a * z - x) / s
 
 
-def train(name: str, params: ProgressiveParams, ctx: dict) -> dict:
-    """ctx: trajectories, out, seed, device, teacher (teacher.json); optional stop_after_epochs, progress."""
-    traj = load_distillation_set(ctx["trajectories"], params.max_runs)
-    _, available, ch, res, _ = traj["states"].shape
-    teacher, parts, card = teacher_parts(ctx["teacher"])
-    cfg = resolve(params, name, available, res, ch, teacher_card=card.get("pipeline")) | parts
-    seed, device = ctx["seed"], torch.device(ctx.get("device", "cpu"))
-    rng.seed_torch("student-init", seed)
-    net, grid = make_network(cfg, copy.deepcopy(teacher))
-    rounds = cfg["rounds"]
-    # each round's student, kept for the rows and as the next round's teacher; the last round's is `net` itself
-    kept = {k: copy.deepcopy(net).requires_grad_(False) for k in rounds[:-1]}
-    teacher = teacher.to(device).eval().requires_grad_(False)
-    x_0 = traj["states"][:, -1]
-    n = grid.steps
-
-    def segment(r: int, k: int) -> Segment:
-        d = n // k
-
-        def begin():
-            opt = torch.optim.Adam(list(net.parameters()), lr=cfg["lr"], betas=BETAS)
-            prev = kept[rounds[r - 1]] if r else None
-
-            def step(idx, gen):
-                x = x_0[idx]
-                i = torch.randint(0, k, (len(idx),), generator=gen) * d
-                a, s = grid.alpha_sigma(i)
-                z = a * x + s * torch.randn(x.shape, generator=gen)
-                z = z.to(device)
-                with torch.no_grad():
-                    if prev is None:   # round 0: the eps teacher's own DDIM step, learnt in v
-                        z2 = ddim_step(grid, teacher, z, i)
-                    else:              # two steps of the previous student, learnt as one
-                        z2 = v_step(grid, prev, v_step(grid, prev, z, i, i + d // 2), i + d // 2, i + d)
-                    want = round_target(grid, z.cpu(), i, i + d, z2.cpu()).to(device)
-                loss = torch.nn.functional.mse_loss(net(z, grid.timesteps[i].to(device)), want)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                return {"distillation": loss.item()}
-            return {"net": opt}, step
-
-        def end():
-            if k in kept:
-                kept[k].load_state_dict(net.state_dict())
-
-        return Segment({"round": r, "nfe": k}, cfg["epochs_per_round"], cfg["batch_size"], begin,
-                       {"steps": k, "epochs": cfg["epochs_per_round"], "batch_size": cfg["batch_size"]}, end)
-
-    segs = [segment(r, k) for r, k in enumerate(rounds)]
-    modules = {"gen": net, **{f"steps{k}": m for k, m in kept.items()}}
-    identity = run_identity(modules, segs, traj["x_T"], x_0, seed, cfg)
-    for m in modules.values():
-        m.to(device)
-    result = fit(modules, [net], segs, len(x_0), FAMILIES["progressive-distillation"].loss_columns, ctx["out"],
-                 seed, identity, ctx.get("stop_after_epochs"), ctx.get("progress", True))
-    if result["done"]:
-        extra = {f"steps{k}": m for k, m in kept.items()}
-        write_student(ctx["out"], cfg, net, None, extra, result, traj, seed,
-                      lambda path: panel(grid, {**kept, rounds[-1]: net}, traj["x_T"], x_0, path),
-                      extra={"run_identity": identity}, sample=lambda z: ddim_sample(grid, net, z, rounds[-1]))
-    return result
-
-
 def panel(grid: Grid, students: dict, x_T, x_0, path, examples: int = 6) -> None:
     """Per training run: x_T, the teacher's x_0, then each round's student (most steps first)."""
     with torch.no_grad():
@@ -142,20 +70,89 @@ def panel(grid: Grid, students: dict, x_T, x_0, path, examples: int = 6) -> None
     save_grid(path, to_uint8(tiles.flatten(0, 1)), nrow=tiles.shape[1])
 
 
-def build(name: str, params: ProgressiveParams, ctx: dict):
-    cfg, tensors = student_config(name, ctx, "progressive-distillation", lambda *a: resolve(params, *a),
-                                  list(params.training_dict()))
-    if tensors is None:  # cost only: the (random) teacher's architecture
-        cfg |= teacher_parts(ctx["teacher"])[1]
-    if params.steps not in cfg["rounds"]:
-        raise ValueError(f"{name}: steps {params.steps} is not one of the trained rounds {cfg['rounds']}")
-    net, grid = make_network(cfg)
-    if tensors is not None:
-        prefix = "gen." if params.steps == cfg["rounds"][-1] else f"steps{params.steps}."
-        net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    c, r = cfg["image_channels"], cfg["resolution"]
-    info = {"teacher_steps": cfg["teacher_steps"], "steps": params.steps, "rounds": cfg["rounds"],
-            "generator_parameters": count(net)}
-    return student_method(name, "progressive-distillation", params.nfe,
-                          lambda x: ddim_sample(grid, net, x, params.steps), net, (c, r, r), (c, r, r), count(net),
-                          info, ctx.get("device", "cpu"))
+@dataclass
+class Rounds:
+    net: TimedUNet          # the student in training; after the last round, the fewest-step student
+    grid: Grid
+    rounds: list            # step counts, most first
+    kept: dict              # steps -> each earlier round's student (the rows, and the next round's teacher)
+    teacher: torch.nn.Module    # the teacher's UNet (eps), what round 0 learns from
+
+
+class ProgressiveDistillation(StudentFamily):
+    name = "progressive-distillation"
+
+    def teacher(self, params, card):
+        return teacher_parts(card)
+
+    def resolve(self, params, name, available, resolution, channels, teacher_card=None):
+        return last_checkpoint_recipe(params, self.name, name, available, resolution, channels, teacher_card) \
+            | {"rounds": halvings(params.teacher_steps, params.min_steps)}
+
+    def networks(self, cfg, teacher, device):
+        net, grid = make_network(cfg, copy.deepcopy(teacher))
+        rounds = cfg["rounds"]
+        # each round's student, kept for the rows and as the next round's teacher; the last round's is `net` itself
+        kept = {k: copy.deepcopy(net).requires_grad_(False) for k in rounds[:-1]}
+        return Rounds(net, grid, rounds, kept, teacher.to(device).eval().requires_grad_(False))
+
+    def segments(self, r: Rounds, cfg, traj, device):
+        x_0, grid, net, n = traj["states"][:, -1], r.grid, r.net, r.grid.steps
+
+        def segment(j: int, k: int) -> Segment:
+            d = n // k
+
+            def begin():
+                opt = torch.optim.Adam(list(net.parameters()), lr=cfg["lr"], betas=self.betas)
+                prev = r.kept[r.rounds[j - 1]] if j else None
+
+                def step(idx, gen):
+                    x = x_0[idx]
+                    i = torch.randint(0, k, (len(idx),), generator=gen) * d
+                    a, s = grid.alpha_sigma(i)
+                    z = a * x + s * torch.randn(x.shape, generator=gen)
+                    z = z.to(device)
+                    with torch.no_grad():
+                        if prev is None:   # round 0: the eps teacher's own DDIM step, learnt in v
+                            z2 = ddim_step(grid, r.teacher, z, i)
+                        else:              # two steps of the previous student, learnt as one
+                            z2 = v_step(grid, prev, v_step(grid, prev, z, i, i + d // 2), i + d // 2, i + d)
+                        want = round_target(grid, z.cpu(), i, i + d, z2.cpu()).to(device)
+                    loss = torch.nn.functional.mse_loss(net(z, grid.timesteps[i].to(device)), want)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    return {"distillation": loss.item()}
+                return {"net": opt}, step
+
+            def end():
+                if k in r.kept:
+                    r.kept[k].load_state_dict(net.state_dict())
+
+            return Segment({"round": j, "nfe": k}, cfg["epochs_per_round"], cfg["batch_size"], begin,
+                           {"steps": k, "epochs": cfg["epochs_per_round"], "batch_size": cfg["batch_size"]}, end)
+
+        return [segment(j, k) for j, k in enumerate(r.rounds)]
+
+    def modules(self, r: Rounds):
+        return {"gen": r.net, **{f"steps{k}": m for k, m in r.kept.items()}}
+
+    def saved(self, r: Rounds):
+        return r.net, {f"steps{k}": m for k, m in r.kept.items()}
+
+    def sample_fn(self, r: Rounds, cfg):
+        return lambda z: ddim_sample(r.grid, r.net, z, r.rounds[-1])
+
+    def panel(self, r: Rounds, cfg, traj, path):
+        panel(r.grid, {**r.kept, r.rounds[-1]: r.net}, traj["x_T"], traj["states"][:, -1], path)
+
+    def sampling(self, name, params, cfg, tensors, device):
+        if params.steps not in cfg["rounds"]:
+            raise ValueError(f"{name}: steps {params.steps} is not one of the trained rounds {cfg['rounds']}")
+        net, grid = make_network(cfg)
+        if tensors is not None:
+            prefix = "gen." if params.steps == cfg["rounds"][-1] else f"steps{params.steps}."
+            net.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        info = {"teacher_steps": cfg["teacher_steps"], "steps": params.steps, "rounds": cfg["rounds"],
+                "generator_parameters": count(net)}
+        return Sampling(lambda x: ddim_sample(grid, net, x, params.steps), net, count(net), info)

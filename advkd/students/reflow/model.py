@@ -12,28 +12,11 @@ from __future__ import annotations
 
 import torch
 
-from ... import rng
 from ...data import save_grid, to_uint8
-from ...families import FAMILIES
-from ..common import (
-    generator_weights,
-    last_checkpoint_recipe,
-    load_distillation_set,
-    student_config,
-    student_method,
-    teacher_unet,
-    write_student,
-)
+from ..common import generator_weights
+from ..family import Sampling, StudentFamily
 from ..networks import count, unet_from_config
-from ..training import fit_one_network
 from ..vp import TimedUNet
-from .params import ReflowParams
-
-BETAS = (0.9, 0.999)
-
-
-def resolve(params: ReflowParams, name: str, available: int, resolution: int, channels: int, teacher_card=None):
-    return last_checkpoint_recipe(params, "reflow", name, available, resolution, channels, teacher_card)
 
 
 def make_network(cfg: dict, unet=None) -> TimedUNet:
@@ -48,49 +31,41 @@ def euler(net: TimedUNet, x_T, steps: int):
     return x
 
 
-def train(name: str, params: ReflowParams, ctx: dict) -> dict:
-    """ctx: trajectories, out, seed, device, teacher (teacher.json); optional stop_after_epochs, progress."""
-    traj = load_distillation_set(ctx["trajectories"], params.max_runs)
-    _, available, ch, res, _ = traj["states"].shape
-    unet, unet_cfg, card = teacher_unet(ctx["teacher"])
-    cfg = resolve(params, name, available, res, ch, teacher_card=card.get("pipeline")) | unet_cfg
-    seed, device = ctx["seed"], torch.device(ctx.get("device", "cpu"))
-    rng.seed_torch("student-init", seed)
-    net = make_network(cfg, unet)
-    x_T, x_0 = traj["x_T"], traj["states"][:, -1]
+class Reflow(StudentFamily):
+    name = "reflow"
 
-    def loss(idx, gen):
-        s = torch.rand(len(idx), generator=gen).view(-1, 1, 1, 1)
-        a, b = x_T[idx], x_0[idx]
-        x_s = (s * a + (1 - s) * b).to(device)
-        value = torch.nn.functional.mse_loss(net(x_s, (net.default_time * s.flatten()).to(device)),
-                                             (a - b).to(device))
-        return value, {"velocity": value.item()}
+    def networks(self, cfg, teacher, device):
+        return make_network(cfg, teacher)
 
-    result, identity = fit_one_network(net, cfg, loss, x_T, x_0, seed, BETAS, FAMILIES["reflow"].loss_columns, ctx)
-    if result["done"]:
-        write_student(ctx["out"], cfg, net, None, {}, result, traj, seed, lambda path: panel(net, x_T, x_0, path),
-                      extra={"run_identity": identity}, sample=lambda z: euler(net, z, 1))
-    return result
+    def segments(self, net, cfg, traj, device):
+        x_T, x_0 = traj["x_T"], traj["states"][:, -1]
 
+        def loss(idx, gen):
+            s = torch.rand(len(idx), generator=gen).view(-1, 1, 1, 1)
+            a, b = x_T[idx], x_0[idx]
+            x_s = (s * a + (1 - s) * b).to(device)
+            value = torch.nn.functional.mse_loss(net(x_s, (net.default_time * s.flatten()).to(device)),
+                                                 (a - b).to(device))
+            return value, {"velocity": value.item()}
+        return [self.one_network_segment(net, cfg, loss)]
 
-def panel(net, x_T, x_0, path, examples: int = 6) -> None:
-    """Per training run: x_T, the teacher's x_0, the student's with 1 and 2 Euler steps."""
-    with torch.no_grad():
-        one, two = euler(net, x_T[:examples], 1), euler(net, x_T[:examples], 2)
-    tiles = torch.stack([x_T[:examples].clamp(-1, 1), x_0[:examples], one.clamp(-1, 1), two.clamp(-1, 1)], 1)
-    save_grid(path, to_uint8(tiles.flatten(0, 1)), nrow=4)
+    def modules(self, net):
+        return {"gen": net}
 
+    def sample_fn(self, net, cfg):
+        return lambda z: euler(net, z, 1)
 
-def build(name: str, params: ReflowParams, ctx: dict):
-    cfg, tensors = student_config(name, ctx, "reflow", lambda *a: resolve(params, *a),
-                                  list(params.training_dict()))
-    if tensors is None:  # cost only: the (random) teacher's architecture
-        cfg |= teacher_unet(ctx["teacher"])[1]
-    net = make_network(cfg)
-    if tensors is not None:
-        net.load_state_dict(generator_weights(tensors))
-    c, r = cfg["image_channels"], cfg["resolution"]
-    info = {"epochs": cfg["epochs"], "steps": params.steps, "generator_parameters": count(net)}
-    return student_method(name, "reflow", params.nfe, lambda x: euler(net, x, params.steps).clamp(-1, 1), net,
-                          (c, r, r), (c, r, r), count(net), info, ctx.get("device", "cpu"))
+    def panel(self, net, cfg, traj, path, examples: int = 6):
+        """Per training run: x_T, the teacher's x_0, the student's with 1 and 2 Euler steps."""
+        x_T, x_0 = traj["x_T"][:examples], traj["states"][:examples, -1]
+        with torch.no_grad():
+            one, two = euler(net, x_T, 1), euler(net, x_T, 2)
+        tiles = torch.stack([x_T.clamp(-1, 1), x_0, one.clamp(-1, 1), two.clamp(-1, 1)], 1)
+        save_grid(path, to_uint8(tiles.flatten(0, 1)), nrow=4)
+
+    def sampling(self, name, params, cfg, tensors, device):
+        net = make_network(cfg)
+        if tensors is not None:
+            net.load_state_dict(generator_weights(tensors))
+        info = {"epochs": cfg["epochs"], "steps": params.steps, "generator_parameters": count(net)}
+        return Sampling(lambda x: euler(net, x, params.steps).clamp(-1, 1), net, count(net), info)

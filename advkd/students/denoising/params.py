@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..method import Params, max_runs_errors, param
+from ...method import Params, max_runs_errors, param
 
 
 @dataclass(frozen=True)
