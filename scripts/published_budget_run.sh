@@ -16,6 +16,9 @@ cd "$DIR"
 # the venv's editable install points at main: the worktree's own package comes first on the path
 export PYTHONPATH="$DIR" PATH="$DIR/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 R=results/published-budget/students
+# a session's end kills the run and leaves Snakemake's lock behind: clear it, unless a run of it is still going
+if pgrep -f "snakemake.*published-budget.yaml" > /dev/null; then echo "already running" >&2; exit 1; fi
+snakemake --unlock --configfile experiments/published-budget.yaml > /dev/null
 # one thread per distill job, both jobs side by side: on 2 cores a second thread buys <10% per step (docs)
 setsid nohup nice -n 19 snakemake "$R/advkd-published/student.safetensors" "$R/advkd-control/student.safetensors" \
   --cores 2 --set-threads distill=1 --rerun-incomplete --configfile experiments/published-budget.yaml \
