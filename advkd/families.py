@@ -45,11 +45,14 @@ class SecondOrderParams(SamplerParams):
         return 2 * self.steps - 1
 
 
-def sampler(name: str, doc: str, cls: str, step_kwargs=None, params=SamplerParams, **scheduler_kwargs) -> Family:
+def sampler(name: str, doc: str, cls: str, step_kwargs=None, params=SamplerParams, peer_yardstick: bool = False,
+            **scheduler_kwargs) -> Family:
     """A sampler family over the teacher: a diffusers scheduler class by name, its overrides and step() arguments
-    (advkd.samplers.TeacherDenoiser adapts the teacher to what the scheduler asks for)."""
+    (advkd.samplers.TeacherDenoiser adapts the teacher to what the scheduler asks for). `peer_yardstick`: the
+    family whose loop the timing rule also times as the stock diffusers loop a user would write (one family)."""
     return Family(name, "sampler", doc, params, "advkd.samplers",
-                  extra={"scheduler": cls, "scheduler_kwargs": scheduler_kwargs, "step_kwargs": step_kwargs or {}})
+                  extra={"scheduler": cls, "scheduler_kwargs": scheduler_kwargs, "step_kwargs": step_kwargs or {},
+                         "peer_yardstick": peer_yardstick})
 
 
 STUDENT_FIGURES = ("training_curves", "student_panels", "training_compute")
@@ -63,7 +66,7 @@ def student(name: str, doc: str, params: type, cls: str, loss_columns: tuple) ->
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     sampler("ddpm", "ancestral DDPM", "DDPMScheduler"),
-    sampler("ddim", "DDIM, eta = 0 (deterministic)", "DDIMScheduler", step_kwargs={"eta": 0.0}),
+    sampler("ddim", "DDIM, eta = 0 (deterministic)", "DDIMScheduler", step_kwargs={"eta": 0.0}, peer_yardstick=True),
     sampler("dpmsolver", "DPM-Solver++ 2M", "DPMSolverMultistepScheduler", algorithm_type="dpmsolver++",
             solver_order=2),
     sampler("unipc", "UniPC, order 2 (bh2)", "UniPCMultistepScheduler", solver_order=2, solver_type="bh2"),
@@ -83,6 +86,12 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     student("reflow", "2-rectified flow on the teacher's (x_T, x_0) pairs, Euler steps (Liu et al. 2023)",
             ReflowParams, "advkd.students.reflow.model:Reflow", ("velocity",)),
 ]}
+
+
+def peer_yardstick() -> str:
+    """The sampler family the timing rule times against the stock diffusers loop (its `peer_yardstick` line)."""
+    (name,) = [k for k, f in FAMILIES.items() if f.extra.get("peer_yardstick")]
+    return name
 
 
 def trainers(methods: dict) -> dict:

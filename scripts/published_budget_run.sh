@@ -25,5 +25,10 @@ setsid nohup nice -n 19 snakemake "$R/advkd-published/student.safetensors" "$R/a
   >> "$DIR/run.log" 2>&1 < /dev/null &
 # setsid made a session of its own, and with the kernel's autogroups a process's nice counts only inside its
 # session: the session's autogroup gets the low priority too, or the run takes an equal share of the cores
-[ -w "/proc/$!/autogroup" ] && echo 19 > "/proc/$!/autogroup"
+# (once setsid has made it: written before, it lands on this shell's autogroup and the run keeps nice 0)
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+  [ "$(cut -d' ' -f1 "/proc/$!/autogroup")" != "$(cut -d' ' -f1 /proc/self/autogroup)" ] && break
+  sleep 0.5
+done
+[ -w "/proc/$!/autogroup" ] && echo 19 > "/proc/$!/autogroup" && cat "/proc/$!/autogroup"
 echo "started (pid $!): $DIR/run.log"

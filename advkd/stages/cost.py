@@ -13,7 +13,7 @@ import diffusers
 import numpy as np
 import torch
 
-from ..families import FAMILIES, build_method, trained_folder
+from ..families import FAMILIES, build_method, peer_yardstick, trained_folder
 from ..io import device_name, provenance, write_json
 from ..metrics.cost import matmul_peak_gflops, measure_cost, measure_timing, spread, time_interleaved
 from ..rng import torch_generator
@@ -50,12 +50,13 @@ PEER_ROUNDS = 5   # each round samples a whole batch twice: a few seconds on 2 C
 
 def peer_ratio(teacher_json, steps: int, batch: int, device, compile: bool, rounds: int = PEER_ROUNDS,
                threads: int | None = None) -> dict:
-    """The suite's DDIM sampler against the stock diffusers loop a user would write (the same UNet in its default
-    memory format, `DDIMScheduler.step` over its timesteps), same batch and steps, timed interleaved in one process
-    at the sample jobs' thread count: three rows, so that the loop's share (the suite's loop eager: channels-last,
-    one scheduler per batch) and the compiler's (the same loop compiled, when sampling.compile) are apart. A
-    probe-free yardstick of the sampler's speed."""
-    spec = scheduler_spec("ddim")
+    """The suite's sampler of the registry's peer-yardstick family (DDIM) against the stock diffusers loop a user
+    would write (the same UNet in its default memory format, the scheduler's `step` over its timesteps), same batch
+    and steps, timed interleaved in one process at the sample jobs' thread count: three rows, so that the loop's
+    share (the suite's loop eager: channels-last, one scheduler per batch) and the compiler's (the same loop
+    compiled, when sampling.compile) are apart. A probe-free yardstick of the sampler's speed."""
+    family = peer_yardstick()
+    spec = scheduler_spec(family)
     unet, train_config, _ = load_teacher(teacher_json, device)
     stock_unet = copy.deepcopy(unet).to(memory_format=torch.contiguous_format)
     c, h = unet.config.in_channels, unet.config.sample_size
@@ -73,11 +74,11 @@ def peer_ratio(teacher_json, steps: int, batch: int, device, compile: bool, roun
 
     @torch.inference_mode()
     def stock():
-        sched = diffusers.DDIMScheduler.from_config(train_config)
+        sched = getattr(diffusers, spec.cls).from_config(train_config, **spec.kwargs)
         sched.set_timesteps(steps)
         x = torch.randn((batch, c, h, h), generator=torch_generator("timing-inputs", "stock-ddim")).to(device)
         for t in sched.timesteps:
-            x = sched.step(stock_unet(x, t).sample, t, x).prev_sample
+            x = sched.step(stock_unet(x, t).sample, t, x, **spec.step_kwargs).prev_sample
 
     stock_name = "stock diffusers loop, eager"
     try:
@@ -90,7 +91,7 @@ def peer_ratio(teacher_json, steps: int, batch: int, device, compile: bool, roun
         ratios = sorted(st / su for st, su in zip(times[stock_name], t))   # per round: both timed in it
         rows.append({"variant": name, "seconds": spread(t), "ratio": float(np.median(ratios)),
                      "ratio_q1": float(np.percentile(ratios, 25)), "ratio_q3": float(np.percentile(ratios, 75))})
-    return {"method": f"ddim-{steps}", "stock": "diffusers.DDIMScheduler.step over the UNet, eager, contiguous",
+    return {"method": f"{family}-{steps}", "stock": f"diffusers.{spec.cls}.step over the UNet, eager, contiguous",
             "compiled": compile, "batch": batch, "steps": steps, "rounds": rounds,
             "threads": torch.get_num_threads() if not threads else threads, "rows": rows}
 
@@ -111,12 +112,13 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
                for name, block in blocks.items()}
     peaks = [matmul_peak_gflops(device)]
     rows = measure_timing(methods, device, settings, settings.get("seed", 0))
-    # the peer ratio times whole sampling loops: only for a DDIM whose full sample the config affords timing
-    # (metrics.cost.full_sample_max_nfe; at paper scale on a CPU it does not)
-    ddim = [b for b in blocks.values() if b["family"] == "ddim" and b["steps"] <= settings["full_sample_max_nfe"]]
-    peer = peer_ratio(teacher_json, ddim[0]["steps"], sampling["batch_size"], device, sampling["compile"],
+    # the peer ratio times whole sampling loops: only for a method of the peer-yardstick family whose full sample
+    # the config affords timing (metrics.cost.full_sample_max_nfe; at paper scale on a CPU it does not)
+    yardstick = [b for b in blocks.values()
+                 if b["family"] == peer_yardstick() and b["steps"] <= settings["full_sample_max_nfe"]]
+    peer = peer_ratio(teacher_json, yardstick[0]["steps"], sampling["batch_size"], device, sampling["compile"],
                       threads=None if sampling["threads"] == "all" else sampling["threads"]) \
-        if sampling and ddim else None
+        if sampling and yardstick else None
     peaks.append(matmul_peak_gflops(device))
     # every key names a timing: compare_runs treats the whole file as measured, never as a result
     out_json = {"timing": rows, "peer_timing": peer, "timing_order": "round-robin, rotated by one method each round",

@@ -252,3 +252,17 @@ def test_a_sampler_with_more_calls_than_steps_cannot_make_the_distillation_set(r
     cfg = validate_config(read_yaml(repo_root / "experiments/ci.yaml"), "ci", require_inputs=False)
     cfg["trajectories"]["sampler"] = "heun-5"
     assert any("trajectories.sampler: heun-5 makes more network calls" in e for e in semantic_errors(cfg))
+
+
+def test_the_peer_yardstick_times_the_stock_diffusers_loop_beside_the_suites(teacher_card):
+    """The timing rule's peer ratio: the registry's peer-yardstick family (DDIM) as the stock diffusers loop a user
+    would write and as the suite's loop, timed in the same rounds; stock / stock is 1 by construction."""
+    from advkd.families import peer_yardstick
+    from advkd.stages.cost import peer_ratio
+
+    assert peer_yardstick() == "ddim"
+    out = peer_ratio(teacher_card, 2, 2, "cpu", compile=False, rounds=2, threads=1)
+    assert out["method"] == "ddim-2" and out["stock"].startswith("diffusers.DDIMScheduler.step")
+    rows = {r["variant"]: r for r in out["rows"]}
+    assert set(rows) == {"stock diffusers loop, eager", "suite loop, eager"}
+    assert rows["stock diffusers loop, eager"]["ratio"] == 1.0 and rows["suite loop, eager"]["ratio"] > 0
