@@ -94,17 +94,25 @@ def peer_yardstick() -> str:
     return name
 
 
+def resolved_block(block: dict, sampling: bool = True) -> dict:
+    """A (valid) method block as its jobs get it and are rerun on: the family, every parameter with its default
+    filled in (so that a default changed in code reruns exactly the jobs it changes), a shipped student's folder;
+    never the scoring keys (scoring more samples or seeds retrains and re-costs nothing). Without `sampling`, the
+    family's sampling keys are left out too: what a training run is made for."""
+    params = params_of(block)
+    return {"family": block["family"], **(params.as_dict() if sampling else params.training_dict()),
+            **({SHIPPED: block[SHIPPED]} if block.get(SHIPPED) else {})}
+
+
 def trainers(methods: dict) -> dict:
     """method -> the student method whose training run it samples from: the first (in config order) of its family
-    with the same block apart from scoring keys and the family's sampling keys. Samplers are left out."""
+    with the same resolved training block (defaults filled, scoring and sampling keys left out). Samplers are left
+    out."""
     first, out = {}, {}
     for name, block in methods.items():
-        fam = FAMILIES[block["family"]]
-        if fam.kind != "student":
+        if FAMILIES[block["family"]].kind != "student":
             continue
-        key = (fam.name, repr(sorted((k, v) for k, v in block.items()
-                                     if k not in SCORING_KEYS and k not in fam.params.sampling_keys)))
-        out[name] = first.setdefault(key, name)
+        out[name] = first.setdefault(repr(sorted(resolved_block(block, sampling=False).items())), name)
     return out
 
 

@@ -138,3 +138,17 @@ class TestFamily:
         a = load_tensors(world["root"] / name / "student.safetensors")
         b = load_tensors(tmp_path / "student.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_jobs_get_resolved_blocks_so_a_changed_default_reruns_exactly_its_jobs():
+    """Rule params carry every parameter (defaults filled), never the scoring keys; a key set to its default and a
+    key left out are the same block, and so one training run."""
+    from advkd.families import resolved_block, trainers
+    from advkd.students.reflow.params import ReflowParams
+
+    block = {"family": "reflow", "steps": 2, "n": 100, "seeds": [0]}
+    assert resolved_block(block) == {"family": "reflow", **ReflowParams(steps=2).as_dict()}
+    assert resolved_block(block, sampling=False) == {"family": "reflow", **ReflowParams().training_dict()}
+    assert "steps" not in resolved_block(block, sampling=False)
+    assert trainers({"a": {"family": "reflow"}, "b": {"family": "reflow", "epochs": 12, "steps": 2},
+                     "c": {"family": "reflow", "epochs": 13}}) == {"a": "a", "b": "a", "c": "c"}

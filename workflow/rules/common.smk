@@ -6,9 +6,9 @@ import sys
 
 from advkd.config import REAL, reference_split, teacher_method, validate_config
 from advkd.data import zero_border
-from advkd.method import SCORING_KEYS, SHIPPED
+from advkd.method import SHIPPED
 from advkd.io import BadInputError
-from advkd.families import FAMILIES, shipped_folder, trainers
+from advkd.families import FAMILIES, resolved_block, shipped_folder, trainers
 from advkd.trajectories import shard_ranges
 
 # A dry run, lint or a bookkeeping command (--unlock, --cleanup-metadata, --list-*, --summary, --dag) shows or
@@ -96,15 +96,14 @@ def method_seeds(method):
 
 
 def method_block(method):
-    """What a method's jobs are given (and rerun on): its block without n and seeds, so scoring a method on more
-    samples or seeds never retrains or re-costs it."""
-    return {k: v for k, v in METHODS[method].items() if k not in SCORING_KEYS}
+    """What a method's jobs are given (and rerun on): its resolved block (advkd.families.resolved_block: defaults
+    filled, no n or seeds, so scoring a method on more samples or seeds never retrains or re-costs it)."""
+    return resolved_block(METHODS[method])
 
 
 def training_block(method):
-    """What the distill job is given (and rerun on): the block without scoring or sampling keys."""
-    keys = FAMILIES[METHODS[method]["family"]].params.sampling_keys
-    return {k: v for k, v in method_block(method).items() if k not in keys}
+    """What the distill job is given (and rerun on): the resolved block without the family's sampling keys."""
+    return resolved_block(METHODS[method], sampling=False)
 
 
 def is_student(method):
