@@ -425,8 +425,9 @@ def file_errors(paths) -> list[str]:
 
 
 def extends_errors(cfg: dict) -> list[str]:
-    """`extends: <file in experiments/>` takes every top-level block the config leaves out from that experiment
-    (whole blocks, not merged key by key: a config that names `methods:` has exactly its own methods)."""
+    """`extends: <file in experiments/>` takes what the config leaves out from that experiment, merged key by key
+    (a block here overrides only the keys it names), except `methods:`, which is a whole list of rows: a config
+    that names `methods:` has exactly its own methods."""
     name = cfg.get("extends")
     if name is None:
         return []
@@ -437,9 +438,21 @@ def extends_errors(cfg: dict) -> list[str]:
         return [f"extends: cannot read experiments/{name} ({e}); name a YAML file in experiments/"]
     if not isinstance(base, dict) or "extends" in base:
         return [f"extends: experiments/{name} must be an experiment that extends none"]
-    for key, block in base.items():
-        cfg.setdefault(key, block)
+    merged = _merge(base, cfg)
+    cfg.clear()
+    cfg.update(merged)
     return []
+
+
+def _merge(base: dict, over: dict, top: bool = True) -> dict:
+    """`over` on top of `base`, key by key through nested mappings; `methods:` (at the top) is taken whole."""
+    out = _copy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not (top and key == "methods"):
+            out[key] = _merge(out[key], value, top=False)
+        else:
+            out[key] = _copy(value)
+    return out
 
 
 def validate_config(cfg: dict, source: str = "config", require_inputs: bool = True, files=()) -> dict:
@@ -462,7 +475,20 @@ def validate_config(cfg: dict, source: str = "config", require_inputs: bool = Tr
                   file=sys.stderr)
     if errs:
         raise BadInputError(f"{source}: invalid experiment config:\n  - " + "\n  - ".join(errs))
+    _sort_keys(cfg)
     return cfg
+
+
+def _sort_keys(cfg: dict) -> None:
+    """Every block's keys in sorted order, in place, except the rows of `methods:` (their order is meaningful: the
+    first of a recipe trains it): a rule param made of a block then does not change, nor rerun its jobs, when a key
+    is written elsewhere in the YAML or filled in as a default."""
+    def sort(d):
+        return {k: sort(v) if isinstance(v, dict) else v for k, v in sorted(d.items())}
+
+    for key in list(cfg):
+        value = cfg.pop(key)
+        cfg[key] = value if key == "methods" or not isinstance(value, dict) else sort(value)
 
 
 def load_config(path) -> dict:

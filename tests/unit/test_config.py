@@ -1,9 +1,12 @@
 import copy
+import dataclasses
+from pathlib import Path
 
 import pytest
 import yaml
 
-from advkd.config import load_config, validate_config
+from advkd.config import extends_errors, load_config, read_yaml, schema_errors, validate_config
+from advkd.families import FAMILIES
 from advkd.io import BadInputError
 
 
@@ -87,8 +90,9 @@ def test_a_key_given_twice_is_refused_with_both_lines(repo_root, tmp_path):
         load_config(tmp_path / "ci.yaml")
 
 
-def test_extends_takes_whole_blocks_from_its_base(repo_root):
-    """experiments/ablations.yaml: the default's data, teacher, distillation set and judge; its own methods only."""
+def test_extends_merges_key_by_key_and_takes_methods_whole(repo_root, tmp_path, monkeypatch):
+    """experiments/ablations.yaml: the default's data, teacher, distillation set and judge; its own methods only. A
+    block that names one key overrides that key alone."""
     default = load_config(repo_root / "experiments" / "default.yaml")
     abl = load_config(repo_root / "experiments" / "ablations.yaml")
     for block in ("data", "teacher", "sampling", "trajectories", "evaluator", "metrics", "seed"):
@@ -96,3 +100,46 @@ def test_extends_takes_whole_blocks_from_its_base(repo_root):
     assert abl["experiment"] == "ablations" and "ddpm-1000" not in abl["methods"]
     shared = set(abl["methods"]) & set(default["methods"])
     assert shared and all(abl["methods"][m] == default["methods"][m] for m in shared)
+    tuning = load_config(repo_root / "experiments" / "choices-trajectories.yaml")
+    assert tuning["trajectories"]["sampler"] == "ddim-50"
+    assert {k: v for k, v in tuning["trajectories"].items() if k != "sampler"} == \
+        {k: v for k, v in default["trajectories"].items() if k != "sampler"}
+
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.yaml"))
+
+
+def _effective(cfg: dict) -> dict | None:
+    """The config merged with its base and its defaults filled; None where it is not valid (a required key)."""
+    cfg = copy.deepcopy(cfg)
+    return None if extends_errors(cfg) or schema_errors(cfg) else cfg
+
+
+def _leaves(d: dict, path=()):
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            yield from _leaves(v, path + (k,))
+        else:
+            yield path + (k,)
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_no_experiment_restates_a_value_it_would_get_anyway(path):
+    """A key that sets what the schema's default, the base experiment (`extends`) or the family's Params would give
+    anyway is a second place a default is written: change the default and the YAML silently disagrees."""
+    cfg = read_yaml(path)
+    full = _effective(cfg)
+    assert full is not None
+    redundant = []
+    for keys in _leaves({k: v for k, v in cfg.items() if k not in ("methods", "extends", "experiment")}):
+        trimmed = copy.deepcopy(cfg)
+        parent = trimmed
+        for k in keys[:-1]:
+            parent = parent[k]
+        del parent[keys[-1]]
+        if _effective(trimmed) == full:
+            redundant.append(".".join(keys))
+    for name, block in cfg.get("methods", {}).items():
+        fields = {f.name: f.default for f in dataclasses.fields(FAMILIES[block["family"]].params)}
+        redundant += [f"methods.{name}.{k}" for k, v in block.items() if k in fields and fields[k] == v]
+    assert not redundant, f"{path.name} restates: {', '.join(redundant)}"
