@@ -38,10 +38,11 @@ def _device(a):
 
 
 def cmd_prepare_data(a):
-    from .config import load_config
+    from .config import block_defaults, load_config
     from .stages.data import prepare_data
 
-    data = json.loads(a.data) if a.data else load_config(a.config)["data"]
+    # by hand, --data may leave keys out: the schema's defaults fill them, as they do in an experiment
+    data = block_defaults("data") | json.loads(a.data) if a.data else load_config(a.config)["data"]
     prepare_data(data, a.out)
 
 

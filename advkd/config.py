@@ -82,6 +82,17 @@ def _copy(v):
     return copy.deepcopy(v)
 
 
+def block_defaults(name: str) -> dict:
+    """A top-level block of the config with every default of the schema filled in (e.g. "metrics"): what a stage
+    called by hand, outside a validated experiment, gets for the keys it is not given."""
+    from jsonschema import Draft202012Validator
+
+    block, validator = {}, _fill_defaults(Draft202012Validator)(load_schema()["properties"][name])
+    for _ in range(2):   # as schema_errors: nested blocks made on the first pass get their defaults on the second
+        list(validator.iter_errors(block))
+    return block
+
+
 def load_schema(path=SCHEMA_PATH) -> dict:
     with open(path) as f:
         return yaml.safe_load(f)
@@ -314,7 +325,7 @@ def scoring_errors(cfg: dict) -> list[str]:
 def min_samples(metrics: dict) -> int:
     """Fewest images a set needs to be scored: prdc's k-NN radii need k+2 (the point itself, k neighbours and
     one more), FD/KID need 2 (a covariance, an unbiased MMD)."""
-    return max(2, metrics.get("nearest_k", 3) + 2)
+    return max(2, metrics["nearest_k"] + 2)
 
 
 def sample_count_errors(cfg: dict) -> list[str]:

@@ -181,7 +181,7 @@ def load_split(data_cfg: dict, split: str) -> dict:
         images, labels, sources = load_digits(split)
     elif name == "image-folder":
         images, labels, sources, skipped = load_image_folder(
-            split, data_cfg["root"], res, ch, data_cfg.get("heldout_fraction", 0.1), data_cfg.get("split_seed", 0))
+            split, data_cfg["root"], res, ch, data_cfg["heldout_fraction"], data_cfg["split_seed"])
     else:
         raise BadInputError(f"data.dataset: unknown dataset {name!r}; expected fashion-mnist, digits or image-folder")
     if images.shape[-1] != ch:

@@ -21,9 +21,6 @@ from .autoencoder import load_autoencoder
 from .evaluator import embed, load_evaluator
 from .inception import InceptionJudge, embed_inception, resolve_inception_weights
 
-COVERAGE_THRESHOLD = 0.01
-
-
 # --- the numbers -------------------------------------------------------------------------------------------------
 
 def gaussian_stats(features: np.ndarray):
@@ -124,7 +121,7 @@ def precision_recall(real, fake, k: int = 3) -> dict:
     return {key: float(v) for key, v in out.items()}
 
 
-def class_coverage(logits, threshold: float = COVERAGE_THRESHOLD) -> dict:
+def class_coverage(logits, threshold: float) -> dict:
     """How the judge's predicted classes spread: a collapsed generator covers few classes with one big share."""
     z = np.asarray(logits)
     classes = z.shape[1]
@@ -144,17 +141,17 @@ def score_features(feats, logits, ref: dict, metrics: dict, seed: int, judge_kin
     # k-NN radii shrink as a set grows, so precision/recall compare equal-size sets (as Kynkäänniemi et al. do).
     rng = numpy_rng("metric-subsets", "precision-recall", seed)
     real = ref_feats[np.sort(rng.choice(len(ref_feats), n, replace=False))] if n < len(ref_feats) else ref_feats
-    k = metrics.get("nearest_k", 3)
+    k = metrics["nearest_k"]
     out = {"n": n, "seed": seed, "reference_n": int(len(ref_feats)),
            "fd": frechet_distance(mu, sigma, ref["mu"], ref["sigma"]),
            "kid_subset_size": int(min(n, len(ref_feats), metrics.get("kid_subset_size", 1000))),
-           "kid_subsets": metrics.get("kid_subsets", 100), "inception_score_splits": IS_SPLITS,
+           "kid_subsets": metrics["kid_subsets"], "inception_score_splits": IS_SPLITS,
            "nearest_k": k, "pr_reference_n": int(len(real)), **precision_recall(real, feats, k)}
     out["kid"], out["kid_std_subsets"] = kernel_inception_distance(
-        feats, ref_feats, seed, metrics.get("kid_subsets", 100), metrics.get("kid_subset_size", 1000))
+        feats, ref_feats, seed, metrics["kid_subsets"], metrics["kid_subset_size"])
     out["inception_score"], out["inception_score_std_splits"] = inception_score(logits) or (None, None)
     # ImageNet's 1008 classes say little about a face or a car data set: coverage only for a data set's own classes.
-    out["class_coverage"] = class_coverage(logits, metrics.get("coverage_threshold", COVERAGE_THRESHOLD)) \
+    out["class_coverage"] = class_coverage(logits, metrics["coverage_threshold"]) \
         if judge_kind == "classifier" and logits is not None else None
     return out
 

@@ -36,7 +36,7 @@ def cost(name: str, block: dict, ctx: dict, settings: dict, out, cfg=None) -> di
     """The `cost` rule: build the method from the registry (sampler or student alike) and write one JSON;
     `settings` is the config's metrics.cost block."""
     method = build_method(name, block, ctx)
-    row = measure_cost(method, ctx["device"], settings, settings.get("seed", 0))
+    row = measure_cost(method, ctx["device"], settings, settings["seed"])
     row |= {"kind": FAMILIES[block["family"]].kind, "info": method.info,
             # the method's config block, as written, is part of what produced the row (and the report's knob table)
             "provenance": provenance(cfg=cfg if cfg is not None else {"method": block, "cost": settings},
@@ -111,7 +111,7 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
     methods = {name: build_method(name, block, cost_context(teacher_json, device, folder(name), checkpoints))
                for name, block in blocks.items()}
     peaks = [matmul_peak_gflops(device)]
-    rows = measure_timing(methods, device, settings, settings.get("seed", 0))
+    rows = measure_timing(methods, device, settings, settings["seed"])
     # the peer ratio times whole sampling loops: only for a method of the peer-yardstick family whose full sample
     # the config affords timing (metrics.cost.full_sample_max_nfe; at paper scale on a CPU it does not)
     yardstick = [b for b in blocks.values()

@@ -30,7 +30,6 @@ from ..metrics.evaluator import CARD, WEIGHTS, condition_number, heldout_report,
 from ..metrics.inception import resolve_inception_weights
 from ..metrics.memorisation import copy_statistics
 from ..metrics.quality import (
-    COVERAGE_THRESHOLD,
     class_coverage,
     fd_infinity,
     frechet_distance,
@@ -130,7 +129,7 @@ def reference_stats(evaluator_json, heldout_npz, metrics: dict, out_stem, device
             "judge_sha256": judge["sha256"], "judge_kind": judge.get("kind", "classifier"),
             "source": str(heldout_npz),
             "heldout_inception_score": inception_score(logits),
-            "heldout_class_coverage": class_coverage(logits, metrics.get("coverage_threshold", COVERAGE_THRESHOLD))
+            "heldout_class_coverage": class_coverage(logits, metrics["coverage_threshold"])
             if logits is not None and judge.get("kind") != "inception" else None,
             "provenance": provenance(cfg=metrics, device=device)}
     write_json(out_stem.with_suffix(".json"), card)
@@ -211,7 +210,7 @@ def sanity(evaluator_json, reference_stem, images_npz, metrics: dict, seed: int,
     images = load_images(images_npz)
     with np.load(images_npz, allow_pickle=False) as z:
         labels = z["labels"] if "labels" in z else None
-    n = min(len(images), metrics.get("sanity_n", 1000))
+    n = min(len(images), metrics["sanity_n"])
     idx = np.sort(numpy_rng("metric-subsets", "sanity", seed).choice(len(images), n, replace=False))
     rows = sanity_table(embed, ref, images[idx], None if labels is None else labels[idx], metrics, seed,
                         judge.get("kind", "classifier"))

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from advkd import data
+from advkd.config import block_defaults
 from advkd.io import BadInputError
 from advkd.stages.data import prepare_data
 
@@ -83,7 +84,8 @@ def test_image_folder_skips_and_names_bad_files(tmp_path, caplog):
     Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "small.png")
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    cfg = {"dataset": "image-folder", "root": str(tmp_path), "resolution": 16, "channels": 3, "heldout_fraction": 0.2}
+    cfg = block_defaults("data") | {"dataset": "image-folder", "root": str(tmp_path), "resolution": 16, "channels": 3,
+                                    "heldout_fraction": 0.2}
     tr, he = data.load_split(cfg, "train"), data.load_split(cfg, "heldout")
     assert tr["images"].shape == (8, 16, 16, 3) and he["images"].shape == (2, 16, 16, 3)
     skipped = "\n".join(tr["card"]["skipped_files"])
@@ -95,7 +97,8 @@ def test_image_folder_skips_and_names_bad_files(tmp_path, caplog):
 def test_empty_image_folder_is_an_error(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(BadInputError, match="no readable image"):
-        data.load_split({"dataset": "image-folder", "root": str(tmp_path), "resolution": 8, "channels": 3}, "train")
+        data.load_split(block_defaults("data") | {"dataset": "image-folder", "root": str(tmp_path), "resolution": 8,
+                                                  "channels": 3}, "train")
 
 
 def test_float_view_and_back():

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from advkd.cli import main
+from advkd.config import block_defaults
 from advkd.io import load_images
 
 ROOT = Path(__file__).resolve().parents[2]
-METRICS = json.dumps({"kid_subsets": 5, "nearest_k": 3})
+METRICS = json.dumps(block_defaults("metrics") | {"kid_subsets": 5, "nearest_k": 3})
 
 
 @pytest.fixture

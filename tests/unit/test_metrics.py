@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from advkd.config import evaluator_errors
+from advkd.config import block_defaults, evaluator_errors
 from advkd.io import BadInputError, save_images, write_json
 from advkd.metrics import quality as q
 from advkd.metrics.evaluator import load_evaluator, train_evaluator
@@ -69,7 +69,7 @@ def test_scores_do_not_depend_on_sample_order():
     rng = np.random.default_rng(4)
     fake = rng.normal(0.3, 1.2, size=(200, 6))
     logits = rng.normal(size=(200, 10)) * 3
-    metrics = {"kid_subsets": 20, "kid_subset_size": 1000, "nearest_k": 3}
+    metrics = block_defaults("metrics") | {"kid_subsets": 20, "kid_subset_size": 1000, "nearest_k": 3}
     a = q.score_features(fake, logits, ref, metrics, seed=0)
     perm = rng.permutation(200)
     b = q.score_features(fake[perm], logits[perm], ref, metrics, seed=0)
@@ -158,7 +158,7 @@ def test_class_coverage_shows_collapse():
     assert cov["classes_covered"] == 3 and cov["largest_share"] == pytest.approx(0.95)
     assert cov["threshold"] == 0.01 and len(cov["histogram"]) == 10
     assert 0 < cov["entropy_bits"] < 1
-    even = q.class_coverage(np.eye(10)[np.arange(100) % 10])
+    even = q.class_coverage(np.eye(10)[np.arange(100) % 10], threshold=0.01)
     assert even["classes_covered"] == 10 and even["entropy_normalized"] == pytest.approx(1.0)
 
 
@@ -259,13 +259,13 @@ def test_sanity_table_ranks_degraded_sets_worse():
     from advkd.metrics.sanity import ordering_checks, sanity_table
 
     model, _ = load_evaluator(SHIPPED)
-    cfg = {"dataset": "fashion-mnist", "resolution": 32, "channels": 1, "train_count": 400, "heldout_count": 600}
+    cfg = block_defaults("data") | {"dataset": "fashion-mnist", "train_count": 400, "heldout_count": 600}
     tr, he = load_split(cfg, "train"), load_split(cfg, "heldout")
     feats, _ = embed(model, he["images"])
     mu, sigma = q.gaussian_stats(feats)
     ref = {"mu": mu, "sigma": sigma, "features": feats}
     rows = sanity_table(lambda x: embed(model, x), ref, tr["images"], tr["labels"],
-                        {"kid_subsets": 20, "kid_subset_size": 400}, seed=0)
+                        block_defaults("metrics") | {"kid_subsets": 20, "kid_subset_size": 400}, seed=0)
     by = {r["set"]: r for r in rows}
     assert set(by) == {"real", "blur-1", "blur-2", "noise-0.1", "noise-0.3", "single-class", "uniform-noise"}
     failed = [c for c in ordering_checks(rows) + ordering_checks(rows, "kid") if not c["holds"]]
@@ -334,7 +334,7 @@ def test_inception_standin_end_to_end(standin_weights, tmp_path, monkeypatch, no
     assert ev["kind"] == "inception" and ev["weights"] == str(tmp_path / "small" / FILENAME)
     save_images(tmp_path / "heldout.npz", images)
     save_images(tmp_path / "samples.npz", images[::-1].copy())
-    metrics = {"kid_subsets": 5, "kid_subset_size": 12, "nearest_k": 3}
+    metrics = block_defaults("metrics") | {"kid_subsets": 5, "kid_subset_size": 12, "nearest_k": 3}
     reference_stats(tmp_path / "ev" / "evaluator.json", tmp_path / "heldout.npz", metrics, tmp_path / "ref")
     row = quality("x", tmp_path / "samples.npz", 0, tmp_path / "ev" / "evaluator.json", tmp_path / "ref",
                           metrics, tmp_path / "q.json")
