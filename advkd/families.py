@@ -59,7 +59,7 @@ STUDENT_FIGURES = ("training_curves", "student_panels", "training_compute")
 
 
 def student(name: str, doc: str, params: type, cls: str, loss_columns: tuple) -> Family:
-    """A student family: its Params, its class ("module:Class", a advkd.students.family.StudentFamily) and the
+    """A student family: its Params, its class ("module:Class", an advkd.students.family.StudentFamily) and the
     columns its training adds to loss.csv."""
     return Family(name, "student", doc, params, cls, loss_columns=loss_columns, figures=STUDENT_FIGURES)
 

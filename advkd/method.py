@@ -4,7 +4,7 @@ that they never ask which kind a method is.
 - A `Family` makes methods. It is one line of the registry (advkd.families): a name, a kind (sampler over the
   teacher, or student trained on its trajectories), one `Params` dataclass that holds the family's parameters and
   their only defaults (the config schema of its `methods:` blocks is generated from it), and what implements it:
-  for a sampler family a module with `build(name, params, ctx) -> Method`; for a student family a class (a
+  for a sampler family a module with `build(name, params, ctx) -> Method`; for a student family a class (an
   advkd.students.family.StudentFamily) whose hooks the generic trainer and builder call, with
   `train(name, params, ctx) -> {"done": bool, ...}`, which writes the distill rule's files (listed in
   advkd.students.common), and `build`.

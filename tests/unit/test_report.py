@@ -46,8 +46,8 @@ def results(tmp_path):
     _result(tmp_path, "ddim-20", SAMPLER | {"steps": 20}, 11.0, 120.0, 8.0, [9.5, 10.5, 11.5])  # not better
     _result(tmp_path, "dpm-10", {"family": "dpmsolver", "steps": 10}, 5.5, 60.0, 16.0, [9.5, 10.1, 10.7])
     _result(tmp_path, "good-ddim-40", SAMPLER | {"steps": 40}, 22.0, 240.0, 4.0, [4.0, 4.1, 4.2], judge2=5.0)
-    _result(tmp_path, "collapsed", {"family": "denoising-student", "epochs": 3}, 0.5, 6.0, 160.0, [3.0, 3.1, 3.2], classes=7,
-            kind="student")
+    _result(tmp_path, "collapsed", {"family": "denoising-student", "epochs": 3}, 0.5, 6.0, 160.0, [3.0, 3.1, 3.2],
+            classes=7, kind="student")
     _result(tmp_path, "real", None, 0, 0, 0, [2.5, 2.6, 2.7])
     return tmp_path
 
