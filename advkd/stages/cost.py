@@ -114,8 +114,9 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
     rows = measure_timing(methods, device, settings, settings["seed"])
     # the peer ratio times whole sampling loops: only for a method of the peer-yardstick family whose full sample
     # the config affords timing (metrics.cost.full_sample_max_nfe; at paper scale on a CPU it does not)
+    family = peer_yardstick()
     yardstick = [b for b in blocks.values()
-                 if b["family"] == peer_yardstick() and b["steps"] <= settings["full_sample_max_nfe"]]
+                 if b["family"] == family and b["steps"] <= settings["full_sample_max_nfe"]]
     peer = peer_ratio(teacher_json, yardstick[0]["steps"], sampling["batch_size"], device, sampling["compile"],
                       threads=None if sampling["threads"] == "all" else sampling["threads"]) \
         if sampling and yardstick else None
