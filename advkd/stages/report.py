@@ -397,11 +397,13 @@ def _save(fig, out: Path, name: str) -> list[Path]:
     return paths
 
 
-def _palette(df):
+def _palette() -> dict:
+    """One colour per family of the registry, in registry order, so that a family has the same colour in every
+    figure whichever rows a figure draws."""
     import seaborn as sns
 
-    fams = sorted(df.family.unique())
-    return dict(zip(fams, sns.color_palette("tab10", len(fams))))
+    colours = sns.color_palette("tab10") + sns.color_palette("Dark2")
+    return dict(zip(FAMILIES, colours))
 
 
 # The recipe column's mark in every scatter figure (colour = family); a collapsed row is drawn hollow.
@@ -431,8 +433,9 @@ def _label(ax, texts: list) -> None:
         for t in group[1:]:
             t.remove()
         kept.append(group[0])
-    adjust_text(kept, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.4}, expand=(1.3, 1.6),
-                ensure_inside_axes=True)
+    points = np.array([t.get_position() for t in kept], dtype=float)   # the labels keep off every point too
+    adjust_text(kept, x=points[:, 0], y=points[:, 1], ax=ax, arrowprops={"arrowstyle": "-", "color": "0.6",
+                "lw": 0.4}, expand=(1.3, 1.6), force_text=(0.3, 0.5), ensure_inside_axes=True)
 
 
 def _scale(ax, axis: str, values, label: str) -> None:
@@ -444,16 +447,28 @@ def _scale(ax, axis: str, values, label: str) -> None:
     (ax.set_xlabel if axis == "x" else ax.set_ylabel)(label + (" (log scale)" if log else ""))
 
 
-def _legend(ax, pal: dict, recipes) -> None:
-    """Family colours and recipe marks, inside the axes."""
+def _legend(ax, pal: dict, rows: pd.DataFrame) -> None:
+    """Family colours and recipe marks of the rows drawn, beside the axes (right of them, inside the figure) so
+    that it hides no point or label."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], ls="", marker="o", color=c, label=f) for f, c in pal.items() if f != REAL]
+    families = set(rows.family)
+    handles = [Line2D([], [], ls="", marker="o", color=c, label=f) for f, c in pal.items() if f in families]
     handles += [Line2D([], [], ls="", marker=RECIPE_MARKERS[r], color="0.3", mfc="none", label=f"recipe: {r}")
-                for r in RECIPE_MARKERS if r in set(recipes) and r != REAL]
+                for r in RECIPE_MARKERS if r in set(rows.recipe) and r != REAL]
     handles += [h for h, lab in zip(*ax.get_legend_handles_labels()) if lab in ("real images (noise floor)",
                                                                               "Pareto front")]
-    ax.legend(handles=handles, fontsize=6, loc="best", framealpha=0.85)
+    ax.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+
+
+def _log_ticks(ax, axis: str) -> None:
+    """Labels at 1, 2 and 5 times the powers of ten only: within a decade or two matplotlib labels every minor
+    tick and the labels run into each other."""
+    from matplotlib.ticker import LogLocator, NullFormatter
+
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    a.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
+    a.set_minor_formatter(NullFormatter())
 
 
 def fig_fd_vs(df, out, x, xlabel, name, front: str | None = None):
@@ -461,7 +476,7 @@ def fig_fd_vs(df, out, x, xlabel, name, front: str | None = None):
     Pareto column whose rows the dashed line joins."""
     import matplotlib.pyplot as plt
 
-    pal = _palette(df)
+    pal = _palette()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     texts = []
     for _, r in df[(df.kind != REAL) & df.fd_mean.notna()].iterrows():
@@ -478,7 +493,7 @@ def fig_fd_vs(df, out, x, xlabel, name, front: str | None = None):
     drawn = df[(df.kind != REAL) & df.fd_mean.notna()]
     _scale(ax, "x", drawn[x], xlabel)
     _scale(ax, "y", [*drawn.fd_mean, *df[df.kind == REAL].fd_mean], "Fréchet distance (judge features)")
-    _legend(ax, pal, df.recipe)
+    _legend(ax, pal, drawn)
     _label(ax, texts)
     ax.set_title("rows at the matched n; hollow = collapsed; KID-only rows are not drawn", fontsize=7)
     return _save(fig, out, name)
@@ -493,8 +508,8 @@ def fig_fidelity(df, out):
               & (df.fidelity_relative_mean > 0)]
     if rows.empty:
         return []
-    pal = _palette(df)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.2))
+    pal = _palette()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), gridspec_kw={"wspace": 0.35})
     for ax, (fd, fid, judge) in zip(axes, [("fd", "fidelity_relative", "judge 1"),
                                            ("fd_judge2", "fidelity_relative_judge2", "judge 2")]):
         texts = []
@@ -504,8 +519,8 @@ def fig_fidelity(df, out):
         ax.axhline(1.0, color="0.5", lw=0.8, ls=":")
         _scale(ax, "x", rows[f"{fd}_mean"], f"FD ({judge})")
         ax.set_ylabel(f"distance to the teacher's image, {judge}\n(1 = as far as an unrelated teacher sample)")
-        _legend(ax, pal, rows.recipe)
         _label(ax, texts)
+    _legend(axes[1], pal, rows)   # one legend for both panels: the same rows
     fig.suptitle("teacher fidelity against FD: low = the student learnt the teacher's map, not only its "
                  "distribution (a GAN student need not match per sample)", fontsize=7)
     return _save(fig, out, "teacher_fidelity")
@@ -514,7 +529,7 @@ def fig_fidelity(df, out):
 def fig_cost(df, out):
     import matplotlib.pyplot as plt
 
-    pal = _palette(df)
+    pal = _palette()
     fig, axes = plt.subplots(1, 2, figsize=(9, 0.25 * len(df) + 1.5), sharey=True)
     colors = [pal[f] for f in df.family]
     axes[0].barh(df.method, df.params_inference / 1e6, color=colors)
@@ -530,7 +545,7 @@ def fig_latency(df, out):
     """Latency per image at batch 1 (log) with the speed-up over the reference method written on each bar."""
     import matplotlib.pyplot as plt
 
-    pal = _palette(df)
+    pal = _palette()
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(df) + 1.2))
     bars = ax.barh(df.method, df.latency_ms_batch1 / 1e3, color=[pal[f] for f in df.family],
                    hatch=None)
@@ -541,6 +556,7 @@ def fig_latency(df, out):
         if not math.isnan(sp):
             ax.text(lat, y, f" {sp:,.0f}x", va="center", fontsize=7)
     ax.set_xscale("log")
+    ax.set_xlim(right=ax.get_xlim()[1] * 3)   # room for the speed-up written after the longest bar
     ax.set_xlabel(f"seconds per image at batch 1 (log; hatched = per-call x NFE) on {df.device.iloc[0]}")
     ax.invert_yaxis()
     return _save(fig, out, "latency")
@@ -577,11 +593,12 @@ def fig_training(methods: dict, out):
     for m, f, p in curves:
         col = FAMILIES[f].loss_columns[0]
         c = pd.read_csv(p)
-        ax.plot(np.arange(1, len(c) + 1), c[col], label=f"{m} ({col})", lw=1)
+        # runs differ 100-fold in epochs: on a shared epoch axis the short ones would be a line at zero
+        ax.plot(np.arange(1, len(c) + 1) / len(c), c[col], label=f"{m} ({col}, {len(c)} epochs)", lw=1)
     ax.set_title("training loss per epoch (each family's first loss column)")
-    ax.set_xlabel("epoch (all segments in order)")
+    ax.set_xlabel("fraction of the run's epochs (all segments in order)")
     ax.set_yscale("log")
-    ax.legend(fontsize=6)
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)   # off the curves
     return _save(fig, out, "training_curves")
 
 
@@ -614,7 +631,7 @@ def fig_training_compute(df, out):
     xs = [(x, label) for x, label in [("train_flops", "distillation FLOPs (log)"),
                                       ("train_cpu_seconds", "distillation CPU-seconds (the distill job, log)")]
           if pd.concat([c[x] for _, c in curves]).notna().any()]
-    fig, axes = plt.subplots(2, len(xs), figsize=(4.5 * len(xs), 6.5), sharex="col", squeeze=False)
+    fig, axes = plt.subplots(2, len(xs), figsize=(4.5 * len(xs), 7), sharex="col", squeeze=False)
     for col, (x, xlabel) in enumerate(xs):
         for row, (y, ylabel) in enumerate([("fd", "FD (judge features, log)"), ("recall", "recall")]):
             ax = axes[row, col]
@@ -631,6 +648,8 @@ def fig_training_compute(df, out):
                 ax.axhspan(m - sd, m + sd, color="0.85", zorder=0)
                 ax.axhline(m, color="0.5", lw=0.8, label="real images (noise floor)")
             ax.set_xscale("log")
+            ax.margins(x=0.12)   # room for the labels of the points at either end
+            _log_ticks(ax, "x")
             if y == "fd":
                 ax.set_yscale("log")
             if col == 0:
@@ -638,9 +657,10 @@ def fig_training_compute(df, out):
             if row == 1:
                 ax.set_xlabel(xlabel)
             _label(ax, texts)
+    # below the panels, not on one: the students of equal budget sit together and a legend there hides them
     h, lab = axes[0, 0].get_legend_handles_labels()
-    axes[0, 0].legend(dict(zip(lab, h)).values(), dict(zip(lab, h)).keys(), fontsize=5, loc="best",
-                      framealpha=0.85)
+    fig.legend(dict(zip(lab, h)).values(), dict(zip(lab, h)).keys(), fontsize=6, loc="upper center",
+               bbox_to_anchor=(0.5, 0.02), ncol=3 if len(xs) > 1 else 2)
     fig.suptitle("quality against distillation compute (one line per recipe through its budgets)", fontsize=8)
     return _save(fig, out, "training_compute")
 
