@@ -1,4 +1,5 @@
-"""Experiment configs: YAML validated by workflow/schemas/config.schema.yaml, defaults filled, then semantic checks.
+"""Experiment configs: YAML validated by the schema generated from advkd.schema's dataclasses (defaults filled),
+then semantic checks.
 
 The same `validate_config` runs in the Snakefile (before any job) and in the CLI, so a bad config fails the
 same way everywhere, with a message naming the key and the expected value. Each method block is checked by its
@@ -17,9 +18,13 @@ from .data import FASHION_MNIST_DIR, FASHION_MNIST_FILES
 from .families import FAMILIES, method_errors, params_of, parse_sampler, shipped_folder, training_recipe
 from .io import REPO_ROOT, BadInputError, read_json, sha256_file
 from .method import SHIPPED
+from .schema import experiment_schema
 from .trajectories import checkpoint_steps, timestep_errors
 
+# The schema written out for readers (generated from advkd.schema, never read back to validate).
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+# Named recipes every experiment may use (`recipe: <name>` in a method block).
+RECIPES_PATH = REPO_ROOT / "experiments" / "recipes.yaml"
 
 # UNet2DModel configurations by name. `fmnist32` is the project's small teacher; `celebahq256` is exactly the
 # published google/ddpm-celebahq-256 architecture (113,673,219 parameters); `cifar10-32` is google/ddpm-cifar10-32.
@@ -93,9 +98,8 @@ def block_defaults(name: str) -> dict:
     return block
 
 
-def load_schema(path=SCHEMA_PATH) -> dict:
-    with open(path) as f:
-        return yaml.safe_load(f)
+def load_schema() -> dict:
+    return experiment_schema()
 
 
 def schema_errors(cfg: dict, schema: dict | None = None) -> list[str]:
@@ -455,6 +459,38 @@ def extends_errors(cfg: dict) -> list[str]:
     return []
 
 
+def experiment_files() -> list[Path]:
+    """The experiments in experiments/: every YAML file there but the shared recipes."""
+    return sorted(p for p in (REPO_ROOT / "experiments").glob("*.yaml") if p != RECIPES_PATH)
+
+
+def recipe_errors(cfg: dict, shared_path=RECIPES_PATH) -> list[str]:
+    """A method block that says `recipe: <name>` becomes that recipe's keys with the block's own on top (in place);
+    the recipes are experiments/recipes.yaml's, with the experiment's own `recipes:` added (or replacing one by name).
+    `recipes:` leaves the config once used: the methods hold every key, so a job's identity does not depend on
+    where a key was written."""
+    own = cfg.pop("recipes", None) or {}
+    if not isinstance(own, dict) or not all(isinstance(r, dict) for r in own.values()):
+        return ["recipes: a mapping of recipe name -> method keys (e.g. advkd-gan-reg: {family: advkd, ...})"]
+    methods = cfg.get("methods")
+    using = {m: b for m, b in methods.items() if isinstance(b, dict) and "recipe" in b} \
+        if isinstance(methods, dict) else {}
+    if not using:
+        return []
+    try:
+        shared = (read_yaml(shared_path) or {}).get("recipes") or {}
+    except (OSError, yaml.YAMLError) as e:
+        return [f"{shared_path}: cannot read the shared recipes ({e})"]
+    recipes, errs = {**shared, **own}, []
+    for name, b in using.items():
+        if b["recipe"] not in recipes:
+            errs.append(f"methods.{name}.recipe: no recipe {b['recipe']!r}; the recipes are {sorted(recipes)} "
+                        f"({shared_path.name} and this experiment's `recipes:`)")
+            continue
+        methods[name] = {**_copy(recipes[b["recipe"]]), **{k: v for k, v in b.items() if k != "recipe"}}
+    return errs
+
+
 def _merge(base: dict, over: dict, top: bool = True) -> dict:
     """`over` on top of `base`, key by key through nested mappings; `methods:` (at the top) is taken whole."""
     out = _copy(base)
@@ -475,7 +511,7 @@ def validate_config(cfg: dict, source: str = "config", require_inputs: bool = Tr
 
     if not isinstance(cfg, dict) or not cfg:
         raise BadInputError(f"{source}: empty config; pass an experiment, e.g. --configfile experiments/default.yaml")
-    errs = file_errors(files) or extends_errors(cfg) or schema_errors(cfg)
+    errs = file_errors(files) or extends_errors(cfg) or recipe_errors(cfg) or schema_errors(cfg)
     if not errs:
         errs = semantic_errors(cfg)
         missing = missing_inputs(cfg)

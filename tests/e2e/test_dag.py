@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
+from advkd.config import experiment_files
 from advkd.io import load_images
 
-EXPERIMENTS = sorted(p.name for p in (__import__("pathlib").Path(__file__).resolve().parents[2]
-                                      / "experiments").glob("*.yaml"))
+EXPERIMENTS = [p.name for p in experiment_files()]
 
 
 def snakemake(venv_bin, repo_root, workdir, *args, env=None):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from advkd.config import experiment_files
+
 # Loads the workflow through Snakemake's API in a child process (the API changes the working directory).
 _LOAD = r"""
 import json, sys
@@ -62,7 +64,7 @@ def declared_threads(repo_root):
     return out
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "experiments").glob("*.yaml")))
+@pytest.mark.parametrize("name", [p.name for p in experiment_files()])
 def test_every_rule_declares_cluster_resources(rules_of, repo_root, name):
     rules = rules_of(experiment(repo_root, name))
     threads = declared_threads(repo_root)

@@ -1,11 +1,20 @@
 import copy
 import dataclasses
-from pathlib import Path
 
 import pytest
 import yaml
 
-from advkd.config import extends_errors, load_config, read_yaml, schema_errors, validate_config
+from advkd.config import (
+    RECIPES_PATH,
+    SCHEMA_PATH,
+    experiment_files,
+    extends_errors,
+    load_config,
+    read_yaml,
+    recipe_errors,
+    schema_errors,
+    validate_config,
+)
 from advkd.families import FAMILIES
 from advkd.io import BadInputError
 
@@ -16,7 +25,7 @@ def ci(repo_root):
 
 
 def test_every_experiment_validates(repo_root):
-    for p in sorted((repo_root / "experiments").glob("*.yaml")):
+    for p in experiment_files():
         cfg = validate_config(yaml.safe_load(p.read_text()), str(p), require_inputs=False)
         assert cfg["experiment"] == p.stem
     for name in ("default", "ci", "paper-cost"):  # these need nothing a user must supply
@@ -106,13 +115,13 @@ def test_extends_merges_key_by_key_and_takes_methods_whole(repo_root, tmp_path, 
         {k: v for k, v in default["trajectories"].items() if k != "sampler"}
 
 
-EXPERIMENTS = sorted((Path(__file__).resolve().parents[2] / "experiments").glob("*.yaml"))
+EXPERIMENTS = experiment_files()
 
 
 def _effective(cfg: dict) -> dict | None:
     """The config merged with its base and its defaults filled; None where it is not valid (a required key)."""
     cfg = copy.deepcopy(cfg)
-    return None if extends_errors(cfg) or schema_errors(cfg) else cfg
+    return None if extends_errors(cfg) or recipe_errors(cfg) or schema_errors(cfg) else cfg
 
 
 def _leaves(d: dict, path=()):
@@ -139,7 +148,67 @@ def test_no_experiment_restates_a_value_it_would_get_anyway(path):
         del parent[keys[-1]]
         if _effective(trimmed) == full:
             redundant.append(".".join(keys))
+    recipes = read_yaml(RECIPES_PATH)["recipes"] | cfg.get("recipes", {})
     for name, block in cfg.get("methods", {}).items():
-        fields = {f.name: f.default for f in dataclasses.fields(FAMILIES[block["family"]].params)}
-        redundant += [f"methods.{name}.{k}" for k, v in block.items() if k in fields and fields[k] == v]
+        recipe = recipes.get(block.get("recipe"), {})
+        given = _family_defaults(block.get("family") or recipe["family"]) | recipe
+        redundant += [f"methods.{name}.{k}" for k, v in block.items() if k not in ("family", "recipe")
+                      and k in given and given[k] == v]
     assert not redundant, f"{path.name} restates: {', '.join(redundant)}"
+
+
+def _family_defaults(family: str) -> dict:
+    return {f.name: f.default for f in dataclasses.fields(FAMILIES[family].params)}
+
+
+def test_no_shared_recipe_restates_a_default():
+    recipes = read_yaml(RECIPES_PATH)["recipes"]
+    redundant = [f"{name}.{k}" for name, r in recipes.items() for k, v in r.items()
+                 if k != "family" and _family_defaults(r["family"]).get(k, object()) == v]
+    assert not redundant, f"experiments/recipes.yaml restates family defaults: {', '.join(redundant)}"
+
+
+def test_a_recipe_is_written_once_and_a_method_adds_keys_on_top(ci, tmp_path):
+    """`recipe: <name>` starts a method block from a shared or the experiment's own recipe; the block's own keys
+    win; the expanded block is what validation, the rules and a shipped card see (no `recipe` key left)."""
+    cfg = copy.deepcopy(ci) | {"recipes": {"mine": {"family": "ddim", "steps": 3}}}
+    cfg["methods"].update({"a": {"recipe": "mine"}, "b": {"recipe": "mine", "steps": 7},
+                           "gan": {"recipe": "advkd-gan-reg", "epochs_scale": 16.0}})
+    out = validate_config(cfg, "ci.yaml", require_inputs=False)
+    assert out["methods"]["a"] == {"family": "ddim", "steps": 3} and out["methods"]["b"]["steps"] == 7
+    shared = read_yaml(RECIPES_PATH)["recipes"]["advkd-gan-reg"]
+    assert out["methods"]["gan"] == shared | {"epochs_scale": 16.0} and "recipes" not in out
+    # the experiment's own recipe replaces a shared one of the same name
+    cfg = copy.deepcopy(ci) | {"recipes": {"advkd-gan-reg": {"family": "ddim", "steps": 4}}}
+    cfg["methods"]["x"] = {"recipe": "advkd-gan-reg"}
+    assert validate_config(cfg, "ci.yaml", require_inputs=False)["methods"]["x"] == {"family": "ddim", "steps": 4}
+    cfg = copy.deepcopy(ci)
+    cfg["methods"]["x"] = {"recipe": "no-such"}
+    with pytest.raises(BadInputError, match=r"methods.x.recipe: no recipe 'no-such'; the recipes are \[.*advkd-gan"):
+        validate_config(cfg, "ci.yaml", require_inputs=False)
+
+
+def test_the_schema_file_is_the_one_the_dataclasses_generate():
+    """workflow/schemas/config.schema.yaml is written out from advkd/schema.py for readers; validation uses the
+    generated schema, so the file must not drift from it."""
+    from advkd.schema import schema_yaml
+
+    assert SCHEMA_PATH.read_text() == schema_yaml(), "run: python -m advkd.schema > workflow/schemas/config.schema.yaml"
+
+
+def test_every_default_lives_in_the_dataclasses():
+    """A key's default in the generated schema is its dataclass field's default (one place), block by block."""
+    import dataclasses as dc
+
+    from advkd.config import load_schema
+    from advkd.schema import Experiment
+
+    def walk(cls, props, where):
+        for f in dc.fields(cls):
+            if dc.is_dataclass(f.default_factory if f.default_factory is not dc.MISSING else None):
+                walk(f.default_factory, props[f.name]["properties"], f"{where}{f.name}.")
+                assert props[f.name]["default"] == {}
+            elif "default" in props[f.name]:
+                value = f.default if f.default is not dc.MISSING else f.default_factory()
+                assert props[f.name]["default"] == value, where + f.name
+    walk(Experiment, load_schema()["properties"], "")

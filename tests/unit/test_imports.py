@@ -12,8 +12,8 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "advkd"
 
 # Lowest first; a module is in the first layer one of whose patterns matches its name. Files and provenance, data,
-# the distillation set's layout, what a method is; each family's parameters; the registry of families; config
-# validation, which asks the registry (all of these without torch: planning a run reads them); the teacher, its
+# the distillation set's layout, what a method is; each family's parameters; the registry of families; the config's
+# dataclasses and its validation, which asks the registry (all of these without torch: planning a run reads them); the teacher, its
 # samplers and the metrics; what every student family shares (networks, the training loop, the generic trainer);
 # each family's implementation (its folder under advkd/students); the stages, one module per rule file
 # (workflow/rules/<x>.smk -> advkd/stages/<x>.py); the CLI.
@@ -21,7 +21,7 @@ LAYERS = [
     ["advkd.io", "advkd.rng", "advkd.assets", "advkd.data", "advkd.trajectories", "advkd.method"],
     ["advkd.students.*.params"],
     ["advkd.families"],
-    ["advkd.config"],
+    ["advkd.schema", "advkd.config"],
     ["advkd.teacher", "advkd.samplers", "advkd.metrics.*"],
     ["advkd.students.networks", "advkd.students.training", "advkd.students.common", "advkd.students.vp",
      "advkd.students.family"],
@@ -30,7 +30,7 @@ LAYERS = [
     ["advkd.cli"],
 ]
 # Read when a run is planned (the Snakefile validates the config and asks the registry): they must not load torch.
-PLANNING = ["advkd.config", "advkd.families"]
+PLANNING = ["advkd.config", "advkd.schema", "advkd.families"]
 LAZY_OK = {"advkd.cli"}
 
 
