@@ -56,6 +56,19 @@ def sampler(name: str, doc: str, cls: str, step_kwargs=None, params=SamplerParam
 
 
 STUDENT_FIGURES = ("training_curves", "student_panels", "training_compute")
+# The report's figures (workflow/report/<name>.rst captions each): the cost ones in every experiment; with scored
+# samples the quality ones, the figures each student family adds (Family.figures), and teacher fidelity where the
+# teacher's own sample set is there to compare with (advkd.config.teacher_method).
+COST_FIGURES = ("params_flops", "latency")
+QUALITY_FIGURES = ("fd_vs_flops", "fd_vs_throughput", "fd_vs_nfe", "sample_grids")
+
+
+def report_figures(student_families, scored: bool, fidelity: bool) -> list[str]:
+    """The figures a report draws and its rule declares: one list, from the registry, for both."""
+    if not scored:
+        return list(COST_FIGURES)
+    return [*QUALITY_FIGURES, *COST_FIGURES, *sorted({f for fam in student_families for f in FAMILIES[fam].figures}),
+            *(["teacher_fidelity"] if fidelity else [])]
 
 
 def student(name: str, doc: str, params: type, cls: str, loss_columns: tuple) -> Family:

@@ -107,7 +107,7 @@ class Family:
     implementation: str                    # samplers: a module with build; students: "module:Class", a
                                            #   StudentFamily subclass (advkd.students.family)
     loss_columns: tuple = ()               # students: the columns of loss.csv after its index columns
-    figures: tuple = ()                    # report figures the family adds (advkd.stages.report.FIGURES)
+    figures: tuple = ()                    # report figures the family adds (advkd.families.report_figures)
     extra: dict = field(default_factory=dict)   # what the implementation needs besides the params (a scheduler)
 
     def load(self) -> Any:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import REAL
-from ..families import FAMILIES, params_of, recipe_class, shipped_folder, trained_folder
+from ..families import FAMILIES, params_of, recipe_class, report_figures, shipped_folder, trained_folder
 from ..io import BadInputError, atomic_path, read_json, write_text
 from ..method import SHIPPED
 from ..metrics.quality import aggregate_seeds
@@ -800,28 +800,30 @@ def report(results, out, reference: str | None = None) -> dict:
                        peer=read_json(results / "metrics" / "timing.json").get("peer_timing"))
     students = dict(zip(df.method[df.kind == "student"], df.family[df.kind == "student"]))
     with_figure = lambda name: [m for m, f in students.items() if name in FAMILIES[f].figures]  # noqa: E731
-    figs = []
-    if df.fd_mean.notna().any():
-        figs += fig_fd_vs(df, out, "gflops_per_image", "GFLOPs per image (exact)", "fd_vs_flops", "pareto_flops")
-        figs += fig_fd_vs(df, out, "images_per_s", "images per second at the cost batch (measured)",
-                          "fd_vs_throughput", "pareto_throughput")
-        figs += fig_fd_vs(df, out, "nfe", "network evaluations per sample (NFE)", "fd_vs_nfe")
     costed = df[df.kind != REAL].reset_index(drop=True)   # the noise-floor row has no cost
-    figs += fig_cost(costed, out)
-    figs += fig_latency(costed, out)
-    figs += fig_grids(results, df.method.tolist(), out, "sample_grids")
     runs = dict(zip(df.method, df.get("trained_as", df.method)))
     run_dirs = {runs[m]: Path(d) for m, d in zip(df.method, df.get("run_dir", [None] * len(df))) if isinstance(d, str)}
     run_dir = lambda run: run_dirs.get(run, results / "students" / run)   # noqa: E731
-    panels = sorted({runs[m] for m in with_figure("student_panels")})   # one panel per training run
-    if panels:
-        figs += fig_grids(results, panels, out, "student_panels", file_fn=lambda m: run_dir(m) / "panel.png",
-                          ncols=2)
-    figs += fig_training({runs[m]: (students[m], run_dir(runs[m]) / "loss.csv")   # one curve per training run
-                          for m in with_figure("training_curves")}, out)
-    if with_figure("training_compute"):
-        figs += fig_training_compute(df, out)
-    figs += fig_fidelity(df, out)
+    draw = {   # every figure advkd.families.report_figures can name
+        "fd_vs_flops": lambda: fig_fd_vs(df, out, "gflops_per_image", "GFLOPs per image (exact)", "fd_vs_flops",
+                                         "pareto_flops"),
+        "fd_vs_throughput": lambda: fig_fd_vs(df, out, "images_per_s", "images per second at the cost batch "
+                                              "(measured)", "fd_vs_throughput", "pareto_throughput"),
+        "fd_vs_nfe": lambda: fig_fd_vs(df, out, "nfe", "network evaluations per sample (NFE)", "fd_vs_nfe"),
+        "params_flops": lambda: fig_cost(costed, out),
+        "latency": lambda: fig_latency(costed, out),
+        "sample_grids": lambda: fig_grids(results, df.method.tolist(), out, "sample_grids"),
+        # one panel and one loss curve per training run
+        "student_panels": lambda: fig_grids(results, sorted({runs[m] for m in with_figure("student_panels")}), out,
+                                            "student_panels", file_fn=lambda m: run_dir(m) / "panel.png", ncols=2),
+        "training_curves": lambda: fig_training({runs[m]: (students[m], run_dir(runs[m]) / "loss.csv")
+                                                 for m in with_figure("training_curves")}, out),
+        "training_compute": lambda: fig_training_compute(df, out),
+        "teacher_fidelity": lambda: fig_fidelity(df, out),
+    }
+    fidelity = "fidelity_relative_mean" in df and df.fidelity_relative_mean.notna().any()
+    figs = [p for name in report_figures(set(students.values()), scored=df.fd_mean.notna().any(), fidelity=fidelity)
+            for p in draw[name]()]
     tables = ["summary.csv", "summary.md", "summary.tex", "knobs.csv", "knobs.md", "sampling_speed.csv",
               "sampling_speed.md"] + (["memorisation.csv", "memorisation.md"] if memorised else [])
     summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables}

@@ -13,10 +13,10 @@ PKG = Path(__file__).resolve().parents[2] / "advkd"
 
 # Lowest first; a module is in the first layer one of whose patterns matches its name. Files and provenance, data,
 # the distillation set's layout, what a method is; each family's parameters; the registry of families; the config's
-# dataclasses and its validation, which asks the registry (all of these without torch: planning a run reads them); the teacher, its
-# samplers and the metrics; what every student family shares (networks, the training loop, the generic trainer);
-# each family's implementation (its folder under advkd/students); the stages, one module per rule file
-# (workflow/rules/<x>.smk -> advkd/stages/<x>.py); the CLI.
+# dataclasses and its validation, which asks the registry (all of these without torch: planning a run reads them);
+# the teacher, its samplers and the metrics; what every student family shares (networks, the training loop, the
+# generic trainer); each family's implementation (its folder under advkd/students); the stages, one module per rule
+# file (workflow/rules/<x>.smk -> advkd/stages/<x>.py); the CLI.
 LAYERS = [
     ["advkd.io", "advkd.rng", "advkd.assets", "advkd.data", "advkd.trajectories", "advkd.method"],
     ["advkd.students.*.params"],

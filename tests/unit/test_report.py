@@ -3,6 +3,7 @@ noise-floor row, and the ratios against the reference method."""
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -199,3 +200,29 @@ def test_the_caption_quotes_how_a_shipped_students_recipe_was_chosen(results, tm
             [20.0, 21.0, 22.0], kind="student")
     note = footnotes(collect(results, "ddim-10"))
     assert note.endswith(" ds-long (shipped): no validation pick: every candidate collapsed.")
+
+
+def test_every_figure_the_registry_names_has_a_caption(repo_root):
+    """The report rule declares report_figures' list as outputs with workflow/report/<name>.rst as caption, and the
+    report stage draws that same list: a figure a family adds needs its caption there."""
+    from advkd.families import FAMILIES, report_figures
+
+    names = set(report_figures(set(FAMILIES) - {f for f, fam in FAMILIES.items() if fam.kind == "sampler"},
+                               scored=True, fidelity=True))
+    assert {"fd_vs_flops", "latency", "training_compute", "teacher_fidelity"} <= names
+    missing = sorted(n for n in names if not (repo_root / "workflow" / "report" / f"{n}.rst").is_file())
+    assert not missing, f"no caption workflow/report/<name>.rst for {missing}"
+    assert report_figures(set(), scored=False, fidelity=False) == ["params_flops", "latency"]
+
+
+def test_the_report_draws_exactly_the_figures_the_rule_declares(results, tmp_path):
+    """A scored experiment without student families: the quality and cost figures and nothing else (the rule would
+    fail on a declared figure not drawn; a figure drawn but not declared would be an untracked output)."""
+    from advkd.families import report_figures
+    from advkd.stages.report import report
+
+    out = tmp_path / "paper"
+    (results / "students").mkdir(exist_ok=True)
+    drawn = {Path(p).stem for p in report(results, out)["figures"]}
+    assert drawn <= set(report_figures({"denoising-student"}, scored=True, fidelity=False))
+    assert {"fd_vs_flops", "fd_vs_throughput", "fd_vs_nfe", "params_flops", "latency"} <= drawn

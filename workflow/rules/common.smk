@@ -8,7 +8,7 @@ from advkd.config import REAL, reference_split, teacher_method, validate_config
 from advkd.data import zero_border
 from advkd.method import SHIPPED
 from advkd.io import BadInputError
-from advkd.families import FAMILIES, resolved_block, shipped_folder, trainers
+from advkd.families import FAMILIES, report_figures, resolved_block, shipped_folder, trainers
 from advkd.trajectories import shard_ranges
 
 # A dry run, lint or a bookkeeping command (--unlock, --cleanup-metadata, --list-*, --summary, --dag) shows or
@@ -174,13 +174,8 @@ def all_targets():
 
 # Tables and figures (workflow/rules/report.smk).
 PAPER = f"paper_figures/{config['experiment']}"
-if COST_ONLY:
-    FIGURES = ["params_flops", "latency"]
-else:
-    # and the figures the experiment's student families add (advkd.families)
-    FIGURES = ["fd_vs_flops", "fd_vs_throughput", "fd_vs_nfe", "params_flops", "latency", "sample_grids",
-               *sorted({f for m in STUDENT_METHODS for f in FAMILIES[METHODS[m]["family"]].figures}),
-               *(["teacher_fidelity"] if TEACHER_METHOD and len(METHODS) > 1 else [])]
+FIGURES = report_figures({METHODS[m]["family"] for m in STUDENT_METHODS}, scored=not COST_ONLY,
+                         fidelity=bool(TEACHER_METHOD) and len(METHODS) > 1)
 
 
 def report_inputs(wildcards):
