@@ -169,8 +169,8 @@ def _write_curve(path, history: list) -> None:
     write_text(path, buf.getvalue())
 
 
-def train(train_images: np.ndarray, out_dir, *, architecture="fmnist32", epochs=10, batch_size=128, lr=5e-4,
-          warmup_steps=500, ema_decay=0.9995, seed=0, device="auto", max_minutes=None, cfg_for_provenance=None) -> dict:
+def train(train_images: np.ndarray, out_dir, *, architecture: str, epochs: int, batch_size: int, lr: float,
+          warmup_steps: int, ema_decay: float, seed: int, device, max_minutes=None, cfg_for_provenance=None) -> dict:
     """Train a DDPM teacher (epsilon-prediction MSE) and write a diffusers pipeline dir of its EMA weights.
 
     Resumable: `out_dir/checkpoint.safetensors` holds model, EMA, Adam state and the data RNG at the end of each

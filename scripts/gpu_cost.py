@@ -16,8 +16,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from advkd.config import load_config  # noqa: E402
-from advkd.stages.cost import cost, cost_context, timing  # noqa: E402
-from advkd.stages.teacher import teacher  # noqa: E402
+from advkd.stages.cost import cost_context, method_cost, timing  # noqa: E402
+from advkd.stages.teacher import teacher_card  # noqa: E402
 from advkd.teacher import pick_device  # noqa: E402
 
 
@@ -42,10 +42,10 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     device = pick_device(a.device)
     out = Path(a.out)
-    teacher(cfg["teacher"], out / "teacher" / "teacher.json")
-    ctx = cost_context(out / "teacher" / "teacher.json", device, checkpoints=cfg["trajectories"]["checkpoints"])
+    teacher_card(cfg["teacher"], out / "teacher" / "teacher.json")
+    ctx = cost_context(out / "teacher" / "teacher.json", device, None, checkpoints=cfg["trajectories"]["checkpoints"])
     for name, block in cfg["methods"].items():
-        row = cost(name, block, ctx, cfg["metrics"]["cost"], out / "metrics" / "cost" / f"{name}.json",
+        row = method_cost(name, block, ctx, cfg["metrics"]["cost"], out / "metrics" / "cost" / f"{name}.json",
                          cfg={"method": block, "cost": cfg["metrics"]["cost"], "device": str(device)})
         print(json.dumps({k: row[k] for k in ("method", "nfe", "flops_per_image", "parameters_inference",
                                               "device")}), flush=True)

@@ -38,9 +38,9 @@ def venv_bin():
 def judge(tmp_path):
     """The shipped Fashion-MNIST judge installed by the evaluator stage, as the DAG's evaluator rule does
     (32x32 data: it scores inside the 2-pixel zero border); returns its evaluator.json."""
-    from advkd.stages.metrics import evaluator
+    from advkd.stages.metrics import make_evaluator
 
     data = {"dataset": "fashion-mnist", "resolution": 32, "channels": 1, "heldout_count": 16}
-    evaluator({"source": "shipped", "shipped": str(ROOT / "experiments/assets/evaluator-fmnist")}, data,
+    make_evaluator({"source": "shipped", "shipped": str(ROOT / "experiments/assets/evaluator-fmnist")}, data,
               tmp_path / "evaluator", border=2)
     return tmp_path / "evaluator" / "evaluator.json"

@@ -59,8 +59,8 @@ def embed(model: AutoencoderJudge, images: np.ndarray, batch_size: int = 500, de
     return np.concatenate(feats), None
 
 
-def train_autoencoder(train_images, heldout_images, out_dir, *, epochs=6, batch_size=256, lr=2e-3, width=32,
-                      features=64, seed=0, device="cpu", command="", data_card=None) -> dict:
+def train_autoencoder(train_images, heldout_images, out_dir, *, epochs: int, batch_size: int, lr: float, seed: int,
+                      width=32, features=64, device="cpu", command="", data_card=None) -> dict:
     """Train the autoencoder to reconstruct the training split; write its weights and card (with the held-out
     reconstruction error and the condition number of held-out features)."""
     seed_torch("judge-training", "autoencoder", seed)

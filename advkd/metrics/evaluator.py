@@ -99,8 +99,8 @@ def fit_epochs(model, opt, sched, n: int, batch_size: int, epochs: int, rng, bat
     return curve
 
 
-def train_evaluator(train_images, train_labels, heldout_images, heldout_labels, out_dir, *, epochs=5,
-                    batch_size=128, lr=2e-3, width=16, features=128, seed=0, device="cpu", command="",
+def train_evaluator(train_images, train_labels, heldout_images, heldout_labels, out_dir, *, epochs: int,
+                    batch_size: int, lr: float, seed: int, width=16, features=128, device="cpu", command="",
                     data_card=None) -> dict:
     """Train the judge, score it on the held-out split and write evaluator.safetensors + evaluator.json."""
 

@@ -21,7 +21,7 @@ from ..samplers import compiled_network, make_scheduler, run_sampler, scheduler_
 from ..teacher import load_teacher
 
 
-def cost_context(teacher_json, device, student_dir=None, checkpoints: int = 11) -> dict:
+def cost_context(teacher_json, device, student_dir, checkpoints: int) -> dict:
     """The build context of a method to be costed. With a random-weight teacher (a cost-only experiment) students
     are built with random weights at the teacher's image shape, distilling `checkpoints` checkpoints."""
     ctx = {"teacher": str(teacher_json), "device": device, "student_dir": student_dir}
@@ -32,7 +32,7 @@ def cost_context(teacher_json, device, student_dir=None, checkpoints: int = 11) 
     return ctx
 
 
-def cost(name: str, block: dict, ctx: dict, settings: dict, out, cfg=None) -> dict:
+def method_cost(name: str, block: dict, ctx: dict, settings: dict, out, cfg=None) -> dict:
     """The `cost` rule: build the method from the registry (sampler or student alike) and write one JSON;
     `settings` is the config's metrics.cost block."""
     method = build_method(name, block, ctx)
@@ -130,3 +130,21 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
                                          device=device)}
     write_json(out, out_json)
     return out_json
+
+
+def cost_job(*, method: str, block: dict, teacher: str, student_dir: str, checkpoints: int, cost: dict,
+             device: torch.device, out: str, cfg: dict | None = None) -> dict:
+    """The cost rule: method --method (--block: its resolved block as JSON; --student-dir: its training run's
+    folder, students only) costed with the metrics.cost: block (--cost); --checkpoints: the checkpoints a student
+    would distil (random-weight teachers only); --cfg: the config slice hashed into the provenance."""
+    row = method_cost(method, block, cost_context(teacher, device, student_dir, checkpoints), cost, out, cfg=cfg)
+    return {k: row[k] for k in ("method", "nfe", "flops_per_image", "peak_memory_mb")}
+
+
+def timing_job(*, blocks: dict, teacher: str, students: str, checkpoints: int, cost: dict, device: torch.device,
+               out: str, cfg: dict | None = None, sampling: dict | None = None) -> dict:
+    """The timing rule: every method of --blocks (name -> resolved block, JSON) timed interleaved in one process;
+    --students: the folder holding the students' training runs; --sampling (the sampling: block) adds the peer
+    ratio against the stock diffusers loop."""
+    result = timing(blocks, teacher, students, checkpoints, device, cost, out, cfg=cfg, sampling=sampling)
+    return {m: round(r["latency_s_per_image_batch1"]["median"], 6) for m, r in result["timing"].items()}

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config import block_defaults, load_config
 from ..data import HALVES, load_split, split_heldout
-from ..io import save_images, write_json
+from ..io import BadInputError, save_images, write_json
 
 
 def prepare_data(data_cfg: dict, out_dir) -> dict:
@@ -29,6 +30,14 @@ def prepare_data(data_cfg: dict, out_dir) -> dict:
                        "class_counts": None if labels is None else np.bincount(labels).tolist()}
     write_json(out_dir / "data_card.json", cards)
     return cards
+
+
+def prepare_data_job(*, out: str, data: dict | None = None, config: str | None = None) -> None:
+    """The prepare_data rule: the splits of --data (the data: block as JSON; keys it leaves out get the schema's
+    defaults, as in an experiment) or of --config's data: block (an experiment YAML), one of the two."""
+    if (data is None) == (config is None):
+        raise BadInputError("give --data (the data: block as JSON) or --config (an experiment YAML), one of them")
+    prepare_data(block_defaults("data") | data if data is not None else load_config(config)["data"], out)
 
 
 def _labels(d):

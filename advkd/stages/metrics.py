@@ -8,7 +8,9 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+import sys
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -45,8 +47,8 @@ from ..rng import numpy_rng
 from ..students.common import load_trajectories
 
 
-def evaluator(ev_cfg: dict, data_cfg: dict, out_dir, train_npz=None, heldout_npz=None, seed=0, device="cpu",
-              command="", border: int = 0) -> dict:
+def make_evaluator(ev_cfg: dict, data_cfg: dict, out_dir, train_npz=None, heldout_npz=None, seed=0, device="cpu",
+                   command="", border: int = 0) -> dict:
     """The `evaluator` rule: install the shipped judge, train one, or point at local Inception weights. `border`:
     the data's zero-padding in pixels (data.zero_border); the judge scores inside it."""
     out_dir = Path(out_dir)
@@ -226,3 +228,61 @@ def sanity(evaluator_json, reference_stem, images_npz, metrics: dict, seed: int,
     w.writerows(rows)
     write_text(out_stem.with_suffix(".csv"), buf.getvalue())
     return rows
+
+
+# The rules' jobs (advkd.cli): each calls one stage function above with the arguments its rule passes.
+
+def _command() -> str:
+    """The command line of this job, kept in a judge's card."""
+    return " ".join(["advkd", *sys.argv[1:]])
+
+
+def evaluator_job(*, evaluator: dict, data: dict, seed: int, border: int, device: torch.device, out: str,
+                  train: str | None = None, heldout: str | None = None) -> dict:
+    """The evaluator rule: the judge of the evaluator: block (JSON) into the folder --out (evaluator.json, and
+    its weights); --train and --heldout: prepared splits with labels (else read from the data: block)."""
+    card = make_evaluator(evaluator, data, out, train, heldout, seed, device, command=_command(), border=border)
+    return {k: card.get(k) for k in ("source", "sha256", "heldout_accuracy", "feature_condition_number")}
+
+
+def second_judge_job(*, judge: dict, data: dict, seed: int, border: int, device: torch.device, out: str,
+                     train: str | None = None, heldout: str | None = None) -> dict:
+    """The second_judge rule: the autoencoder judge of the evaluator.second: block (JSON) into the folder --out."""
+    card = second_judge(judge, data, out, train, heldout, seed, device, command=_command(), border=border)
+    return {k: card.get(k) for k in ("source", "sha256", "heldout_mse", "feature_condition_number")}
+
+
+def reference_stats_job(*, evaluator: str, heldout: str, metrics: dict, device: torch.device, out: str) -> dict:
+    """The reference_stats rule: the judge's (evaluator.json) features of one held-out half to OUT.safetensors and
+    OUT.json."""
+    card = reference_stats(evaluator, heldout, metrics, out, device)
+    return {k: card[k] for k in ("n", "feature_dim", "feature_condition_number")}
+
+
+def quality_job(*, method: str, samples: str, seed: int, evaluator: str, reference: str, metrics: dict,
+                scored_by: Literal["all", "kid"], device: torch.device, out: str, cfg: dict | None = None,
+                judge2: str | None = None, judge2_reference: str | None = None,
+                teacher_samples: str | None = None) -> dict:
+    """The quality rule: one sample set (.npz) of --seed scored against the reference stats stem; --judge2 and
+    --judge2-reference add FD under the second judge, --teacher-samples the teacher fidelity; --cfg: the config
+    slice hashed into the provenance."""
+    row = quality(method, samples, seed, evaluator, reference, metrics, out, device, cfg=cfg, scored_by=scored_by,
+                  judge2_json=judge2, judge2_reference=judge2_reference, teacher_npz=teacher_samples)
+    return {k: row[k] for k in ("method", "seed", "n", "fd", "kid", "inception_score")}
+
+
+def memorisation_job(*, method: str, samples: list[str], trajectories: list[str], train: str, real: str,
+                     evaluator: str, seed: int, device: torch.device, out: str) -> dict:
+    """The memorisation rule: a student's samples (SEED=samples.npz, one per seed) against its distillation
+    targets (the shards' x_0), real held-out images (--real) against the training split."""
+    row = memorisation(method, dict(s.split("=", 1) for s in samples), trajectories, train, real, evaluator, seed,
+                       out, device)
+    return {"method": method, "share_below_threshold": row["share_below_threshold"]}
+
+
+def sanity_job(*, evaluator: str, reference: str, images: str, metrics: dict, seed: int, device: torch.device,
+               out: str) -> list[dict]:
+    """The sanity rule: real images not in the reference (--images) and degraded copies of them, scored; OUT.json
+    and OUT.csv."""
+    return [{"set": r["set"], "fd": r["fd"], "recall": r["recall"]}
+            for r in sanity(evaluator, reference, images, metrics, seed, out, device)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import REAL
+from ..config import REAL, load_config
 from ..families import FAMILIES, params_of, recipe_class, report_figures, shipped_folder, trained_folder
 from ..io import BadInputError, atomic_path, read_json, write_text
 from ..method import SHIPPED
@@ -829,3 +829,12 @@ def report(results, out, reference: str | None = None) -> dict:
     summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables}
     write_text(out / "index.json", json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def report_job(*, results: str, out: str, reference: str | None = None, config: str | None = None) -> dict:
+    """The report rule: tables and figures of results/<experiment> into paper_figures/<experiment>; speed-ups
+    against --reference, or against the report.reference of the experiment YAML --config (one of the two, or
+    neither: no speed-up column)."""
+    if reference is not None and config is not None:
+        raise BadInputError("give --reference or --config (whose report.reference is used), not both")
+    return report(results, out, load_config(config)["report"]["reference"] if config else reference)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..data import save_grid
+from ..families import build_method
 from ..io import BadInputError, load_images, provenance, save_images, write_json
 from ..method import Method
 from ..metrics import cost  # as a module: tests stub cost.peak_probe
@@ -62,6 +63,33 @@ def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json
     save_images(out_npz, images, seed=np.int64(seed), start=np.int64(start))
     write_json(out_json, stats | {"provenance": provenance(device=device), **method.info})
     return stats
+
+
+def sample_job(*, method: str, block: dict, teacher: str, n: int, seed: int, batch_size: int, shard: int,
+               shard_size: int, device: torch.device, out: str, student_dir: str | None = None,
+               compile: bool = False) -> dict:
+    """The sample rule: shard --shard (--shard-size images) of method --method's --n-image run for --seed, to
+    OUT.npz and OUT.json (--block: the method's resolved block as JSON; --student-dir: a student's folder;
+    --compile: torch.compile the teacher network, sampling.compile)."""
+    built = build_method(method, block, {"teacher": teacher, "device": device, "student_dir": student_dir,
+                                         "compile": compile})
+    stats = sample(built, n, seed, batch_size, Path(out).with_suffix(".npz"), Path(out).with_suffix(".json"),
+                   device, shard, shard_size)
+    return {k: stats[k] for k in ("method", "n", "start", "seconds", "images_per_s", "achieved_gflops",
+                                  "peak_gflops", "fraction_of_peak")}
+
+
+def real_samples_job(*, images: str, n: int, seed: int, grid: int, out: str) -> dict:
+    """The real_samples rule: OUT.npz and OUT.png, n images of the split --images for --seed."""
+    real_samples(images, n, seed, Path(out).with_suffix(".npz"), Path(out).with_suffix(".png"), grid)
+    return {"n": n, "seed": seed, "from": images}
+
+
+def merge_samples_job(*, shards: list[str], n: int, grid: int, out: str) -> dict:
+    """The merge_samples rule: the shard stems of one run (STEM.npz + STEM.json) joined into OUT.npz, OUT.png and
+    OUT.json."""
+    stats = merge_samples(shards, n, *(Path(out).with_suffix(s) for s in (".npz", ".png", ".json")), grid)
+    return {k: stats[k] for k in ("method", "n", "shards", "seconds", "images_per_s")}
 
 
 def real_samples(images_npz, n: int, seed: int, out_npz, out_png, grid: int) -> np.ndarray:

@@ -3,6 +3,8 @@ same stage as sampling a teacher's sampler (advkd.stages.sample.sample)."""
 
 from __future__ import annotations
 
+import torch
+
 from ..families import FAMILIES
 from ..io import BadInputError
 
@@ -16,3 +18,13 @@ def distill(name: str, block: dict, ctx: dict) -> dict:
         raise BadInputError(f"method {name}: family {block.get('family')!r} is not a student family; expected one "
                             f"of {students}")
     return fam.load().train(name, fam.params.from_block(block), ctx)
+
+
+def distill_job(*, method: str, block: dict, trajectories: list[str], teacher: str, seed: int, device: torch.device,
+                out: str) -> dict:
+    """The distill rule: student --method (--block: its resolved block as JSON) trained on the trajectory shards
+    into the folder --out (student.safetensors, student.json, loss.csv, ...), resuming a checkpoint made for
+    exactly this run."""
+    result = distill(method, block, {"trajectories": trajectories, "teacher": teacher, "out": out, "seed": seed,
+                                     "device": device})
+    return {k: result[k] for k in ("done", "seconds_this_call") if k in result}

@@ -25,6 +25,31 @@ def train_teacher(images, out_dir, **recipe) -> dict:
     return train(images, out_dir, **recipe)
 
 
+def train_teacher_job(*, images: str, out: str, architecture: str, epochs: int, batch_size: int, lr: float,
+                      warmup_steps: int, ema_decay: float, seed: int, device: torch.device,
+                      max_minutes: float | None = None) -> dict:
+    """The train_teacher rule: a DDPM teacher on the prepared train.npz (resumable; --max-minutes stops after the
+    epoch that passes it)."""
+    recipe = {"architecture": architecture, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+              "warmup_steps": warmup_steps, "ema_decay": ema_decay, "seed": seed}
+    info = train_teacher(images, out, **recipe, device=device, max_minutes=max_minutes,
+                         cfg_for_provenance={"images": images, **recipe, "max_minutes": max_minutes})
+    return {k: info[k] for k in ("epochs", "steps", "final_loss", "train_seconds_this_run")}
+
+
+def trajectories_job(*, teacher: str, params: dict, shard: int, seed: int, batch_size: int, device: torch.device,
+                     out: str) -> dict:
+    """The trajectories rule: shard --shard of the distillation set (--params: the trajectories: block as JSON)."""
+    return trajectories(teacher, params, shard, seed, batch_size, device, out)
+
+
+def teacher_job(*, teacher: dict, trained: str, out: str) -> dict:
+    """The teacher rule: the teacher: block's teacher (--trained: the train_teacher rule's folder, or none) loaded
+    once and described in its card (teacher.json)."""
+    card = teacher_card(teacher, out, trained_dir=None if trained == "none" else trained)
+    return {k: card[k] for k in ("source", "pipeline", "parameters", "flops_per_call")}
+
+
 def trajectories(teacher_json, traj_cfg: dict, shard: int, seed: int, batch_size: int, device, out_path) -> dict:
     """The trajectories stage: one shard of the distillation set, drawn with the sampler traj_cfg names."""
     unet, train_config, _ = load_teacher(teacher_json, device)
@@ -65,7 +90,7 @@ def teacher_source_dir(teacher_cfg: dict, trained_dir=None) -> str:
     return teacher_cfg["pretrained"]
 
 
-def teacher(teacher_cfg: dict, out_json, trained_dir=None, device="cpu") -> dict:
+def teacher_card(teacher_cfg: dict, out_json, trained_dir=None) -> dict:
     """The `teacher` stage: load the teacher once (proving it loads) and write its card: where it is, sha256 of
     its weights, parameters and FLOPs per network call."""
     if teacher_cfg["source"] == "random":

@@ -51,11 +51,11 @@ def _says_which_and_how(msg: str):
 
 
 def test_teacher_stage_refuses_corrupted_shipped_weights(corrupted, tmp_path):
-    from advkd.stages.teacher import teacher
+    from advkd.stages.teacher import teacher_card
 
     out = tmp_path / "teacher.json"
     with pytest.raises(BadInputError) as e:
-        teacher({"source": "shipped", "shipped": str(assets.ASSETS / "teacher-fmnist32")}, out)
+        teacher_card({"source": "shipped", "shipped": str(assets.ASSETS / "teacher-fmnist32")}, out)
     _says_which_and_how(str(e.value))
     assert not out.exists()
 

@@ -121,7 +121,7 @@ def _card(path, pipeline_dir):
 def _sample_argv(card, out, **kw):
     argv = ["sample", "--method", kw.get("method", "ddim-2"), "--block",
             json.dumps(kw.get("block", {"family": "ddim", "steps": 2})), "--teacher", card, "--n", "4", "--seed", "0",
-            "--device", "cpu", "--out", out]
+            "--batch-size", "4", "--shard", "0", "--shard-size", "4", "--device", "cpu", "--out", out]
     return argv + (["--student-dir", kw["student_dir"]] if "student_dir" in kw else [])
 
 
@@ -165,7 +165,8 @@ def test_truncated_teacher_training_checkpoint(tmp_path, capsys):
     (out / "checkpoint.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": trunc")
     curve = earlier_result(out / "loss.csv", "epoch,step,loss,seconds,images_per_s\n1,1,0.5,1,1\n")
     refused(["train-teacher", "--images", tmp_path / "train.npz", "--out", out, "--architecture", "digits8",
-             "--epochs", "2", "--batch-size", "32", "--device", "cpu"], capsys,
+             "--epochs", "2", "--batch-size", "32", "--lr", "5e-4", "--warmup-steps", "10", "--ema-decay", "0.99",
+             "--seed", "0", "--device", "cpu"], capsys,
             r"checkpoint\.safetensors: not a valid safetensors file", [curve, out / "checkpoint.safetensors"])
 
 
@@ -176,7 +177,8 @@ def test_truncated_trajectory_shard(tmp_path, capsys):
     shard.write_bytes(shard.read_bytes()[:300])
     old = earlier_result(tmp_path / "student" / "student.safetensors")
     refused(["distill", "--method", "adv", "--block", '{"family": "advkd"}', "--trajectories", shard,
-             "--out", tmp_path / "student", "--device", "cpu"], capsys,
+             "--teacher", tmp_path / "teacher.json", "--seed", "0", "--out", tmp_path / "student", "--device", "cpu"],
+            capsys,
             r"shard-00000\.safetensors: not a valid safetensors file.*truncated or corrupt", [old])
 
 
@@ -184,7 +186,8 @@ def test_foreign_file_given_as_trajectory_shard(tmp_path, capsys):
     shard = tmp_path / "shard-00000.safetensors"
     save_tensors(shard, {"weight": torch.zeros(3)})
     refused(["distill", "--method", "adv", "--block", '{"family": "advkd"}', "--trajectories", shard,
-             "--out", tmp_path / "student", "--device", "cpu"], capsys,
+             "--teacher", tmp_path / "teacher.json", "--seed", "0", "--out", tmp_path / "student", "--device", "cpu"],
+            capsys,
             r"shard-00000\.safetensors: not a trajectory shard")
 
 
@@ -206,7 +209,8 @@ def test_missing_inception_weights(tmp_path, capsys, monkeypatch):
     for weights, match in ((str(tmp_path / "nope.pt"), rf"Inception weights not found at {tmp_path / 'nope.pt'}"),
                            (None, r"no Inception weights configured: set evaluator\.inception_weights")):
         refused(["evaluator", "--evaluator", json.dumps({"source": "inception", "inception_weights": weights}),
-                 "--data", data, "--out", tmp_path / "evaluator", "--device", "cpu"], capsys, match, [card])
+                 "--data", data, "--seed", "0", "--border", "0", "--out", tmp_path / "evaluator", "--device", "cpu"],
+                capsys, match, [card])
 
 
 def test_corrupt_samples_file(judge, tmp_path, capsys):

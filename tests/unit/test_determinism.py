@@ -42,7 +42,8 @@ def _sample(card, out, seed, n=8, shard_size=None):
 
 def _quality(samples, seed, judge, ref, out):
     assert main(["quality", "--method", "ddpm-3", "--samples", str(samples), "--seed", str(seed), "--evaluator",
-                 str(judge), "--reference", str(ref), "--metrics", METRICS, "--device", "cpu", "--threads", "1",
+                 str(judge), "--reference", str(ref), "--metrics", METRICS, "--scored-by", "all", "--device", "cpu",
+                 "--threads", "1",
                  "--out", str(out)]) == 0
     row = json.loads(out.read_text())
     row.pop("provenance")
@@ -80,7 +81,8 @@ def test_sharded_sampling_gives_the_same_bits(setup):
     assert len(stats["peak_probes"]) == 3  # each shard's probes kept in the merged record
     # shards that do not tile the run (one missing) are refused, naming them; nothing is written
     assert main(["merge-samples", "--shards", str(tmp / "shards" / "seed0-shard0"),
-                 str(tmp / "shards" / "seed0-shard2"), "--n", "12", "--out", str(tmp / "bad" / "seed0")]) == 2
+                 str(tmp / "shards" / "seed0-shard2"), "--n", "12", "--grid", "4",
+                 "--out", str(tmp / "bad" / "seed0")]) == 2
     assert not (tmp / "bad").exists()
     # a shard size that is not a multiple of the batch size would change the draws: refused before sampling
     assert main(["sample", "--method", "ddpm-3", "--block", '{"family": "ddpm", "steps": 3}', "--teacher", str(card),

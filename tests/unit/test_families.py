@@ -20,11 +20,11 @@ RES, CHECKPOINTS = 8, 3
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     """A random-weight 1x8x8 teacher (digits8) and a distillation set of 16 fake runs with 3 checkpoints."""
-    from advkd.stages.teacher import teacher
+    from advkd.stages.teacher import teacher_card
 
     root = tmp_path_factory.mktemp("family")
     card = root / "teacher.json"
-    teacher({"source": "random", "architecture": "digits8", "seed": 0}, card)
+    teacher_card({"source": "random", "architecture": "digits8", "seed": 0}, card)
     g = torch.Generator().manual_seed(0)
     x_T = torch.randn(16, 1, RES, RES, generator=g)
     x0 = torch.tanh(2 * torch.nn.functional.avg_pool2d(x_T, 3, 1, 1))

@@ -184,7 +184,7 @@ def test_evaluator_trains_saves_and_refuses_tampered_weights(tmp_path):
     cfg = {"dataset": "digits", "resolution": 32, "channels": 1}
     tr, he = load_split(cfg, "train"), load_split(cfg, "heldout")
     card = train_evaluator(tr["images"][:256], tr["labels"][:256], he["images"][:100], he["labels"][:100], tmp_path,
-                           epochs=1, batch_size=64, width=4, features=16, data_card=cfg)
+                           epochs=1, batch_size=64, lr=2e-3, seed=0, width=4, features=16, data_card=cfg)
     assert card["feature_dim"] == 16 and card["heldout_n"] == 100 and card["train"]["seed"] == 0
     model, card2 = load_evaluator(tmp_path)
     assert card2["sha256"] == card["sha256"]
@@ -202,7 +202,7 @@ def test_second_judge_trains_saves_and_refuses_tampered_weights(tmp_path):
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (128, 32, 32, 1), dtype=np.uint8)
-    card = train_autoencoder(images[:96], images[96:], tmp_path, epochs=1, batch_size=32, seed=0)
+    card = train_autoencoder(images[:96], images[96:], tmp_path, epochs=1, batch_size=32, lr=2e-3, seed=0)
     assert card["kind"] == "autoencoder" and card["feature_dim"] == 64 and card["heldout_n"] == 32
     model, card2 = load_autoencoder(tmp_path)
     feats, logits = embed_ae(model, images[:10])
@@ -228,12 +228,12 @@ def test_the_judge_scores_only_the_region_the_data_defines(tmp_path):
     """Fashion-MNIST at 32x32 is 28x28 padded with exact zeros: a generated frame there is not scored."""
     from advkd.data import zero_border
     from advkd.metrics.quality import load_judge
-    from advkd.stages.metrics import evaluator
+    from advkd.stages.metrics import make_evaluator
 
     data = {"dataset": "fashion-mnist", "resolution": 32, "channels": 1, "heldout_count": 8}
     assert zero_border(data) == 2 and zero_border(data | {"resolution": 28}) == 0
     assert zero_border({"dataset": "image-folder", "resolution": 64}) == 0
-    evaluator({"source": "shipped", "shipped": str(SHIPPED)}, data, tmp_path, border=2)
+    make_evaluator({"source": "shipped", "shipped": str(SHIPPED)}, data, tmp_path, border=2)
     embed, card = load_judge(tmp_path / "evaluator.json")
     images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 1), dtype=np.uint8)
     framed = images.copy()
@@ -317,7 +317,7 @@ def no_network(monkeypatch):
 
 
 def test_inception_standin_end_to_end(standin_weights, tmp_path, monkeypatch, no_network):
-    from advkd.stages.metrics import evaluator, quality, reference_stats
+    from advkd.stages.metrics import make_evaluator, quality, reference_stats
 
     monkeypatch.delenv(ENV, raising=False)
     assert resolve_inception_weights(str(standin_weights.parent)) == standin_weights  # a folder works too
@@ -329,7 +329,7 @@ def test_inception_standin_end_to_end(standin_weights, tmp_path, monkeypatch, no
     assert feats.shape == (12, 2048) and logits.shape == (12, 1008)
     # through the stages: judge card -> reference stats -> one quality JSON
     monkeypatch.setenv(ENV, str(_save_standin(tmp_path / "small", 16)))
-    ev = evaluator({"source": "inception", "inception_weights": None}, {"dataset": "image-folder",
+    ev = make_evaluator({"source": "inception", "inception_weights": None}, {"dataset": "image-folder",
                          "channels": 3}, tmp_path / "ev")
     assert ev["kind"] == "inception" and ev["weights"] == str(tmp_path / "small" / FILENAME)
     save_images(tmp_path / "heldout.npz", images)

@@ -22,10 +22,10 @@ from advkd.teacher import load_teacher
 
 @pytest.fixture(scope="module")
 def teacher_card(tmp_path_factory):
-    from advkd.stages.teacher import teacher
+    from advkd.stages.teacher import teacher_card
 
     card = tmp_path_factory.mktemp("peers") / "teacher.json"
-    teacher({"source": "random", "architecture": "digits8", "seed": 0}, card)
+    teacher_card({"source": "random", "architecture": "digits8", "seed": 0}, card)
     return str(card)
 
 
@@ -205,10 +205,10 @@ SHIPPED_TEACHER = {"source": "shipped", "shipped": "experiments/assets/teacher-f
 
 @pytest.fixture(scope="module")
 def real_teacher(tmp_path_factory):
-    from advkd.stages.teacher import teacher
+    from advkd.stages.teacher import teacher_card
 
     card = tmp_path_factory.mktemp("real") / "teacher.json"
-    teacher(SHIPPED_TEACHER, card)
+    teacher_card(SHIPPED_TEACHER, card)
     return load_teacher(card)
 
 

@@ -115,12 +115,12 @@ def test_a_sampler_and_a_student_start_seed_s_from_the_same_x_T(tmp_path):
     """Common random numbers: batch b of seed s is the same x_T for the teacher's samplers and for every student,
     and a shard of a run (first_batch) gets exactly that run's draws."""
     from advkd.samplers import SchedulerSpec, run_sampler
-    from advkd.stages.teacher import teacher
+    from advkd.stages.teacher import teacher_card
     from advkd.students.common import student_method
     from advkd.teacher import load_teacher
 
     card = tmp_path / "teacher.json"
-    teacher({"source": "random", "architecture": "digits8", "seed": 0}, card)
+    teacher_card({"source": "random", "architecture": "digits8", "seed": 0}, card)
     unet, train_config, _ = load_teacher(card)
     _, x_T, _, _ = run_sampler(unet, SchedulerSpec("DDIMScheduler"), 2, train_config, 5, seed=4, batch_size=2,
                                device="cpu", progress=False)

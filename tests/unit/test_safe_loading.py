@@ -85,8 +85,8 @@ def test_pickle_in_place_of_the_teacher_training_checkpoint_is_refused(tmp_path)
 
     plant_pickle(tmp_path / "checkpoint.safetensors", tmp_path / "pwned")
     with pytest.raises(BadInputError, match=r"checkpoint\.safetensors: not a valid safetensors file"):
-        train(np.zeros((8, 8, 8, 1), np.uint8), tmp_path, architecture="digits8", epochs=1, batch_size=4,
-                      device="cpu")
+        train(np.zeros((8, 8, 8, 1), np.uint8), tmp_path, architecture="digits8", epochs=1, batch_size=4, lr=5e-4,
+              warmup_steps=2, ema_decay=0.99, seed=0, device="cpu")
     assert not (tmp_path / "pwned").exists()
 
 

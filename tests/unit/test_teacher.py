@@ -78,7 +78,7 @@ def test_trajectory_shard_roundtrip_and_corruption(tiny, tmp_path):
 def test_training_resumes_to_the_same_weights(tmp_path):
     from advkd.data import load_split
     images = load_split({"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 256}, "train")["images"]
-    kw = dict(architecture="digits8", batch_size=64, warmup_steps=2, seed=1, device="cpu")
+    kw = dict(architecture="digits8", batch_size=64, lr=5e-4, warmup_steps=2, ema_decay=0.9995, seed=1, device="cpu")
     T.train(images, tmp_path / "a", epochs=2, **kw)
     T.train(images, tmp_path / "b", epochs=1, **kw)   # "killed" after one epoch ...
     info = T.train(images, tmp_path / "b", epochs=2, **kw)   # ... and resumed
@@ -124,7 +124,7 @@ def test_shipped_teacher_matches_its_card():
 def test_resume_survives_deleted_curve_and_ignores_foreign_checkpoints(tmp_path, caplog):
     from advkd.data import load_split
     images = load_split({"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 128}, "train")["images"]
-    kw = dict(architecture="digits8", batch_size=64, warmup_steps=2, seed=1, device="cpu")
+    kw = dict(architecture="digits8", batch_size=64, lr=5e-4, warmup_steps=2, ema_decay=0.9995, seed=1, device="cpu")
     T.train(images, tmp_path, epochs=1, **kw)
     (tmp_path / "loss.csv").unlink()          # Snakemake removes a failed job's declared outputs
     info = T.train(images, tmp_path, epochs=2, **kw)
