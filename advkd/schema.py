@@ -88,7 +88,7 @@ class Sampling:
                                   "core, so jobs run one at a time; 1 lets Snakemake run as many sample jobs side by "
                                   "side as it has cores, which on a CPU makes more images per second in all (a job's "
                                   "imports, compile and probes are single-threaded, and small batches scale poorly "
-                                  "across threads). In the check of docs/findings.md (compiled ddim-10, two seeds) "
+                                  "across threads). In the check of docs/history.md (compiled ddim-10, two seeds) "
                                   "the samples were the same bytes either way; elsewhere a CPU kernel may round "
                                   "differently with another thread count.",
                            oneOf=[{"type": "integer", "minimum": 1}, {"const": "all"}])
