@@ -98,6 +98,24 @@ def max_runs_errors(where: str, max_runs: int | None, cfg: dict) -> list[str]:
 
 
 @dataclass(frozen=True)
+class PairParams(Params):
+    """A student trained by regression on the distillation set's (x_T, x_0) pairs (the Denoising Student, reflow):
+    the keys such a training run shares. A subclass restates `epochs` where its default or meaning differs."""
+
+    epochs: int = param(20, "passes over the (x_T, x_0) pairs", type="integer", minimum=1)
+    batch_size: int = param(64, "training batch", type="integer", minimum=2)
+    lr: float = param(1e-4, "Adam learning rate", type="number", exclusiveMinimum=0)
+    max_runs: int | None = param(None, "train on the first N trajectory runs only (null: all)",
+                                 type=["integer", "null"], minimum=2)
+
+    example = {"epochs": 2, "batch_size": 8}
+    budget_keys = ("epochs",)
+
+    def errors(self, where: str, block: dict, cfg: dict) -> list[str]:
+        return max_runs_errors(where, self.max_runs, cfg)
+
+
+@dataclass(frozen=True)
 class Family:
     """One registry line: which methods exist is decided by these, never by if-chains on family names."""
     name: str
