@@ -8,7 +8,8 @@ generator step: advkd.students.advkd.model.train_step, on random tensors of the 
 timed in two variants, interleaved round-robin in one process so that a busy or slow host moves both alike:
 `frozen` (the suite's step: the critics' weights get no gradient in the generator step, as the authors do) and
 `unfrozen` (the same step with the critics left trainable there, the work the freeze removes). A phase counts with
-its share of the recipe's training images (epochs x runs), so `s_per_1000_images` is the whole recipe's. Medians
+its share of the recipe's training images (epochs x runs), so `s_per_1000_images` is the whole recipe's, and
+`training_tflop` its training FLOPs counted as the training loop counts them (one step per phase). Medians
 after warm-up; torch.profiler's top operators of the frozen step of the recipe's most expensive phase say where the
 rest goes. Prints JSON (and writes it to --out).
 """
@@ -30,6 +31,7 @@ from advkd.metrics.cost import theoretical_peak_gflops
 from advkd.rng import seed_torch, torch_generator
 from advkd.students.advkd import model as adv
 from advkd.students.common import teacher_unet
+from advkd.students.training import StepFlops
 
 
 def _step(student, phase, recipe, z, targets, opts, frozen: bool, seed: int) -> float:
@@ -82,12 +84,16 @@ def profile_method(name: str, block: dict, data: dict, checkpoints: int, teacher
                 s = _step(student, phase, recipe, z, targets, opts, variant == "frozen", r)
                 if r >= warmup:
                     times[variant].append(s)
+        with StepFlops() as counter:   # as the training loop counts an epoch: its first step, per image
+            _step(student, phase, recipe, z, targets, opts, True, warmup + repeats)
         images = phase.epochs * runs
         phases.append({"phase": p, "batch_size": phase.batch_size, "epochs": phase.epochs, "images": images,
+                       "flops_per_image": counter.get_total_flops() / phase.batch_size,
                        **{f"{v}_s_per_step": statistics.median(t) for v, t in times.items()},
                        **{f"{v}_s_per_step_iqr": statistics.quantiles(t, n=4)[::2] for v, t in times.items()}})
     total = sum(ph["images"] for ph in phases)
-    out = {"method": name, "block": block, "training_images": total, "phases": phases}
+    out = {"method": name, "block": block, "training_images": total, "phases": phases,
+           "training_tflop": sum(ph["flops_per_image"] * ph["images"] for ph in phases) / 1e12}
     for v in ("frozen", "unfrozen"):
         out[f"{v}_s_per_1000_images"] = 1000 * sum(ph[f"{v}_s_per_step"] / ph["batch_size"] * ph["images"]
                                                    for ph in phases) / total
