@@ -431,3 +431,31 @@ def test_each_phase_leaves_a_snapshot_with_what_training_had_cost_by_then(tiny_s
         assert spent["flops"] == pytest.approx(sum(float(r["flops"]) for r in mine), rel=1e-6)
     last, final = load_tensors(found[-1]), load_tensors(tmp_path / "student.safetensors")
     assert all(torch.equal(last[k], final[k]) for k in final if k.startswith("gen."))
+
+
+def test_quality_by_phase_scores_every_phase_of_a_run_at_the_experiments_n_and_seed(judge, tmp_path, repo_root):
+    """`python -m advkd.students.advkd.phases` (issue 34's figure): every finished phase's head and the teacher's
+    state it was trained on, scored by the judge at the experiment's n, first sample seed and metrics block."""
+    from advkd.config import load_config
+    from advkd.io import save_images
+    from advkd.stages.metrics import reference_stats
+    from advkd.students.advkd import phases
+
+    g = torch.Generator().manual_seed(1)
+    x_T = torch.randn(40, 1, 32, 32, generator=g)
+    x0 = torch.tanh(2 * F.avg_pool2d(x_T, 5, 1, 2))
+    shard = tmp_path / "shard-00000.safetensors"
+    save_tensors(shard, {"x_T": x_T, "states": torch.stack([(1 - a) * 0.3 * x_T + a * x0 for a in (0.5, 1.0)], 1),
+                         "timesteps": torch.tensor([0, 9])})
+    _distill(TINY | {"phases": 2, "widths": [8, 8]}, [str(shard)], tmp_path / "run")
+    cfg = load_config(repo_root / "experiments" / "ci.yaml")
+    save_images(tmp_path / "heldout.npz", torch.randint(0, 255, (40, 32, 32, 1), generator=g).to(torch.uint8).numpy())
+    reference_stats(judge, tmp_path / "heldout.npz", cfg["metrics"], tmp_path / "ref")
+    phases.main(["--config", str(repo_root / "experiments" / "ci.yaml"), "--run", str(tmp_path / "run"),
+                 "--trajectories", str(shard), "--evaluator", str(judge), "--reference", str(tmp_path / "ref"),
+                 "--out", str(tmp_path / "out")])
+    out = json.loads((tmp_path / "out" / "run" / "phase_quality.json").read_text())
+    assert out["n"] == cfg["sampling"]["n"] and out["seed"] == cfg["sampling"]["seeds"][0]
+    assert [r["phase"] for r in out["rows"]] == [0, 1]
+    assert all(r["student_fd"] > 0 and r["teacher_state_fd"] > 0 and r["flops"] > 0 for r in out["rows"])
+    assert (tmp_path / "out" / "phase_quality.png").stat().st_size > 0

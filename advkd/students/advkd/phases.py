@@ -4,10 +4,14 @@ validation seeds, and the judge scores it beside the teacher's own state at that
 head was trained to match), so that a reader sees where adversarial training follows the teacher and where it
 collapses. Reads files only; trains nothing.
 
-    python -m advkd.students.advkd.phases --run results/published-budget/students/advkd-published \
+    python -m advkd.students.advkd.phases --config experiments/published-budget.yaml \
+        --run results/published-budget/students/advkd-published results/published-budget/students/advkd-control \
         --trajectories results/published-budget/trajectories/shard-*.safetensors \
         --evaluator results/published-budget/evaluator/evaluator.json \
         --reference results/published-budget/metrics/reference/evaluator/validation --out DIR
+
+The experiment (--config) gives the metrics block, the n and the seed (its first sample seed) every phase is scored
+at.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ... import rng
+from ...config import load_config
 from ...data import save_grid, to_uint8
 from ...io import BadInputError, load_tensors, provenance, read_metadata, write_json
 from ...metrics.quality import load_judge, load_reference, score_features
@@ -47,8 +52,8 @@ def to_image_size(x, resolution: int):
 
 
 @torch.no_grad()
-def phase_quality(run_dir, trajectories, evaluator_json, reference_stem, metrics: dict, out_dir, n: int = 500,
-                  seed: int = 1000, batch_size: int = 25, device="cpu") -> list[dict]:
+def phase_quality(run_dir, trajectories, evaluator_json, reference_stem, metrics: dict, out_dir, n: int, seed: int,
+                  batch_size: int, device="cpu") -> list[dict]:
     """One row per finished phase: the student's head k and the teacher's checkpoint-k state, each scored by the
     judge (FD, recall, classes) against the reference half; plus the phase's cumulative generator steps, FLOPs and
     seconds. The student's x_T are sample seed `seed`'s (advkd.rng.sample_batch), the teacher's states the first n
@@ -123,16 +128,18 @@ def figure(runs: dict, out) -> Path:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="the experiment YAML the runs were trained in")
     p.add_argument("--run", required=True, nargs="+", help="student folders with segments/ snapshots")
     p.add_argument("--trajectories", required=True, nargs="+")
     p.add_argument("--evaluator", required=True)
     p.add_argument("--reference", required=True, help="the judge's reference statistics stem (validation half)")
     p.add_argument("--out", required=True)
-    p.add_argument("--n", type=int, default=500)
-    p.add_argument("--seed", type=int, default=1000)
     a = p.parse_args(argv)
-    runs = {Path(r).name: phase_quality(r, a.trajectories, a.evaluator, a.reference, {}, Path(a.out) / Path(r).name,
-                                        a.n, a.seed) for r in a.run}
+    cfg = load_config(a.config)
+    sm = cfg["sampling"]
+    runs = {Path(r).name: phase_quality(r, a.trajectories, a.evaluator, a.reference, cfg["metrics"],
+                                        Path(a.out) / Path(r).name, sm["n"], sm["seeds"][0], sm["batch_size"])
+            for r in a.run}
     print(figure(runs, Path(a.out) / "phase_quality.png"))
 
 
