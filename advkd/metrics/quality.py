@@ -144,7 +144,7 @@ def score_features(feats, logits, ref: dict, metrics: dict, seed: int, judge_kin
     k = metrics["nearest_k"]
     out = {"n": n, "seed": seed, "reference_n": int(len(ref_feats)),
            "fd": frechet_distance(mu, sigma, ref["mu"], ref["sigma"]),
-           "kid_subset_size": int(min(n, len(ref_feats), metrics.get("kid_subset_size", 1000))),
+           "kid_subset_size": int(min(n, len(ref_feats), metrics["kid_subset_size"])),
            "kid_subsets": metrics["kid_subsets"], "inception_score_splits": IS_SPLITS,
            "nearest_k": k, "pr_reference_n": int(len(real)), **precision_recall(real, feats, k)}
     out["kid"], out["kid_std_subsets"] = kernel_inception_distance(

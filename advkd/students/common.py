@@ -119,7 +119,7 @@ def student_config(name: str, ctx: dict, family: str, resolve, keys=()) -> tuple
     depend on the architecture alone."""
     rw = ctx.get("random_weights")
     if rw:
-        rng.seed_torch("random-weights", rw.get("seed", 0))
+        rng.seed_torch("random-weights", rw["seed"])
         return resolve(name, rw["checkpoints"], rw["resolution"], rw["channels"]), None
     return load_student(ctx.get("student_dir"), family, keys)
 
