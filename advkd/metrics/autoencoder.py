@@ -16,11 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..assets import verify_shipped
 from ..data import to_float
-from ..io import BadInputError, load_tensors, provenance, read_json, save_tensors, sha256_file, write_json
+from ..io import load_tensors, provenance, save_tensors, sha256_file, write_json
 from ..rng import numpy_rng, seed_torch
-from .evaluator import CARD, condition_number, fit_epochs
+from .evaluator import CARD, condition_number, fit_epochs, judge_files
 
 WEIGHTS = "autoencoder.safetensors"
 
@@ -100,16 +99,7 @@ def train_autoencoder(train_images, heldout_images, out_dir, *, epochs: int, bat
 
 def load_autoencoder(folder, device="cpu", verify=True) -> tuple[AutoencoderJudge, dict]:
     """The judge and its card; refuses weights whose sha256 differs from the card's (a judge must be fixed)."""
-    folder = Path(folder)
-    if verify:
-        verify_shipped(folder)
-    card = read_json(folder / CARD)
-    weights = folder / card["weights"]
-    if not weights.exists():
-        raise BadInputError(f"{weights}: judge weights not found (named by {folder / CARD})")
-    if verify and sha256_file(weights) != card["sha256"]:
-        raise BadInputError(f"{weights}: sha256 differs from the card's {card['sha256']}; the judge must be the "
-                            "recorded one: restore the file")
+    card, weights = judge_files(folder, verify)
     a = card["architecture"]
     model = AutoencoderJudge(a["channels"], a["width"], a["features"], a["resolution"])
     model.load_state_dict(load_tensors(weights))

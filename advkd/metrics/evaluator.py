@@ -147,20 +147,28 @@ def heldout_report(model, images, labels, device="cpu") -> dict:
             "feature_layer": "body[-1]: BatchNorm1d after the penultimate Linear, before ReLU"}
 
 
-def load_evaluator(folder, device="cpu", verify=True) -> tuple[EvaluatorCNN, dict]:
-    """The judge and its card; refuses weights whose sha256 differs from the card's (a judge must be fixed)."""
+def judge_files(folder, verify: bool) -> tuple[dict, Path]:
+    """A judge folder's card and weight file (either judge's); with `verify`, a shipped folder must hold the
+    committed bytes and the weights the card's sha256 (a judge must be fixed)."""
     folder = Path(folder)
     if verify:
         verify_shipped(folder)
     card = read_json(folder / CARD)
     weights = folder / card["weights"]
+    if not weights.exists():
+        raise BadInputError(f"{weights}: judge weights not found (named by {folder / CARD})")
     if verify:
-        if not weights.exists():
-            raise BadInputError(f"{weights}: evaluator weights not found (named by {folder / CARD})")
         digest = sha256_file(weights)
         if digest != card["sha256"]:
             raise BadInputError(f"{weights}: sha256 {digest} differs from the card's {card['sha256']}; the judge must "
-                                "be the recorded one: restore the file or retrain it with the `evaluator` rule")
+                                "be the recorded one: restore the file or retrain it (rule evaluator or "
+                                "second_judge)")
+    return card, weights
+
+
+def load_evaluator(folder, device="cpu", verify=True) -> tuple[EvaluatorCNN, dict]:
+    """The judge and its card; refuses weights whose sha256 differs from the card's (a judge must be fixed)."""
+    card, weights = judge_files(folder, verify)
     a = card["architecture"]
     model = EvaluatorCNN(a["channels"], a["classes"], a["width"], a["features"], a["resolution"])
     model.load_state_dict(load_tensors(weights))
