@@ -92,21 +92,17 @@ def block_defaults(name: str) -> dict:
     called by hand, outside a validated experiment, gets for the keys it is not given."""
     from jsonschema import Draft202012Validator
 
-    block, validator = {}, _fill_defaults(Draft202012Validator)(load_schema()["properties"][name])
+    block, validator = {}, _fill_defaults(Draft202012Validator)(experiment_schema()["properties"][name])
     for _ in range(2):   # as schema_errors: nested blocks made on the first pass get their defaults on the second
         list(validator.iter_errors(block))
     return block
-
-
-def load_schema() -> dict:
-    return experiment_schema()
 
 
 def schema_errors(cfg: dict, schema: dict | None = None) -> list[str]:
     """Fill defaults into `cfg` (in place) and return readable schema violations, one per line."""
     from jsonschema import Draft202012Validator
 
-    schema = schema or load_schema()
+    schema = schema or experiment_schema()
     v = _fill_defaults(Draft202012Validator)(schema)
     # Two passes: defaults filled on the first make nested objects exist for the second.
     list(v.iter_errors(cfg))

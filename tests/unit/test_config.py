@@ -200,8 +200,7 @@ def test_every_default_lives_in_the_dataclasses():
     """A key's default in the generated schema is its dataclass field's default (one place), block by block."""
     import dataclasses as dc
 
-    from advkd.config import load_schema
-    from advkd.schema import Experiment
+    from advkd.schema import Experiment, experiment_schema
 
     def walk(cls, props, where):
         for f in dc.fields(cls):
@@ -211,4 +210,4 @@ def test_every_default_lives_in_the_dataclasses():
             elif "default" in props[f.name]:
                 value = f.default if f.default is not dc.MISSING else f.default_factory()
                 assert props[f.name]["default"] == value, where + f.name
-    walk(Experiment, load_schema()["properties"], "")
+    walk(Experiment, experiment_schema()["properties"], "")
