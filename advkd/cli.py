@@ -19,9 +19,11 @@ import inspect
 import json
 import logging
 import sys
+import time
 import types
 import typing
 
+from . import jobclock
 from .io import BadInputError
 
 # command -> (module:function, what it does). Each function is the job of the rule of the same name
@@ -127,6 +129,7 @@ def _usage() -> str:
 
 
 def main(argv=None) -> int:
+    entered = time.time()
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = bool(argv) and argv[0] in ("-v", "--verbose")
     argv = argv[1:] if verbose else argv
@@ -139,12 +142,14 @@ def main(argv=None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(name)s %(message)s")
     func = stage_function(command)
+    imported = time.time()
     args = vars(stage_parser(command, func).parse_args(rest))
     if "device" in args:
         from .teacher import pick_device
 
         _setup_torch(args.pop("threads"))
         args["device"] = pick_device(args["device"])
+    called = time.time()
     try:
         result = func(**args)
     except BadInputError as e:
@@ -152,6 +157,8 @@ def main(argv=None) -> int:
         return 2
     if result is not None:
         print(json.dumps(result, default=str)[:4000])
+    # where the job's seconds went (start-up against work): the report's DAG profile reads it from the job's log
+    print(jobclock.line(jobclock.record(command, entered, imported, called, time.time())), file=sys.stderr)
     return 0
 
 

@@ -145,6 +145,11 @@ def compiled_network(unet, xs, t):
         return unet, False
 
 
+def compiled_now(unet) -> bool:
+    """Whether this process runs `unet` compiled (compiled_network succeeded for it)."""
+    return unet in _COMPILED
+
+
 @torch.inference_mode()
 def run_sampler(unet, spec: SchedulerSpec, steps: int, train_config, n: int, seed: int, batch_size: int, device,
                 keep_steps=(), progress=True, desc=None, first_batch: int = 0, compile: bool = False, draws=None,

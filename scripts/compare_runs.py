@@ -33,7 +33,7 @@ import numpy as np
 # may be both (tests/unit/test_compare_runs.py).
 MEASURED_WORDS = frozenset(
     "provenance host device s second seconds gflops peak latency memory throughput compiled extrapolated measured "
-    "time timing date elapsed wall".split())
+    "time timing date elapsed wall speed".split())
 MEASURED_KEYS = frozenset({"teacher"})
 
 

@@ -81,34 +81,6 @@ def conv_layers(network, inputs, top: int = 2) -> list[dict]:
     return sorted(seen.values(), key=lambda c: -c["flops"])[:top]
 
 
-def conv_gflops(layer: dict, device, repeats: int = 5) -> float:
-    """GFLOP/s of one of `conv_layers` run alone on a fresh input of its shape and memory format (fastest call)."""
-    mod = layer["module"]
-    x = torch.randn(layer["input_shape"], generator=torch_generator("timing-inputs", "conv")).to(device)
-    if layer["channels_last"]:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        t = time_call(lambda: torch.nn.functional.conv2d(x, mod.weight, mod.bias, mod.stride, mod.padding,
-                                                         mod.dilation, mod.groups), device, repeats=repeats, warmup=2)
-    return layer["flops"] / t["min_s"] / 1e9
-
-
-def peak_probe(network, inputs, device):
-    """A callable measuring, now, the speed the device offers: the 2048x2048 sgemm and the network's own two
-    largest convolutions (BLAS and oneDNN take different code paths; on some hosts the convolution runs at twice
-    the sgemm's speed). Each call returns {probe name: GFLOP/s}; a yardstick takes the fastest of them all."""
-    layers = conv_layers(network, inputs)
-
-    def probe() -> dict:
-        out = {"sgemm 2048": matmul_peak_gflops(device)}
-        for c in layers:
-            n, ci, h, w = c["input_shape"]
-            out[f"conv {ci}->{c['module'].out_channels} k{c['module'].kernel_size[0]} {h}x{w} b{n}"] = \
-                conv_gflops(c, device)
-        return out
-    return probe
-
-
 def theoretical_peak_gflops(threads: int | None = None) -> dict:
     """The CPU's fp32 peak from its own description: cores x clock x FLOP per cycle, with the vector width ATen's
     kernels dispatch to (torch.backends.cpu.get_cpu_capability) and two FMA units per core (assumed: x86 server
@@ -238,6 +210,50 @@ def measure_timing(methods: dict, device, cost: dict, seed: int = 0) -> dict:
                      "images_per_s": spread(ips), "throughput_batch": tb, "extrapolated": f1 > 1 or ft > 1,
                      "measured": how}
     return out
+
+
+def measure_sampling_speed(methods: dict, device, batch: int, cost: dict, seed: int = 0) -> dict:
+    """Images/s of every method (name -> Method) at the sample jobs' batch (the caller sets their thread count),
+    with the speed yardsticks interleaved in the same round-robin (time_interleaved): the 2048x2048 sgemm and each
+    network's own two largest convolutions at that batch (conv_layers), each probe one call of every round.
+    A method's peak is the fastest any of its probes (the sgemm or its own convolutions) ran in a round, the
+    yardstick a sample job used to take over its own probes; achieved GFLOP/s = FLOPs per image x images/s."""
+    plan = {name: timed_call(m, batch, cost, seed) for name, m in methods.items()}
+    n = 2048
+    g = torch_generator("timing-inputs", "sgemm", n)
+    a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
+    probes = {"sgemm 2048": ((lambda: a @ b), 2 * n**3)}
+    own = {}
+    for name, m in methods.items():
+        own[name] = ["sgemm 2048"]
+        for c in conv_layers(m.network, m.network_inputs(batch)):
+            mod, (nb, ci, h, w) = c["module"], c["input_shape"]
+            label = f"conv {ci}->{mod.out_channels} k{mod.kernel_size[0]} {h}x{w} b{nb}"
+            own[name].append(label)
+            if label not in probes:
+                x = torch.randn(c["input_shape"], generator=torch_generator("timing-inputs", "conv")).to(device)
+                if c["channels_last"]:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                probes[label] = ((lambda x=x, mod=mod: torch.nn.functional.conv2d(
+                    x, mod.weight, mod.bias, mod.stride, mod.padding, mod.dilation, mod.groups)), c["flops"])
+    calls = {("method", k): fn for k, (fn, _, _) in plan.items()} | {("probe", k): fn for k, (fn, _) in probes.items()}
+    with torch.inference_mode():
+        flops = {k: count_flops(lambda m=m: m.network(*m.network_inputs(1))) * m.nfe for k, m in methods.items()}
+        times = time_interleaved(calls, device, cost["repeats"], cost["warmup"])
+    probe_gflops = {k: f / min(times["probe", k]) / 1e9 for k, (_, f) in probes.items()}
+    rows = {}
+    for name in methods:
+        _, factor, how = plan[name]
+        ips = spread(sorted(batch / t / factor for t in times["method", name]))
+        best = max(own[name], key=probe_gflops.get)
+        achieved = flops[name] * ips["median"] / 1e9
+        rows[name] = {"batch_size": batch, "nfe": methods[name].nfe, "images_per_s": ips,
+                      "flops_per_image": flops[name], "achieved_gflops": achieved, "peak_probe": best,
+                      "peak_gflops": probe_gflops[best], "fraction_of_peak": achieved / probe_gflops[best],
+                      "extrapolated": factor > 1, "measured": how}
+    return {"methods": rows, "probe_gflops": probe_gflops, "rounds": cost["repeats"], "warmup_rounds": cost["warmup"],
+            "threads": torch.get_num_threads(),
+            "theoretical_peak": theoretical_peak_gflops() if torch.device(device).type == "cpu" else None}
 
 
 def measure_cost(method, device, cost: dict, seed: int = 0) -> dict:

@@ -13,11 +13,19 @@ import diffusers
 import numpy as np
 import torch
 
+from .. import jobclock
 from ..families import FAMILIES, build_method, peer_yardstick, trained_folder
 from ..io import device_name, provenance, write_json
-from ..metrics.cost import matmul_peak_gflops, measure_cost, measure_timing, spread, time_interleaved
+from ..metrics.cost import (
+    matmul_peak_gflops,
+    measure_cost,
+    measure_sampling_speed,
+    measure_timing,
+    spread,
+    time_interleaved,
+)
 from ..rng import torch_generator
-from ..samplers import compiled_network, make_scheduler, run_sampler, scheduler_spec
+from ..samplers import compiled_network, compiled_now, make_scheduler, run_sampler, scheduler_spec
 from ..teacher import load_teacher
 
 
@@ -36,6 +44,7 @@ def method_cost(name: str, block: dict, ctx: dict, settings: dict, out, cfg=None
     """The `cost` rule: build the method from the registry (sampler or student alike) and write one JSON;
     `settings` is the config's metrics.cost block."""
     method = build_method(name, block, ctx)
+    jobclock.begin("costing")
     row = measure_cost(method, ctx["device"], settings, settings["seed"])
     row |= {"kind": FAMILIES[block["family"]].kind, "info": method.info,
             # the method's config block, as written, is part of what produced the row (and the report's knob table)
@@ -96,6 +105,29 @@ def peer_ratio(teacher_json, steps: int, batch: int, device, compile: bool, roun
             "threads": torch.get_num_threads() if not threads else threads, "rows": rows}
 
 
+def sampling_speed(methods: dict, blocks: dict, teacher_json, device, settings: dict, sampling: dict,
+                   threads: int | None, checkpoints: int, folder) -> dict:
+    """Every method's images/s and fraction of peak as the sample jobs run it: their batch, thread count and, for
+    the teacher's samplers, torch.compile when sampling.compile; the probes interleaved (measure_sampling_speed).
+    Measured here, once, instead of in each of the sample jobs."""
+    if sampling["compile"]:
+        methods = {name: build_method(name, b, cost_context(teacher_json, device, folder(name), checkpoints)
+                                      | {"compile": True}) if FAMILIES[b["family"]].kind == "sampler"
+                   else methods[name] for name, b in blocks.items()}
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        speed = measure_sampling_speed(methods, device, sampling["batch_size"], settings, settings["seed"])
+    finally:
+        torch.set_num_threads(before)
+    for name, row in speed["methods"].items():
+        row |= {"kind": FAMILIES[blocks[name]["family"]].kind,
+                "compiled": bool(sampling["compile"]) and FAMILIES[blocks[name]["family"]].kind == "sampler"
+                and not row["extrapolated"] and compiled_now(methods[name].network)}
+    return speed
+
+
 def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, settings: dict, out,
            cfg=None, sampling: dict | None = None) -> dict:
     """The `timing` rule: latency at batch 1 and images/s at the throughput batch of every method (name -> config
@@ -110,6 +142,7 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
 
     methods = {name: build_method(name, block, cost_context(teacher_json, device, folder(name), checkpoints))
                for name, block in blocks.items()}
+    jobclock.begin("timing")   # building the compiled samplers below counts too: this job is all measurement
     peaks = [matmul_peak_gflops(device)]
     rows = measure_timing(methods, device, settings, settings["seed"])
     # the peer ratio times whole sampling loops: only for a method of the peer-yardstick family whose full sample
@@ -117,12 +150,15 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
     family = peer_yardstick()
     yardstick = [b for b in blocks.values()
                  if b["family"] == family and b["steps"] <= settings["full_sample_max_nfe"]]
+    threads = None if not sampling or sampling["threads"] == "all" else sampling["threads"]
     peer = peer_ratio(teacher_json, yardstick[0]["steps"], sampling["batch_size"], device, sampling["compile"],
-                      threads=None if sampling["threads"] == "all" else sampling["threads"]) \
-        if sampling and yardstick else None
+                      threads=threads) if sampling and yardstick else None
+    speed = sampling_speed(methods, blocks, teacher_json, device, settings, sampling, threads, checkpoints, folder) \
+        if sampling else None
     peaks.append(matmul_peak_gflops(device))
     # every key names a timing: compare_runs treats the whole file as measured, never as a result
-    out_json = {"timing": rows, "peer_timing": peer, "timing_order": "round-robin, rotated by one method each round",
+    out_json = {"timing": rows, "peer_timing": peer, "sampling_speed": speed,
+                "timing_order": "round-robin, rotated by one method each round",
                 "timing_warmup_rounds": settings["warmup"], "timing_rounds": settings["repeats"],
                 "matmul_peak_gflops_before_after": peaks, "device": device_name(device),
                 "threads": torch.get_num_threads(),

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from .. import jobclock
 from ..data import load_split, to_uint8
 from ..io import (
     REPO_ROOT,
@@ -118,6 +119,7 @@ def reference_stats(evaluator_json, heldout_npz, metrics: dict, out_stem, device
     """The `reference_stats` rule: judge features of the held-out split -> STEM.safetensors + STEM.json."""
     embed, judge = load_judge(evaluator_json, device)
     images = load_images(heldout_npz)
+    jobclock.begin("scoring")
     feats, logits = embed(images)
     mu, sigma = gaussian_stats(feats)
     out_stem = Path(out_stem)
@@ -154,6 +156,7 @@ def quality(method: str, samples_npz, seed: int, evaluator_json, reference_stem,
     ref = load_reference(reference_stem, judge["sha256"])
     images = load_images(samples_npz)
     teacher = load_images(teacher_npz)[:len(images)] if teacher_npz is not None else None   # a prefix: same x_T
+    jobclock.begin("scoring")
     feats, logits = embed(images)
     scores = score_features(feats, logits, ref, metrics, seed, judge.get("kind", "classifier"))
     scores |= fd_infinity(feats, ref["mu"], ref["sigma"], numpy_rng("metric-subsets", "fd-infinity", seed))
@@ -195,6 +198,7 @@ def memorisation(method: str, samples: dict, trajectories, train_npz, real_npz, 
     images = {s: load_images(p) for s, p in samples.items()}
     n = min(len(real), max(map(len, images.values())))
     real = real[np.sort(rng.choice(len(real), n, replace=False))]
+    jobclock.begin("scoring")
     feats = {s: embed(x)[0] for s, x in images.items()}
     row = {"method": method, "judge_sha256": judge["sha256"],
            **copy_statistics(feats, embed(targets)[0], embed(real)[0], embed(train)[0]),
@@ -214,6 +218,7 @@ def sanity(evaluator_json, reference_stem, images_npz, metrics: dict, seed: int,
         labels = z["labels"] if "labels" in z else None
     n = min(len(images), metrics["sanity_n"])
     idx = np.sort(numpy_rng("metric-subsets", "sanity", seed).choice(len(images), n, replace=False))
+    jobclock.begin("scoring")
     rows = sanity_table(embed, ref, images[idx], None if labels is None else labels[idx], metrics, seed,
                         judge.get("kind", "classifier"))
     checks = ordering_checks(rows) + ordering_checks(rows, "kid")

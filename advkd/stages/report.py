@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import REAL, load_config
+from ..dag_profile import dag_profile
 from ..families import FAMILIES, params_of, recipe_class, report_figures, shipped_folder, trained_folder
 from ..io import BadInputError, atomic_path, read_json, write_text
 from ..method import SHIPPED
@@ -665,28 +666,26 @@ def fig_training_compute(df, out):
     return _save(fig, out, "training_compute")
 
 
-SPEED_COLUMNS = ["method", "kind", "seed", "n", "batch_size", "compiled", "nfe", "seconds", "images_per_s",
-                 "achieved_gflops", "peak_gflops", "peak_probe", "fraction_of_peak", "theoretical_gflops",
-                 "fraction_of_theoretical_peak", "device"]
+SPEED_COLUMNS = ["method", "kind", "batch_size", "threads", "compiled", "nfe", "images_per_s", "images_per_s_q1",
+                 "images_per_s_q3", "achieved_gflops", "peak_gflops", "peak_probe", "fraction_of_peak",
+                 "theoretical_gflops", "fraction_of_theoretical_peak", "extrapolated", "device"]
 
 
-def sampling_speed(results, kinds: dict) -> pd.DataFrame:
-    """One row per sampling job (a method and seed, its shards merged) from results/<exp>/samples/*/seed*.json."""
-    rows = []
-    for path in sorted((Path(results) / "samples").glob("*/seed*.json")):
-        s = read_json(path)
-        if "peak_gflops" not in s:
-            raise BadInputError(f"{path}: written by an older version of advkd (no peak probes); rerun its sample "
-                                "jobs (delete the file, then snakemake)")
-        rows.append({"method": s["method"], "kind": kinds.get(s["method"], ""), "seed": s["seed"], "n": s["n"],
-                     # a student is never compiled (sampling.compile is for the teacher's samplers)
-                     "batch_size": s["batch_size"], "compiled": bool(s.get("compiled", False)), "nfe": s["nfe"],
-                     "seconds": s["seconds"], "images_per_s": s["images_per_s"],
-                     "achieved_gflops": s["achieved_gflops"], "peak_gflops": s["peak_gflops"],
-                     "peak_probe": s["peak_probe"], "fraction_of_peak": s["fraction_of_peak"],
-                     "theoretical_gflops": (s.get("theoretical_peak") or {}).get("gflops"),
-                     "fraction_of_theoretical_peak": s.get("fraction_of_theoretical_peak"),
-                     "device": s["provenance"]["device"]})
+def sampling_speed(timing: dict) -> pd.DataFrame:
+    """One row per method from the timing job's sampling_speed block (advkd.stages.cost.sampling_speed): images/s at
+    the sample jobs' batch and threads, with the probes interleaved in the same rounds."""
+    speed = timing.get("sampling_speed")
+    if speed is None:
+        raise BadInputError("metrics/timing.json has no sampling_speed block: written by an older version of advkd "
+                            "(speeds were measured in the sample jobs then); delete it and rerun snakemake")
+    theory = (speed.get("theoretical_peak") or {}).get("gflops") or math.nan   # none on a GPU
+    rows = [{"method": name, "kind": r["kind"], "batch_size": r["batch_size"], "threads": speed["threads"],
+             "compiled": r["compiled"], "nfe": r["nfe"], "images_per_s": r["images_per_s"]["median"],
+             "images_per_s_q1": r["images_per_s"]["q1"], "images_per_s_q3": r["images_per_s"]["q3"],
+             "achieved_gflops": r["achieved_gflops"], "peak_gflops": r["peak_gflops"], "peak_probe": r["peak_probe"],
+             "fraction_of_peak": r["fraction_of_peak"], "theoretical_gflops": theory,
+             "fraction_of_theoretical_peak": r["achieved_gflops"] / theory,
+             "extrapolated": r["extrapolated"], "device": timing["device"]} for name, r in speed["methods"].items()]
     return pd.DataFrame(rows, columns=SPEED_COLUMNS)
 
 
@@ -696,9 +695,11 @@ def theoretical_peak_holds(speed: pd.DataFrame) -> bool:
     return bool(theory.notna().all() and (speed.peak_gflops <= theory).all())
 
 
-def write_speed_tables(speed: pd.DataFrame, out_dirs, target: float = 0.8, peer: dict | None = None) -> None:
-    """sampling_speed.{csv,md}; the .md's note counts the teacher samplers at or above `target` of the peak and
-    gives the peer ratio (the suite's sampler against the stock diffusers loop, from the timing rule)."""
+def write_speed_tables(speed: pd.DataFrame, out_dirs, rounds: int, target: float = 0.8,
+                       peer: dict | None = None) -> None:
+    """sampling_speed.{csv,md} (from the timing job: `rounds` interleaved rounds); the .md's note counts the teacher
+    samplers at or above `target` of the peak and gives the peer ratio (the suite's sampler against the stock
+    diffusers loop)."""
     # A probe faster than the "theoretical" peak proves that peak wrong on this host (a VM states its nominal
     # clock, not its boost clock): the yardstick is then dropped for every row (theoretical_peak_holds), never
     # blanked row by row, and the note says so.
@@ -709,17 +710,17 @@ def write_speed_tables(speed: pd.DataFrame, out_dirs, target: float = 0.8, peer:
         speed["fraction_of_theoretical_peak"] = math.nan
     teacher = speed[speed.kind == "sampler"]
     frac, theory = teacher.fraction_of_peak, teacher.fraction_of_theoretical_peak.astype(float)
-    summary = (f"Teacher samplers: median fraction of peak {frac.median():.3f} over {len(frac)} jobs "
+    summary = (f"Teacher samplers: median fraction of peak {frac.median():.3f} over {len(frac)} samplers "
                f"(range {frac.min():.3f}-{frac.max():.3f}; {(frac >= target).sum()} of {len(frac)} at {target} or "
                "more); " + (f"of the CPU's theoretical fp32 peak {theory.median():.3f} (range {theory.min():.3f}-"
                             f"{theory.max():.3f}). " if theory.notna().any() else
                             "the theoretical fp32 peak is no yardstick on this host (see below). ")
                if len(frac) else "No teacher sampling jobs in this experiment. ")
     if beaten.any():
-        summary += (f"In {int(beaten.sum())} of {len(speed)} jobs a probe ran faster (up to "
+        summary += (f"For {int(beaten.sum())} of {len(speed)} methods a probe ran faster (up to "
                     f"{speed.peak_gflops[beaten].max():.0f} GFLOP/s) than the theoretical peak from the machine's "
                     f"stated clock: the stated clock is below the one the CPU ran at, so that yardstick is no upper "
-                    "bound on this host and its columns are left out for every job. ")
+                    "bound on this host and its columns are left out for every method. ")
     if peer:
         summary += (f"Peer ratio ({peer['method']}, batch {peer['batch']}, {peer['threads']} thread(s) as the "
                     f"sample jobs run, timed interleaved in one process, median of {peer['rounds']} rounds, IQR in "
@@ -727,20 +728,24 @@ def write_speed_tables(speed: pd.DataFrame, out_dirs, target: float = 0.8, peer:
                     + "; ".join(f"{r['variant']} {r['ratio']:.2f}x ({r['ratio_q1']:.2f}-{r['ratio_q3']:.2f})"
                                 for r in peer["rows"])
                     + ". The loop's share is the eager row's, the compiler's the compiled row over the eager. ")
-    notes = (summary + "One row per sampling job (one method and seed; shards merged). achieved GFLOP/s = the "
-             "network's FLOPs per image (torch.utils.flop_counter: convolutions and matmuls, multiply-add = 2) x "
-             "NFE x n / sampling seconds (compilation before the clock). peak = the fastest of the probes timed "
-             "in the same process before, after and at up to 5 points between the sampling batches (outside the "
-             "clock): a 2048x2048 fp32 sgemm and the network's own two largest convolutions at the job's batch "
-             "(peak probe names the winner); this strict yardstick was fixed before looking at any result. "
-             "theoretical = cores x clock x fp32 FLOP per cycle (vector width of ATen's CPU capability, 2 FMA "
-             "units), from the machine's own description. A fraction above 1 means the yardstick is wrong. "
+    notes = (summary + f"One row per method, measured in the timing job as the sample jobs run it (their batch, "
+             "thread count and, for the teacher's samplers, torch.compile; compilation before the clock): every "
+             f"method's batch and every probe timed once per round, round-robin, {rounds} rounds; img/s = median "
+             "(q1, q3: interquartile range). achieved GFLOP/s = the network's FLOPs per image "
+             "(torch.utils.flop_counter: convolutions and matmuls, multiply-add = 2) x NFE x img/s. peak = the "
+             "fastest round of the method's own probes: a 2048x2048 fp32 sgemm and the network's two largest "
+             "convolutions at that batch (peak probe names the winner); this strict yardstick was fixed before "
+             "looking at any result. theoretical = cores x clock x fp32 FLOP per cycle (vector width of ATen's CPU "
+             "capability, 2 FMA units), from the machine's own description. A fraction above 1 means the yardstick "
+             "is wrong. Extrapolated rows time one network call x NFE (NFE above metrics.cost.full_sample_max_nfe). "
              "Students are single calls of small networks: their fraction says little.")
-    fmt = {"seconds": "{:.1f}", "images_per_s": "{:.1f}", "achieved_gflops": "{:.1f}", "peak_gflops": "{:.1f}",
-           "fraction_of_peak": "{:.3f}", "theoretical_gflops": "{:.0f}", "fraction_of_theoretical_peak": "{:.3f}"}
+    fmt = {"images_per_s": "{:.1f}", "images_per_s_q1": "{:.1f}", "images_per_s_q3": "{:.1f}",
+           "achieved_gflops": "{:.1f}", "peak_gflops": "{:.1f}", "fraction_of_peak": "{:.3f}",
+           "theoretical_gflops": "{:.0f}", "fraction_of_theoretical_peak": "{:.3f}"}
     disp = speed.drop(columns=["kind"]).assign(**{c: speed[c].map(lambda v, f=f: "—" if v is None or v != v
                                                                   else f.format(v)) for c, f in fmt.items()})
-    disp = disp.rename(columns={"batch_size": "batch", "images_per_s": "img/s", "achieved_gflops": "GFLOP/s",
+    disp = disp.rename(columns={"batch_size": "batch", "images_per_s": "img/s", "images_per_s_q1": "q1",
+                                "images_per_s_q3": "q3", "achieved_gflops": "GFLOP/s",
                                 "peak_gflops": "peak GFLOP/s", "fraction_of_peak": "fraction of peak",
                                 "theoretical_gflops": "theoretical GFLOP/s",
                                 "fraction_of_theoretical_peak": "of theoretical"})
@@ -796,8 +801,9 @@ def report(results, out, reference: str | None = None) -> dict:
     df = collect(results, reference)
     write_tables(df, [results / "tables", out])
     memorised = write_memorisation_table(results, [results / "tables", out])
-    write_speed_tables(sampling_speed(results, dict(zip(df.method, df.kind))), [results / "tables", out],
-                       peer=read_json(results / "metrics" / "timing.json").get("peer_timing"))
+    timing = read_json(results / "metrics" / "timing.json")
+    write_speed_tables(sampling_speed(timing), [results / "tables", out], rounds=timing["sampling_speed"]["rounds"],
+                       peer=timing.get("peer_timing"))
     students = dict(zip(df.method[df.kind == "student"], df.family[df.kind == "student"]))
     with_figure = lambda name: [m for m, f in students.items() if name in FAMILIES[f].figures]  # noqa: E731
     costed = df[df.kind != REAL].reset_index(drop=True)   # the noise-floor row has no cost
@@ -824,9 +830,12 @@ def report(results, out, reference: str | None = None) -> dict:
     fidelity = "fidelity_relative_mean" in df and df.fidelity_relative_mean.notna().any()
     figs = [p for name in report_figures(set(students.values()), scored=df.fd_mean.notna().any(), fidelity=fidelity)
             for p in draw[name]()]
+    profile = dag_profile(results, out)
     tables = ["summary.csv", "summary.md", "summary.tex", "knobs.csv", "knobs.md", "sampling_speed.csv",
-              "sampling_speed.md"] + (["memorisation.csv", "memorisation.md"] if memorised else [])
-    summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables}
+              "sampling_speed.md", "dag_profile.csv", "dag_profile.md"] \
+        + (["memorisation.csv", "memorisation.md"] if memorised else [])
+    summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables,
+               "dag_profile": profile}   # and dag_profile.png
     write_text(out / "index.json", json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -10,21 +10,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import jobclock
 from ..data import save_grid
 from ..families import build_method
 from ..io import BadInputError, load_images, provenance, save_images, write_json
 from ..method import Method
-from ..metrics import cost  # as a module: tests stub cost.peak_probe
 from ..rng import numpy_rng
-
-PEAK_CHUNKS = 6  # a sampling job probes the device's peak PEAK_CHUNKS + 1 times (see sample)
 
 
 def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json, device,
            shard: int = 0, shard_size: int | None = None, progress=True) -> dict:
     """The sample stage: images [shard*shard_size, ...) of the seed's n-image run (all n by default) to .npz, with a
-    JSON of speed figures. Batch b of the run always draws from advkd.rng.sample_batch(seed, b), so the shards of a
-    run, merged by `merge_samples`, equal the run made in one piece; shard_size must be a multiple of batch_size."""
+    JSON of what made them. Batch b of the run always draws from advkd.rng.sample_batch(seed, b), so the shards of a
+    run, merged by `merge_samples`, equal the run made in one piece; shard_size must be a multiple of batch_size.
+    It generates and nothing else: speeds are measured in the timing job, all methods interleaved with the probes
+    there (advkd.stages.cost.timing); `seconds` is the job's sampling time, for the DAG profile."""
     shard_size = shard_size or n
     start = shard * shard_size
     if shard_size % batch_size and shard_size < n:
@@ -33,33 +33,11 @@ def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json
     if not 0 <= start < n:
         raise BadInputError(f"shard {shard} of size {shard_size} starts at image {start}, beyond n = {n}")
     count = min(shard_size, n - start)
-    # The yardstick: the fastest the device ran, during this job, the sgemm probe or the network's own largest
-    # convolutions (cost.peak_probe), measured before, between and after the batches (outside the sampling clock;
-    # the host is shared and drifts by +-10% within a job). Chunks are batch ranges of the same run, so the images
-    # do not change. Fixed before looking at any result: the fastest probe, not a typical one.
-    probe = cost.peak_probe(method.network, method.network_inputs(batch_size), device)
-    n_batches = -(-count // batch_size)
-    bounds = [int(b) for b in np.linspace(0, n_batches, min(PEAK_CHUNKS, n_batches) + 1).round()]
-    probes, chunks, seconds = [probe()], [], 0.0
-    for b0, b1 in zip(bounds[:-1], bounds[1:]):
-        m = min(count, b1 * batch_size) - b0 * batch_size
-        images, stats = method.generate(m, seed, batch_size, progress, first_batch=start // batch_size + b0)
-        chunks.append(images)
-        seconds += stats["seconds"]
-        probes.append(probe())
-    images = np.concatenate(chunks)
-    with torch.inference_mode():
-        flops_per_call = cost.count_flops(lambda: method.network(*method.network_inputs(1)))
-    achieved = flops_per_call * method.nfe * count / seconds / 1e9
-    best_name, best = max(((k, v) for p in probes for k, v in p.items()), key=lambda kv: kv[1])
-    stats |= {"method": method.name, "family": method.family, "nfe": method.nfe, "start": start, "n": count,
-              "seconds": round(seconds, 3), "images_per_s": count / seconds,
-              "flops_per_image": flops_per_call * method.nfe, "achieved_gflops": achieved,
-              "peak_probes": probes, "peak_gflops": best, "peak_probe": best_name, "fraction_of_peak": achieved / best}
-    if torch.device(device).type == "cpu":   # a probe-free yardstick: the CPU's own fp32 peak
-        theory = cost.theoretical_peak_gflops()
-        stats |= {"theoretical_peak": theory, "fraction_of_theoretical_peak":
-                  achieved / theory["gflops"] if theory["gflops"] else None}
+    images, stats = method.generate(count, seed, batch_size, progress, first_batch=start // batch_size)
+    jobclock.add("sampling", stats["seconds"])   # the sampler's own clock: compiling is start-up
+    stats = {k: v for k, v in stats.items() if k != "images_per_s"} | {
+        "method": method.name, "family": method.family, "nfe": method.nfe, "start": start, "n": count,
+        "seconds": round(stats["seconds"], 3)}
     save_images(out_npz, images, seed=np.int64(seed), start=np.int64(start))
     write_json(out_json, stats | {"provenance": provenance(device=device), **method.info})
     return stats
@@ -75,8 +53,7 @@ def sample_job(*, method: str, block: dict, teacher: str, n: int, seed: int, bat
                                          "compile": compile})
     stats = sample(built, n, seed, batch_size, Path(out).with_suffix(".npz"), Path(out).with_suffix(".json"),
                    device, shard, shard_size)
-    return {k: stats[k] for k in ("method", "n", "start", "seconds", "images_per_s", "achieved_gflops",
-                                  "peak_gflops", "fraction_of_peak")}
+    return {k: stats[k] for k in ("method", "n", "start", "seconds")}
 
 
 def real_samples_job(*, images: str, n: int, seed: int, grid: int, out: str) -> dict:
@@ -89,7 +66,7 @@ def merge_samples_job(*, shards: list[str], n: int, grid: int, out: str) -> dict
     """The merge_samples rule: the shard stems of one run (STEM.npz + STEM.json) joined into OUT.npz, OUT.png and
     OUT.json."""
     stats = merge_samples(shards, n, *(Path(out).with_suffix(s) for s in (".npz", ".png", ".json")), grid)
-    return {k: stats[k] for k in ("method", "n", "shards", "seconds", "images_per_s")}
+    return {k: stats[k] for k in ("method", "n", "shards", "seconds")}
 
 
 def real_samples(images_npz, n: int, seed: int, out_npz, out_png, grid: int) -> np.ndarray:
@@ -107,7 +84,7 @@ def real_samples(images_npz, n: int, seed: int, out_npz, out_png, grid: int) -> 
 
 def merge_samples(shards, n: int, out_npz, out_png, out_json, grid: int) -> dict:
     """Join the shards of one method's run for one seed (stems: STEM.npz + STEM.json, from `sample`) into
-    the run's .npz, PNG grid and JSON; speed figures are over the summed sampling time of all shards."""
+    the run's .npz, PNG grid and JSON (seconds: the shards' summed sampling time)."""
     stats = [json.loads(Path(f"{p}.json").read_text()) for p in shards]
     order = sorted(range(len(shards)), key=lambda i: stats[i]["start"])
     images = [load_images(f"{shards[i]}.npz") for i in order]
@@ -120,17 +97,9 @@ def merge_samples(shards, n: int, out_npz, out_png, out_json, grid: int) -> dict
                             f"(seeds {sorted(seeds)}, starts {starts}, sizes {[len(x) for x in images]}); "
                             "delete them and rerun")
     images = np.concatenate(images)
-    seconds = sum(s["seconds"] for s in stats)
     first = stats[0]
-    achieved = first["flops_per_image"] * n / seconds / 1e9
-    best = max(stats, key=lambda s: s["peak_gflops"])
     merged = {k: v for k, v in first.items() if k != "start"} | {
-        "n": n, "seconds": round(seconds, 3), "images_per_s": n / seconds, "achieved_gflops": achieved,
-        "peak_probes": [s["peak_probes"] for s in stats],  # one list per shard
-        "peak_gflops": best["peak_gflops"], "peak_probe": best["peak_probe"],
-        "fraction_of_peak": achieved / best["peak_gflops"], "shards": len(shards)}
-    if first.get("theoretical_peak", {}).get("gflops"):
-        merged["fraction_of_theoretical_peak"] = achieved / first["theoretical_peak"]["gflops"]
+        "n": n, "seconds": round(sum(s["seconds"] for s in stats), 3), "shards": len(shards)}
     save_images(out_npz, images, seed=np.int64(first["seed"]))
     save_grid(out_png, images[:grid])
     write_json(out_json, merged)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .. import rng
+from .. import jobclock, rng
 from ..data import load_split
 from ..families import parse_sampler
 from ..io import REPO_ROOT, load_images, provenance, save_tensors, sha256_file, write_json
@@ -22,6 +22,7 @@ def train_teacher(images, out_dir, **recipe) -> dict:
     """The train_teacher stage: a DDPM teacher (advkd.teacher.train, resumable) on the prepared training images
     (a train.npz) or, by hand, on a data block's training split."""
     images = load_images(images) if isinstance(images, (str, Path)) else load_split(images, "train")["images"]
+    jobclock.begin("training")
     return train(images, out_dir, **recipe)
 
 
@@ -54,8 +55,10 @@ def trajectories(teacher_json, traj_cfg: dict, shard: int, seed: int, batch_size
     """The trajectories stage: one shard of the distillation set, drawn with the sampler traj_cfg names."""
     unet, train_config, _ = load_teacher(teacher_json, device)
     family, steps = parse_sampler(traj_cfg["sampler"])
-    return write_shard(unet, train_config, traj_cfg, (scheduler_spec(family), steps), shard, seed, batch_size,
-                       device, out_path)
+    stats = write_shard(unet, train_config, traj_cfg, (scheduler_spec(family), steps), shard, seed, batch_size,
+                        device, out_path)
+    jobclock.add("teacher runs", stats["seconds"])
+    return stats
 
 
 def write_shard(unet, train_config, traj_cfg: dict, sampler: tuple[SchedulerSpec, int], shard: int, seed: int,

@@ -19,7 +19,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from .. import rng
+from .. import jobclock, rng
 from ..families import FAMILIES
 from ..method import Method, Params
 from .common import (
@@ -154,6 +154,7 @@ def train(family: StudentFamily, name: str, params: Params, ctx: dict) -> dict:
     identity = run_identity(modules, segs, traj["x_T"], family.targets(cfg, traj), seed, cfg)
     for m in modules.values():
         m.to(device)
+    jobclock.begin("training")
     result = fit(modules, family.trained(nets), segs, len(traj["x_T"]), FAMILIES[family.name].loss_columns,
                  ctx["out"], seed, identity, ctx.get("stop_after_epochs"), ctx.get("progress", True))
     if result["done"]:

@@ -9,6 +9,7 @@ from advkd.metrics import cost
 from advkd.metrics.cost import (
     count_flops,
     measure_cost,
+    measure_sampling_speed,
     measure_timing,
     peak_memory,
     time_call,
@@ -76,6 +77,37 @@ def test_many_steps_are_extrapolated_from_one_network_call():
     # per image = per batch / batch; the factor 500 (NFE) applies to every timed call
     assert out["images_per_s"]["median"] == pytest.approx(2 / out["seconds_per_batch_throughput"]["median"])
     assert "x NFE (500)" in out["measured"]
+
+
+def test_sampling_speed_is_against_the_fastest_round_of_each_methods_own_probes(monkeypatch):
+    """The timing job's sampling-speed rows: every method's batch and every probe are calls of one round-robin; a
+    method's peak is the fastest round of the sgemm or of its own two largest convolutions (at its batch), never
+    another network's; achieved = FLOPs per image x images/s; the fraction is their ratio."""
+    seconds = {}   # fn -> seconds per call in each round: probes slow down round by round, methods do not
+
+    def fake_interleaved(calls, device, repeats, warmup):
+        return {k: [seconds.get(k[0], 1.0) * (1 + 0.1 * r) if k[0] == "probe" else 0.5 for r in range(repeats)]
+                for k in calls}
+
+    monkeypatch.setattr(cost, "time_interleaved", fake_interleaved)
+    a, _ = _fake_method(nfe=3)
+    b, _ = _fake_method(nfe=500)
+    b.network = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 3, padding=1), torch.nn.Conv2d(6, 1, 3, padding=1))
+    out = measure_sampling_speed({"a": a, "b": b}, "cpu", 4, COST)
+    probes = out["probe_gflops"]
+    assert set(probes) == {"sgemm 2048", "conv 1->4 k3 8x8 b4", "conv 6->1 k3 8x8 b4", "conv 1->6 k3 8x8 b4"}
+    for name, own in (("a", {"sgemm 2048", "conv 1->4 k3 8x8 b4"}),
+                      ("b", {"sgemm 2048", "conv 1->6 k3 8x8 b4", "conv 6->1 k3 8x8 b4"})):
+        row = out["methods"][name]
+        assert row["peak_probe"] in own and row["peak_gflops"] == max(probes[k] for k in own)
+        assert row["peak_gflops"] == probes[row["peak_probe"]]
+        # probes took 1.0 s in their fastest (first) round
+        assert row["fraction_of_peak"] == pytest.approx(row["achieved_gflops"] / row["peak_gflops"])
+        assert row["achieved_gflops"] == pytest.approx(row["flops_per_image"] * row["images_per_s"]["median"] / 1e9)
+    assert out["methods"]["a"]["images_per_s"]["median"] == pytest.approx(4 / 0.5)           # a full sample
+    assert out["methods"]["b"]["images_per_s"]["median"] == pytest.approx(4 / 0.5 / 500)     # one call x NFE
+    assert out["methods"]["b"]["extrapolated"] and not out["methods"]["a"]["extrapolated"]
+    assert probes["sgemm 2048"] == pytest.approx(2 * 2048**3 / 1.0 / 1e9)
 
 
 def test_measure_cost_reports_every_field():

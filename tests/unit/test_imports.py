@@ -5,24 +5,25 @@ and imports advkd modules at module level, except the CLI, which imports a stage
 
 import ast
 import fnmatch
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[2] / "advkd"
 
-# Lowest first; a module is in the first layer one of whose patterns matches its name. Files and provenance, data,
-# the distillation set's layout, what a method is; each family's parameters; the registry of families; the config's
-# dataclasses and its validation, which asks the registry (all of these without torch: planning a run reads them);
-# the teacher, its samplers and the metrics; what every student family shares (networks, the training loop, the
-# generic trainer); each family's implementation (its folder under advkd/students); the stages, one module per rule
-# file (workflow/rules/<x>.smk -> advkd/stages/<x>.py); the CLI.
+# Lowest first; a module is in the first layer one of whose patterns matches its name. Files and provenance, a
+# job's clock, data, the distillation set's layout, what a method is; each family's parameters; the registry of
+# families; the config's dataclasses and its validation, which asks the registry (all of these without torch:
+# planning a run reads them); the teacher, its samplers, the metrics and the run's profile; what every student
+# family shares (networks, the training loop, the generic trainer); each family's implementation (its folder under
+# advkd/students); the stages, one module per rule file (workflow/rules/<x>.smk -> advkd/stages/<x>.py); the CLI.
 LAYERS = [
-    ["advkd.io", "advkd.rng", "advkd.assets", "advkd.data", "advkd.trajectories", "advkd.method"],
+    ["advkd.io", "advkd.jobclock", "advkd.rng", "advkd.assets", "advkd.data", "advkd.trajectories", "advkd.method"],
     ["advkd.students.*.params"],
     ["advkd.families"],
     ["advkd.schema", "advkd.config"],
-    ["advkd.teacher", "advkd.samplers", "advkd.metrics.*"],
+    ["advkd.teacher", "advkd.samplers", "advkd.metrics.*", "advkd.dag_profile"],
     ["advkd.students.networks", "advkd.students.training", "advkd.students.common", "advkd.students.vp",
      "advkd.students.family"],
     ["advkd.students.*.*"],
@@ -150,3 +151,36 @@ def test_every_rule_file_has_its_stage_module():
     rules = {p.stem for p in (PKG.parent / "workflow" / "rules").glob("*.smk")} - {"common"}
     stages = {m.rsplit(".", 1)[1] for m in modules() if m.startswith("advkd.stages.")} - {"stages"}
     assert rules == stages, "workflow/rules/<x>.smk and advkd/stages/<x>.py go in pairs"
+
+
+# Measured 2026-12-06 (advkd 0.1.0, torch 2.14.1): `advkd sample` of the shipped long student imported 1,393
+# modules (torch alone 1,200) and none of these. The bound leaves room for a library's patch release, not for a new
+# heavy import.
+HEAVY = ("diffusers", "scipy", "torch._dynamo", "torch._inductor", "cleanfid", "torchvision", "pandas", "matplotlib",
+         "sympy")
+MAX_MODULES = 1500
+
+
+def test_sampling_a_one_step_student_imports_only_what_it_uses(tmp_path):
+    """A student's sample job spends seconds on imports for a fraction of a second of sampling: it loads torch and
+    its own network, never the teacher's libraries (diffusers pulls in torch._dynamo and scipy.stats), the
+    compiler, clean-fid or the report's pandas and matplotlib. The student here is the shipped one-pass Adv-KD
+    generator (the UNet students need diffusers' UNet2DModel, and with it what diffusers imports)."""
+    from advkd.config import load_config
+    from advkd.families import resolved_block
+
+    cfg = load_config(PKG.parent / "experiments" / "default.yaml")
+    block = resolved_block(cfg["methods"]["advkd-gan-reg-long"])
+    card = tmp_path / "teacher.json"
+    teacher = PKG.parent / "experiments" / "assets" / "teacher-fmnist32"
+    card.write_text(json.dumps({"source": "shipped", "pipeline": str(teacher)}))
+    code = ("import sys; from advkd.cli import main; rc = main(sys.argv[1:]); "
+            "print('MODULES', len(sys.modules), sorted({m for m in sys.modules if m.startswith(" + repr(HEAVY) + ")}))")
+    argv = ["sample", "--method", "advkd-gan-reg-long", "--block", json.dumps(block), "--teacher", str(card),
+            "--student-dir", str(PKG.parent / block["shipped"]), "--n", "4", "--seed", "0", "--batch-size", "4",
+            "--shard", "0", "--shard-size", "4", "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "s")]
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("MODULES"))
+    count, heavy = int(line.split()[1]), line.split(" ", 2)[2]
+    assert heavy == "[]", f"a student's sample job imported {heavy}"
+    assert count <= MAX_MODULES, f"{count} modules imported (bound {MAX_MODULES}): what new import is this?"

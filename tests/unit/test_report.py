@@ -29,6 +29,14 @@ def _result(root, method, block, gflops, latency_ms, images_per_s, fds, classes=
                                            "q3": latency_ms / 1e3 * 1.05, "repeats": 10},
             "images_per_s": {"median": images_per_s, "q1": images_per_s * 0.95, "q3": images_per_s * 1.05,
                              "repeats": 10}, "extrapolated": False}
+        speed = timing.setdefault("sampling_speed", {"methods": {}, "probe_gflops": {"sgemm 2048": 100.0},
+                                                     "rounds": 10, "threads": 1, "theoretical_peak": None})
+        speed["methods"][method] = {
+            "kind": kind, "batch_size": 25, "nfe": block.get("steps", 1), "compiled": kind == "sampler",
+            "images_per_s": {"median": images_per_s, "q1": images_per_s * 0.95, "q3": images_per_s * 1.05},
+            "achieved_gflops": gflops * images_per_s, "peak_gflops": 100.0, "peak_probe": "sgemm 2048",
+            "fraction_of_peak": gflops * images_per_s / 100.0, "extrapolated": False}
+        timing["device"] = "cpu (test, 2 threads)"
         write_json(path, timing)
     for seed, fd in enumerate(fds):
         n_dep = dict.fromkeys(("fd", "fd_judge2", "inception_score", "inception_score_std_splits", "precision",
@@ -174,19 +182,19 @@ def test_the_theoretical_peak_is_shown_only_where_it_bounds_every_probe(tmp_path
     from advkd.stages.report import theoretical_peak_holds, write_speed_tables
 
     def speed(peaks, theory):
-        return pd.DataFrame({"method": ["ddim-10"] * len(peaks), "kind": "sampler", "seed": range(len(peaks)),
-                             "n": 500, "batch_size": 25, "compiled": True, "nfe": 10, "seconds": 10.0,
-                             "images_per_s": 50.0, "achieved_gflops": 80.0, "peak_gflops": peaks,
-                             "peak_probe": "sgemm", "fraction_of_peak": [80.0 / p for p in peaks],
-                             "theoretical_gflops": theory, "fraction_of_theoretical_peak": 80.0 / theory,
-                             "device": "cpu"})
+        return pd.DataFrame({"method": [f"ddim-{10 + i}" for i in range(len(peaks))], "kind": "sampler",
+                             "batch_size": 25, "threads": 1, "compiled": True, "nfe": 10, "images_per_s": 50.0,
+                             "images_per_s_q1": 49.0, "images_per_s_q3": 51.0, "achieved_gflops": 80.0,
+                             "peak_gflops": peaks, "peak_probe": "sgemm 2048",
+                             "fraction_of_peak": [80.0 / p for p in peaks], "theoretical_gflops": theory,
+                             "fraction_of_theoretical_peak": 80.0 / theory, "extrapolated": False, "device": "cpu"})
 
     assert theoretical_peak_holds(speed([100.0, 120.0], 150.0))
     assert not theoretical_peak_holds(speed([100.0, 160.0], 150.0))   # one probe beats it: no upper bound
-    write_speed_tables(speed([100.0, 160.0], 150.0), [tmp_path])
+    write_speed_tables(speed([100.0, 160.0], 150.0), [tmp_path], rounds=10)
     md = (tmp_path / "sampling_speed.md").read_text()
     assert "of theoretical" not in md.split("\n\n")[0] and "no upper bound" in md   # the column goes, every row
-    write_speed_tables(speed([100.0, 120.0], 150.0), [tmp_path])
+    write_speed_tables(speed([100.0, 120.0], 150.0), [tmp_path], rounds=10)
     table = (tmp_path / "sampling_speed.md").read_text().split("\n\n")[0]
     assert "of theoretical" in table and "—" not in table
 

@@ -15,6 +15,9 @@ rule report:
         memorisation=[report(f"{PAPER}/memorisation.csv", category="Tables", caption="../report/memorisation.rst"),
                       f"{PAPER}/memorisation.md"] if STUDENT_METHODS and not COST_ONLY else [],
         paper_tex=f"{PAPER}/summary.tex",
+        # the run's own profile (advkd.dag_profile): from the jobs' logs and Snakemake's metadata
+        profile=[report(f"{PAPER}/dag_profile.png", category="Figures", caption="../report/dag_profile.rst"),
+                 f"{PAPER}/dag_profile.md", f"{PAPER}/dag_profile.csv"],
         figures=[
             report(f"{PAPER}/{name}.{ext}", category="Figures", caption=f"../report/{name}.rst")
             if ext == "png"
