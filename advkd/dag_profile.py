@@ -100,12 +100,14 @@ def by_rule(df: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values("wall_s", ascending=False).reset_index()
 
 
-def summary(df: pd.DataFrame, path_s: float | None, chain: list[str]) -> dict:
+def summary(df: pd.DataFrame, path_s: float | None, chain: list[str], cores: int | None = None) -> dict:
     elapsed = df.end.max() - df.start.min()
     job_s = df.wall_s.sum()
+    cores = cores or max(lanes(df)) + 1   # else the most jobs that ran at once
     return {"jobs": len(df), "elapsed_s": elapsed, "job_seconds": job_s, "work_seconds": df.work_s.sum(),
             "startup_seconds": df.startup_s.sum(), "overhead_fraction": df.startup_s.sum() / job_s,
-            "mean_parallelism": job_s / elapsed, "critical_path_s": path_s, "critical_path_jobs": len(chain),
+            "mean_parallelism": job_s / elapsed, "cpu_seconds": df.cpu_s.sum(), "cores": cores,
+            "cpu_bound_s": df.cpu_s.sum() / cores, "critical_path_s": path_s, "critical_path_jobs": len(chain),
             "critical_path": chain}
 
 
@@ -149,7 +151,7 @@ def figure(df: pd.DataFrame, out_png, title: str):
     plt.close(fig)
 
 
-def dag_profile(results, out, metadata_dir=".snakemake/metadata") -> dict | None:
+def dag_profile(results, out, metadata_dir=".snakemake/metadata", cores: int | None = None) -> dict | None:
     """dag_profile.{csv,md,png} in `out` for the latest run under `results` and its summary; None when no job left
     a clock record (results made by an older advkd: the files say so)."""
     df = job_table(results)
@@ -161,7 +163,7 @@ def dag_profile(results, out, metadata_dir=".snakemake/metadata") -> dict | None
         figure(df, out / "dag_profile.png", "no clock records (results of an older advkd)")
         return None
     path_s, chain = critical_path(df, metadata_dir)
-    s = summary(df, path_s, chain)
+    s = summary(df, path_s, chain, cores)
     df.drop(columns=["log"]).to_csv(out / "dag_profile.csv", index=False, float_format="%.3f")
     table = by_rule(df)
     head = (f"{s['jobs']} jobs (the report job not counted), elapsed {s['elapsed_s'] / 60:.1f} min, job seconds "
@@ -171,7 +173,10 @@ def dag_profile(results, out, metadata_dir=".snakemake/metadata") -> dict | None
             + (f"Critical path (the longest chain of dependent jobs, each at its wall time): "
                f"{s['critical_path_s'] / 60:.1f} min over {s['critical_path_jobs']} jobs, "
                f"{s['elapsed_s'] / s['critical_path_s']:.2f}x of it elapsed. "
-               if path_s else "No Snakemake metadata here: no critical path. "))
+               if path_s else "No Snakemake metadata here: no critical path. ")
+            + f"CPU seconds of all jobs over the run's {s['cores']} cores: "
+              f"{s['cpu_bound_s'] / 60:.1f} min ({s['cpu_bound_s'] / s['elapsed_s']:.2f} of elapsed): below the "
+              "larger of this and the critical path, only less work, not better scheduling, shortens the run. ")
     notes = ("Per job, from the clock record advkd writes at the end of its log (advkd.jobclock): wall = process "
              "start to end; work = the stage's marked work (sampling batches, training epochs, scoring, timing; a "
              "stage that marks none counts its whole call); start-up = the rest (interpreter, imports, loading, "

@@ -788,7 +788,7 @@ def write_memorisation_table(results, out_dirs) -> bool:
     return True
 
 
-def report(results, out, reference: str | None = None) -> dict:
+def report(results, out, reference: str | None = None, cores: int | None = None) -> dict:
     """Write tables (results/<exp>/tables and paper_figures/<exp>) and figures (paper_figures/<exp>); speed-ups
     are against the `reference` method (the config's report.reference)."""
     import matplotlib
@@ -830,7 +830,7 @@ def report(results, out, reference: str | None = None) -> dict:
     fidelity = "fidelity_relative_mean" in df and df.fidelity_relative_mean.notna().any()
     figs = [p for name in report_figures(set(students.values()), scored=df.fd_mean.notna().any(), fidelity=fidelity)
             for p in draw[name]()]
-    profile = dag_profile(results, out)
+    profile = dag_profile(results, out, cores=cores)
     tables = ["summary.csv", "summary.md", "summary.tex", "knobs.csv", "knobs.md", "sampling_speed.csv",
               "sampling_speed.md", "dag_profile.csv", "dag_profile.md"] \
         + (["memorisation.csv", "memorisation.md"] if memorised else [])
@@ -840,10 +840,12 @@ def report(results, out, reference: str | None = None) -> dict:
     return summary
 
 
-def report_job(*, results: str, out: str, reference: str | None = None, config: str | None = None) -> dict:
+def report_job(*, results: str, out: str, reference: str | None = None, config: str | None = None,
+               cores: int | None = None) -> dict:
     """The report rule: tables and figures of results/<experiment> into paper_figures/<experiment>; speed-ups
     against --reference, or against the report.reference of the experiment YAML --config (one of the two, or
-    neither: no speed-up column)."""
+    neither: no speed-up column); --cores: the cores the run had, for its DAG profile (default: the most jobs
+    that ran at once)."""
     if reference is not None and config is not None:
         raise BadInputError("give --reference or --config (whose report.reference is used), not both")
-    return report(results, out, load_config(config)["report"]["reference"] if config else reference)
+    return report(results, out, load_config(config)["report"]["reference"] if config else reference, cores)

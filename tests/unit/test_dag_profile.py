@@ -72,6 +72,7 @@ def test_the_profile_states_overhead_and_elapsed_against_the_critical_path(run, 
     assert s["jobs"] == 4 and s["elapsed_s"] == pytest.approx(38.0)
     assert s["overhead_fraction"] == pytest.approx((2 + 8 + 1) / (10 + 22 + 12 + 6))
     assert s["critical_path_s"] == pytest.approx(38.0)
+    assert s["cores"] == 2 and s["cpu_bound_s"] == pytest.approx((10 + 22 + 12 + 6) / 2)   # CPU = wall here
     md = (out / "dag_profile.md").read_text()
     assert "overhead fraction 0.220" in md and "1.00x of it elapsed" in md
     per_job = pd.read_csv(out / "dag_profile.csv")

@@ -29,6 +29,7 @@ rule report:
         results=lambda w, output: os.path.dirname(os.path.dirname(output.tables[0])),
         paper=lambda w, output: os.path.dirname(output.paper_md),
         reference=f"--reference {config['report']['reference']}" if config["report"]["reference"] else "",
+        cores=lambda w: workflow.cores,   # for the DAG profile: what the run's CPU seconds are spread over
     log:
         f"{LOGS}/report.log",
     threads: 1
@@ -38,4 +39,5 @@ rule report:
     conda:
         ENV
     shell:
-        "advkd report --results {params.results} --out {params.paper} {params.reference} > {log} 2>&1"
+        "advkd report --results {params.results} --out {params.paper} {params.reference} --cores {params.cores}"
+        " > {log} 2>&1"
