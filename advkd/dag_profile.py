@@ -38,6 +38,8 @@ def job_table(results) -> pd.DataFrame:
                      "work": ", ".join(f"{k} {w['wall_s']:.1f} s" for k, w in rec["work"].items())})
     df = pd.DataFrame(rows, columns=["job", "rule", "log", "start", "end", "wall_s", "cpu_s", "work_s", "startup_s",
                                      "imports_s", "work"])
+    # the report job profiles the run from inside it: a later call (make figures) would find it, so leave it out
+    df = df[df.rule != "report"]
     return latest_run(df.sort_values("start").reset_index(drop=True))
 
 
@@ -54,11 +56,15 @@ def latest_run(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def metadata_jobs(metadata_dir, logs: set) -> dict:
-    """log path -> (input paths, start, end) of Snakemake's record of the job writing that log."""
+    """log path -> (input paths, output paths, start, end) of Snakemake's record of the job writing that log. Paths
+    absolute: Snakemake records them relative to its working directory (the one holding .snakemake)."""
     jobs = {}
     folder = Path(metadata_dir)
     if not folder.is_dir():
         return jobs
+    workdir = folder.resolve().parent.parent
+    where = lambda p: str((workdir / p).resolve())   # noqa: E731
+    logs = {str(Path(p).resolve()) for p in logs}
     for f in folder.rglob("*"):
         if not f.is_file():
             continue
@@ -67,10 +73,10 @@ def metadata_jobs(metadata_dir, logs: set) -> dict:
             m = json.loads(f.read_text())
         except (ValueError, UnicodeDecodeError):
             continue
-        for log in m.get("log") or []:
+        for log in map(where, m.get("log") or []):
             if log in logs:
                 inputs, outputs, start, end = jobs.get(log, (set(), set(), m["starttime"], m["endtime"]))
-                jobs[log] = (inputs | set(m.get("input") or []), outputs | {path}, start, end)
+                jobs[log] = (inputs | {where(i) for i in m.get("input") or []}, outputs | {where(path)}, start, end)
     return jobs
 
 
@@ -81,10 +87,12 @@ def critical_path(df: pd.DataFrame, metadata_dir) -> tuple[float | None, list[st
     if not meta:
         return None, []
     producer = {out: log for log, (_, outs, _, _) in meta.items() for out in outs}
-    wall = dict(zip(df.log, df.wall_s))
-    name = dict(zip(df.log, df.job))
+    logs = [str(Path(p).resolve()) for p in df.log]
+    wall = dict(zip(logs, df.wall_s))
+    name = dict(zip(logs, df.job))
     best: dict[str, tuple[float, list[str]]] = {}
-    for log in df.sort_values("start").log:   # a job starts after the jobs it needs: start order is topological
+    # a job starts after the jobs it needs: start order is a topological order
+    for log in [logs[i] for i in df.start.argsort()]:
         preds = [best[p] for p in {producer.get(i) for i in meta.get(log, (set(),))[0]} if p in best and p != log]
         length, chain = max(preds, key=lambda x: x[0], default=(0.0, []))
         best[log] = (length + wall[log], chain + [name[log]])
@@ -112,7 +120,8 @@ def summary(df: pd.DataFrame, path_s: float | None, chain: list[str], cores: int
 
 
 def lanes(df: pd.DataFrame) -> list[int]:
-    """A lane (core) per job, each job on the first lane free at its start, so that the bars do not overlap."""
+    """A slot per job, each job on the first slot free at its start, so that the bars do not overlap (Snakemake's
+    local jobs can run beside jobs that hold every core: a run may show more slots than cores)."""
     ends, lane = [], []
     for s, e in zip(df.start, df.end):
         i = next((i for i, t in enumerate(ends) if t <= s + 0.5), len(ends))
@@ -123,6 +132,7 @@ def lanes(df: pd.DataFrame) -> list[int]:
 
 def figure(df: pd.DataFrame, out_png, title: str):
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     if df.empty:
         fig, ax = plt.subplots(figsize=(6, 1.5))
@@ -135,18 +145,16 @@ def figure(df: pd.DataFrame, out_png, title: str):
     rules = list(dict.fromkeys(df.sort_values("start").rule))
     colors = dict(zip(rules, plt.get_cmap("tab20").colors))
     lane = lanes(df)
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.45 * (max(lane) + 1)))
+    fig, ax = plt.subplots(figsize=(9, 1.4 + 0.45 * (max(lane) + 1)))
     for (s, w, u, r), y in zip(df[["start", "wall_s", "startup_s", "rule"]].itertuples(index=False), lane):
         # start-up first (imports, loading, compiling), then the work: the pale part is what the job waited for
         ax.barh(y, u / 60, left=(s - t0) / 60, color=colors[r], alpha=0.35, height=0.8, edgecolor="none")
         ax.barh(y, (w - u) / 60, left=(s - t0 + u) / 60, color=colors[r], height=0.8, edgecolor="none")
-    for r in rules:
-        ax.barh([], [], color=colors[r], label=r)
-    ax.set_yticks(range(max(lane) + 1), [f"lane {i + 1}" for i in range(max(lane) + 1)], fontsize=7)
+    ax.set_yticks(range(max(lane) + 1), [f"slot {i + 1}" for i in range(max(lane) + 1)], fontsize=7)
     ax.set_xlabel("minutes since the run's first job (pale: start-up; solid: work)")
     ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=6, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.35 - 0.05 * (4 - min(max(lane), 4))),
-              frameon=False)
+    handles = [Patch(color=colors[r], label=r) for r in rules]
+    ax.legend(handles=handles, fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.savefig(out_png, dpi=150, bbox_inches="tight")
     plt.close(fig)
 

@@ -133,8 +133,9 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
     """The `timing` rule: latency at batch 1 and images/s at the throughput batch of every method (name -> config
     block), timed interleaved in one process (advkd.metrics.cost.measure_timing), so that their ratios are
     measured under the same conditions; a matmul peak before and after says how fast the host was. With
-    `sampling` (the config's block) and a DDIM method with NFE <= full_sample_max_nfe, also the peer ratio against
-    the stock diffusers loop."""
+    `sampling` (the config's block), also every method's speed as the sample jobs run it, against the peak probes
+    (sampling_speed; the sample jobs themselves time nothing), and, given a DDIM method with NFE <=
+    full_sample_max_nfe, the peer ratio against the stock diffusers loop."""
     def folder(name):   # a student samples from its recipe's training run
         if FAMILIES[blocks[name]["family"]].kind != "student":
             return None
@@ -180,7 +181,7 @@ def cost_job(*, method: str, block: dict, teacher: str, student_dir: str, checkp
 def timing_job(*, blocks: dict, teacher: str, students: str, checkpoints: int, cost: dict, device: torch.device,
                out: str, cfg: dict | None = None, sampling: dict | None = None) -> dict:
     """The timing rule: every method of --blocks (name -> resolved block, JSON) timed interleaved in one process;
-    --students: the folder holding the students' training runs; --sampling (the sampling: block) adds the peer
-    ratio against the stock diffusers loop."""
+    --students: the folder holding the students' training runs; --sampling (the sampling: block) adds each method's
+    speed as the sample jobs run it and the peer ratio against the stock diffusers loop."""
     result = timing(blocks, teacher, students, checkpoints, device, cost, out, cfg=cfg, sampling=sampling)
     return {m: round(r["latency_s_per_image_batch1"]["median"], 6) for m, r in result["timing"].items()}

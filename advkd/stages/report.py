@@ -844,8 +844,8 @@ def report_job(*, results: str, out: str, reference: str | None = None, config: 
                cores: int | None = None) -> dict:
     """The report rule: tables and figures of results/<experiment> into paper_figures/<experiment>; speed-ups
     against --reference, or against the report.reference of the experiment YAML --config (one of the two, or
-    neither: no speed-up column); --cores: the cores the run had, for its DAG profile (default: the most jobs
+    neither: no speed-up column); --cores: the cores the run had, for its DAG profile (0 or none: the most jobs
     that ran at once)."""
     if reference is not None and config is not None:
         raise BadInputError("give --reference or --config (whose report.reference is used), not both")
-    return report(results, out, load_config(config)["report"]["reference"] if config else reference, cores)
+    return report(results, out, load_config(config)["report"]["reference"] if config else reference, cores or None)

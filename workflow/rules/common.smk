@@ -74,6 +74,15 @@ def all_cores(wildcards):
     return workflow.cores
 
 
+def run_cores(wildcards):
+    """The cores the run was given, for the report's DAG profile; 0 (unknown) for a command that was given none
+    (`--list-changes params`, `--summary` read params too)."""
+    try:
+        return workflow.cores
+    except Exception:   # noqa: BLE001 - Snakemake's WorkflowError: no --cores on this command line
+        return 0
+
+
 def sample_threads(wildcards):
     """`threads:` of a sample job: sampling.threads, at most every core Snakemake was given."""
     t = config["sampling"]["threads"]

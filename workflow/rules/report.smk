@@ -29,7 +29,7 @@ rule report:
         results=lambda w, output: os.path.dirname(os.path.dirname(output.tables[0])),
         paper=lambda w, output: os.path.dirname(output.paper_md),
         reference=f"--reference {config['report']['reference']}" if config["report"]["reference"] else "",
-        cores=lambda w: workflow.cores,   # for the DAG profile: what the run's CPU seconds are spread over
+        cores=run_cores,   # for the DAG profile: what the run's CPU seconds are spread over
     log:
         f"{LOGS}/report.log",
     threads: 1
