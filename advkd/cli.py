@@ -74,6 +74,12 @@ def _unwrap(tp):
     return tp, False
 
 
+def _annotation(func, param):
+    """The parameter's annotation as a type (the stage modules use `from __future__ import annotations`)."""
+    ann = param.annotation
+    return eval(ann, vars(inspect.getmodule(func))) if isinstance(ann, str) else ann   # noqa: S307 - our own source
+
+
 def _json(text: str):
     try:
         return json.loads(text)
@@ -84,16 +90,17 @@ def _json(text: str):
 def stage_parser(command: str, func) -> argparse.ArgumentParser:
     """The options of `advkd <command>`, from the function's keyword-only parameters and their annotations."""
     p = argparse.ArgumentParser(prog=f"advkd {command}", description=inspect.getdoc(func))
-    hints = typing.get_type_hints(func)
     for name, param in inspect.signature(func).parameters.items():
         if param.kind is not inspect.Parameter.KEYWORD_ONLY:
             raise TypeError(f"{func.__qualname__}: parameter {name} must be keyword-only (after *)")
-        tp, _ = _unwrap(hints[name])
+        # each annotation read on its own: `device`'s (torch.device) is never evaluated, so that a stage module
+        # whose jobs need no torch (joining arrays) need not import it for the annotation alone
+        tp, _ = (str, False) if name == "device" else _unwrap(_annotation(func, param))
         kw = {"dest": name} | ({"required": True} if param.default is inspect.Parameter.empty
                                else {"default": param.default})
         origin = typing.get_origin(tp)
         if name == "device":   # torch.device, resolved by main (auto: cuda if there is one)
-            kw["type"] = str
+            kw["type"] = tp
         elif tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif origin is typing.Literal:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .. import jobclock
 from ..data import save_grid
@@ -16,6 +16,9 @@ from ..families import build_method
 from ..io import BadInputError, load_images, provenance, save_images, write_json
 from ..method import Method
 from ..rng import numpy_rng
+
+if TYPE_CHECKING:   # merge_samples and real_samples jobs load no torch (2 s each); a sample job's method does
+    import torch
 
 
 def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json, device,

@@ -184,3 +184,13 @@ def test_sampling_a_one_step_student_imports_only_what_it_uses(tmp_path):
     count, heavy = int(line.split()[1]), line.split(" ", 2)[2]
     assert heavy == "[]", f"a student's sample job imported {heavy}"
     assert count <= MAX_MODULES, f"{count} modules imported (bound {MAX_MODULES}): what new import is this?"
+
+
+def test_joining_sample_shards_loads_no_torch():
+    """merge_samples and real_samples jobs (one per method and seed: 51 in the default) only join arrays and draw
+    real images: at ~2 s, importing torch was their whole run."""
+    code = ("import sys; from advkd.cli import stage_function, stage_parser; "
+            "[stage_parser(c, stage_function(c)) for c in ('merge-samples', 'real-samples')]; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'diffusers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
