@@ -100,7 +100,7 @@ def stage_parser(command: str, func) -> argparse.ArgumentParser:
                                else {"default": param.default})
         origin = typing.get_origin(tp)
         if name == "device":   # torch.device, resolved by main (auto: cuda if there is one)
-            kw["type"] = tp
+            kw["type"] = str
         elif tp is bool:
             kw["action"] = argparse.BooleanOptionalAction
         elif origin is typing.Literal:
