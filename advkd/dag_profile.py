@@ -56,7 +56,7 @@ def latest_run(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def metadata_jobs(metadata_dir, logs: set) -> dict:
-    """log path -> (input paths, output paths, start, end) of Snakemake's record of the job writing that log. Paths
+    """log path -> (input paths, output paths) of Snakemake's record of the job writing that log. Paths
     absolute: Snakemake records them relative to its working directory (the one holding .snakemake)."""
     jobs = {}
     folder = Path(metadata_dir)
@@ -75,8 +75,8 @@ def metadata_jobs(metadata_dir, logs: set) -> dict:
             continue
         for log in map(where, m.get("log") or []):
             if log in logs:
-                inputs, outputs, start, end = jobs.get(log, (set(), set(), m["starttime"], m["endtime"]))
-                jobs[log] = (inputs | {where(i) for i in m.get("input") or []}, outputs | {where(path)}, start, end)
+                inputs, outputs = jobs.get(log, (set(), set()))
+                jobs[log] = (inputs | {where(i) for i in m.get("input") or []}, outputs | {where(path)})
     return jobs
 
 
@@ -86,7 +86,7 @@ def critical_path(df: pd.DataFrame, metadata_dir) -> tuple[float | None, list[st
     meta = metadata_jobs(metadata_dir, set(df.log))
     if not meta:
         return None, []
-    producer = {out: log for log, (_, outs, _, _) in meta.items() for out in outs}
+    producer = {out: log for log, (_, outs) in meta.items() for out in outs}
     logs = [str(Path(p).resolve()) for p in df.log]
     wall = dict(zip(logs, df.wall_s))
     name = dict(zip(logs, df.job))

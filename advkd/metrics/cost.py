@@ -50,10 +50,15 @@ def count_flops(fn) -> int:
     return int(counter.get_total_flops())
 
 
+def sgemm_operands(device, n: int = 2048, dtype=torch.float32):
+    """The two n x n operands of the matmul probe (the timing-inputs stream: the same on every run)."""
+    g = torch_generator("timing-inputs", "sgemm", n)
+    return [torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2)]
+
+
 def matmul_peak_gflops(device, n: int = 2048, repeats: int = 5, dtype=torch.float32) -> float:
     """Achievable GFLOP/s of a square matmul on `device`, measured now (the machines are shared and noisy)."""
-    g = torch_generator("timing-inputs", "sgemm", n)
-    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    a, b = sgemm_operands(device, n, dtype)
     t = time_call(lambda: a @ b, device, repeats=repeats, warmup=2)
     return 2 * n**3 / t["min_s"] / 1e9
 
@@ -220,8 +225,7 @@ def measure_sampling_speed(methods: dict, device, batch: int, cost: dict, seed: 
     yardstick a sample job used to take over its own probes; achieved GFLOP/s = FLOPs per image x images/s."""
     plan = {name: timed_call(m, batch, cost, seed) for name, m in methods.items()}
     n = 2048
-    g = torch_generator("timing-inputs", "sgemm", n)
-    a, b = (torch.randn(n, n, generator=g).to(device) for _ in range(2))
+    a, b = sgemm_operands(device, n)
     probes = {"sgemm 2048": ((lambda: a @ b), 2 * n**3)}
     own = {}
     for name, m in methods.items():

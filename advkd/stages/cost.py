@@ -121,10 +121,9 @@ def sampling_speed(methods: dict, blocks: dict, teacher_json, device, settings: 
         speed = measure_sampling_speed(methods, device, sampling["batch_size"], settings, settings["seed"])
     finally:
         torch.set_num_threads(before)
-    for name, row in speed["methods"].items():
+    for name, row in speed["methods"].items():   # only a compiled sampler's network is ever compiled_now
         row |= {"kind": FAMILIES[blocks[name]["family"]].kind,
-                "compiled": bool(sampling["compile"]) and FAMILIES[blocks[name]["family"]].kind == "sampler"
-                and not row["extrapolated"] and compiled_now(methods[name].network)}
+                "compiled": not row["extrapolated"] and compiled_now(methods[name].network)}
     return speed
 
 

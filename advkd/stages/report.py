@@ -848,4 +848,4 @@ def report_job(*, results: str, out: str, reference: str | None = None, config: 
     that ran at once)."""
     if reference is not None and config is not None:
         raise BadInputError("give --reference or --config (whose report.reference is used), not both")
-    return report(results, out, load_config(config)["report"]["reference"] if config else reference, cores or None)
+    return report(results, out, load_config(config)["report"]["reference"] if config else reference, cores)
