@@ -35,9 +35,10 @@ def job_table(results) -> pd.DataFrame:
                      "rule": rec["stage"].replace("-", "_"), "log": str(log), "start": rec["process_start"],
                      "end": rec["ended"], "wall_s": wall, "cpu_s": rec["cpu_s"], "work_s": min(work, wall),
                      "startup_s": max(wall - work, 0.0), "imports_s": rec["imported"] - rec["process_start"],
-                     "work": ", ".join(f"{k} {w['wall_s']:.1f} s" for k, w in rec["work"].items())})
+                     "work": ", ".join(f"{k} {w['wall_s']:.1f} s" for k, w in rec["work"].items()),
+                     "notes": rec.get("notes", {})})
     df = pd.DataFrame(rows, columns=["job", "rule", "log", "start", "end", "wall_s", "cpu_s", "work_s", "startup_s",
-                                     "imports_s", "work"])
+                                     "imports_s", "work", "notes"])
     # the report job profiles the run from inside it: a later call (make figures) would find it, so leave it out
     df = df[df.rule != "report"]
     return latest_run(df.sort_values("start").reset_index(drop=True))
@@ -97,6 +98,43 @@ def critical_path(df: pd.DataFrame, metadata_dir) -> tuple[float | None, list[st
         length, chain = max(preds, key=lambda x: x[0], default=(0.0, []))
         best[log] = (length + wall[log], chain + [name[log]])
     return max(best.values(), key=lambda x: x[0])
+
+
+TRAINING_GOAL = 0.5   # of the same-shaped convolution probe; set before the first measurement (issue 36, item 5)
+
+
+def training_speed(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per training job that noted its speed (advkd.students.training.TrainingSpeed): its segments' step
+    GFLOP/s against their convolution probes, median and worst segment, slowest job first."""
+    rows = []
+    for job, notes in zip(df.job, df.notes):
+        segs = notes.get("training_speed") if isinstance(notes, dict) else None
+        if not segs:
+            continue
+        seg = pd.DataFrame(segs)
+        worst = seg.loc[seg.fraction_of_probe.idxmin()]
+        rows.append({"job": job, "segments": len(seg), "batch_size": "/".join(map(str, seg.batch_size.unique())),
+                     "step_gflops": seg.step_gflops.median(), "probe_gflops": seg.probe_gflops.median(),
+                     "fraction_of_probe": seg.fraction_of_probe.median(),
+                     "worst_segment": f"{int(worst.segment)}: {worst.fraction_of_probe:.2f} ({worst.probe})"})
+    cols = ["job", "segments", "batch_size", "step_gflops", "probe_gflops", "fraction_of_probe", "worst_segment"]
+    return pd.DataFrame(rows, columns=cols).sort_values("fraction_of_probe").reset_index(drop=True)
+
+
+def training_section(df: pd.DataFrame) -> str:
+    t = training_speed(df)
+    if t.empty:
+        return ""
+    disp = t.assign(step_gflops=t.step_gflops.map("{:.0f}".format),
+                    probe_gflops=t.probe_gflops.map("{:.0f}".format),
+                    fraction_of_probe=t.fraction_of_probe.map("{:.2f}".format))
+    return ("## Training steps against the machine\n\n" + disp.to_markdown(index=False) + "\n\n"
+            "A step's GFLOP/s: an epoch's FLOPs (its first step counted by torch's FlopCounterMode: forward, "
+            "backward, critics and teacher calls included) over the epoch's wall time, the median over a segment's "
+            "epochs (a segment: a phase, stage or round of the family). Its probe: the faster of the two convolutions "
+            "of the step with the most FLOPs, run forward and backward alone at the same shapes and threads in the "
+            "same job (advkd.metrics.cost.conv_training_probe). Columns are medians over the job's segments; goal: "
+            f"a step at >= {TRAINING_GOAL} of its probe.\n")
 
 
 def by_rule(df: pd.DataFrame) -> pd.DataFrame:
@@ -165,14 +203,14 @@ def dag_profile(results, out, metadata_dir=".snakemake/metadata", cores: int | N
     df = job_table(results)
     out = Path(out)
     if df.empty:   # results of an older advkd, or none run yet: say so rather than leave the report's outputs out
-        df.drop(columns=["log"]).to_csv(out / "dag_profile.csv", index=False)
+        df.drop(columns=["log", "notes"]).to_csv(out / "dag_profile.csv", index=False)
         write_text(out / "dag_profile.md", "# DAG profile\n\nNo job of this run left a clock record in its log "
                    "(advkd.jobclock): they were run by an older advkd. Rerun them for a profile.\n")
         figure(df, out / "dag_profile.png", "no clock records (results of an older advkd)")
         return None
     path_s, chain = critical_path(df, metadata_dir)
     s = summary(df, path_s, chain, cores)
-    df.drop(columns=["log"]).to_csv(out / "dag_profile.csv", index=False, float_format="%.3f")
+    df.drop(columns=["log", "notes"]).to_csv(out / "dag_profile.csv", index=False, float_format="%.3f")
     table = by_rule(df)
     head = (f"{s['jobs']} jobs (the report job not counted), elapsed {s['elapsed_s'] / 60:.1f} min, job seconds "
             f"{s['job_seconds']:.0f} (mean parallelism {s['mean_parallelism']:.2f}); useful work "
@@ -194,7 +232,7 @@ def dag_profile(results, out, metadata_dir=".snakemake/metadata", cores: int | N
     disp = table.assign(**{c: table[c].map(f.format) for c, f in fmt.items()},
                         startup_share=table.startup_share.map("{:.2f}".format))
     md = ("# DAG profile\n\n" + head + "\n\n" + disp.to_markdown(index=False) + "\n\n" + notes + "\n\n"
-          + (f"Critical path: {' -> '.join(chain)}\n" if chain else ""))
+          + (f"Critical path: {' -> '.join(chain)}\n\n" if chain else "") + training_section(df))
     write_text(out / "dag_profile.md", md)
     figure(df, out / "dag_profile.png", f"{s['jobs']} jobs, elapsed {s['elapsed_s'] / 60:.1f} min, overhead "
            f"fraction {s['overhead_fraction']:.2f}" + (f", critical path {path_s / 60:.1f} min" if path_s else ""))

@@ -18,6 +18,7 @@ MARK = "advkd-job-clock "
 
 _work: dict[str, list[float]] = {}   # kind -> [wall seconds, CPU seconds or None] of this process
 _begun: list = []                    # [kind, wall, CPU] of the work running from begin() to the job's end
+_notes: dict = {}                    # name -> JSON-able facts of the job's work (e.g. its training speed)
 
 
 def _cpu() -> float:
@@ -36,6 +37,12 @@ def add(kind: str, wall_s: float) -> None:
     work of `kind`."""
     acc = _work.setdefault(kind, [0.0, None])
     acc[0] += wall_s
+
+
+def note(name: str, value) -> None:
+    """Attach a JSON-able fact about the job's work to its record (e.g. the training steps' GFLOP/s against their
+    convolution probe), for the DAG profile."""
+    _notes[name] = value
 
 
 def _close(now: float) -> None:
@@ -66,11 +73,13 @@ def record(stage: str, entered: float, imported: float, called: float, ended: fl
                     for k, (w, c) in _work.items()}
     if not work_by_kind:
         work_by_kind = {"call": {"wall_s": round(ended - called, 3), "cpu_s": None}}
+    notes = dict(_notes)
     _work.clear()   # the next stage called in this process (tests) starts its own record
+    _notes.clear()
     start = process_start()
     return {"stage": stage, "pid": os.getpid(), "process_start": start if start and start <= entered else entered,
             "entered": entered, "imported": imported, "called": called, "ended": ended, "cpu_s": round(_cpu(), 3),
-            "work": work_by_kind}
+            "work": work_by_kind, **({"notes": notes} if notes else {})}
 
 
 def line(rec: dict) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import resource
 import statistics
@@ -63,19 +64,29 @@ def matmul_peak_gflops(device, n: int = 2048, repeats: int = 5, dtype=torch.floa
     return 2 * n**3 / t["min_s"] / 1e9
 
 
-def conv_layers(network, inputs, top: int = 2) -> list[dict]:
-    """The `top` distinct 2-D convolutions of one `network(*inputs)` call with the most FLOPs: what the network
-    itself spends its time on, so a probe of them is a peak the network could reach (forward hooks)."""
-    seen = {}
-
+def _conv_recorder(seen: dict):
+    """A forward hook that records each distinct 2-D convolution it sees (shapes, forward FLOPs) into `seen`."""
     def hook(mod, args, out):
+        if not isinstance(mod, torch.nn.Conv2d):
+            return
         x = args[0]
         key = (tuple(mod.weight.shape), tuple(x.shape), mod.stride, mod.padding, mod.dilation, mod.groups)
         flops = 2 * out.numel() * (mod.in_channels // mod.groups) * mod.kernel_size[0] * mod.kernel_size[1]
         seen.setdefault(key, {"module": mod, "input_shape": tuple(x.shape), "flops": flops,
                               "channels_last": x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)
                               and not x.is_contiguous()})
+    return hook
 
+
+def _top(seen: dict, top: int) -> list[dict]:
+    return sorted(seen.values(), key=lambda c: -c["flops"])[:top]
+
+
+def conv_layers(network, inputs, top: int = 2) -> list[dict]:
+    """The `top` distinct 2-D convolutions of one `network(*inputs)` call with the most FLOPs: what the network
+    itself spends its time on, so a probe of them is a peak the network could reach (forward hooks)."""
+    seen = {}
+    hook = _conv_recorder(seen)
     handles = [m.register_forward_hook(hook) for m in network.modules() if isinstance(m, torch.nn.Conv2d)]
     try:
         with torch.inference_mode():
@@ -83,7 +94,40 @@ def conv_layers(network, inputs, top: int = 2) -> list[dict]:
     finally:
         for h in handles:
             h.remove()
-    return sorted(seen.values(), key=lambda c: -c["flops"])[:top]
+    return _top(seen, top)
+
+
+@contextlib.contextmanager
+def step_convs(top: int = 2):
+    """Within the block, every module's convolutions are recorded (a global forward hook: a training step runs
+    several networks, a student's, a critic's, the teacher's); on leaving, the list it yields holds the `top` with
+    the most forward FLOPs, as conv_layers gives them."""
+    seen, found = {}, []
+    handle = torch.nn.modules.module.register_module_forward_hook(_conv_recorder(seen))
+    try:
+        yield found
+    finally:
+        handle.remove()
+        found.extend(_top(seen, top))
+
+
+def conv_training_probe(conv: dict, device, repeats: int = 5) -> dict:
+    """GFLOP/s of one training step's worth of a convolution found by `conv_layers`: its forward and both gradients
+    (input and weight) at the same shapes, on a copy of its weight and inputs from the timing-inputs stream (the
+    network, its gradients and torch's global RNG are untouched). The yardstick a training step of that network
+    could reach at this thread count."""
+    mod, shape = conv["module"], conv["input_shape"]
+    x = torch.randn(shape, generator=torch_generator("timing-inputs", "conv-train")).to(device).requires_grad_()
+    w = mod.weight.detach().clone().requires_grad_()
+
+    def step():
+        y = torch.nn.functional.conv2d(x, w, None, mod.stride, mod.padding, mod.dilation, mod.groups)
+        torch.autograd.grad(y, (x, w), torch.ones_like(y))
+
+    flops = count_flops(step)
+    t = time_call(step, device, repeats=repeats, warmup=2)
+    return {"probe": f"conv fwd+bwd {shape[1]}->{mod.out_channels} k{mod.kernel_size[0]} {shape[2]}x{shape[3]} "
+                     f"b{shape[0]}", "gflops": flops / t["min_s"] / 1e9}
 
 
 def theoretical_peak_gflops(threads: int | None = None) -> dict:

@@ -264,16 +264,24 @@ def reference_stats_job(*, evaluator: str, heldout: str, metrics: dict, device: 
     return {k: card[k] for k in ("n", "feature_dim", "feature_condition_number")}
 
 
-def quality_job(*, method: str, samples: str, seed: int, evaluator: str, reference: str, metrics: dict,
+def quality_job(*, method: str, samples: list[str], evaluator: str, reference: str, metrics: dict,
                 scored_by: Literal["all", "kid"], device: torch.device, out: str, cfg: dict | None = None,
                 judge2: str | None = None, judge2_reference: str | None = None,
-                teacher_samples: str | None = None) -> dict:
-    """The quality rule: one sample set (.npz) of --seed scored against the reference stats stem; --judge2 and
-    --judge2-reference add FD under the second judge, --teacher-samples the teacher fidelity; --cfg: the config
-    slice hashed into the provenance."""
-    row = quality(method, samples, seed, evaluator, reference, metrics, out, device, cfg=cfg, scored_by=scored_by,
-                  judge2_json=judge2, judge2_reference=judge2_reference, teacher_npz=teacher_samples)
-    return {k: row[k] for k in ("method", "seed", "n", "fd", "kid", "inception_score")}
+                teacher_samples: list[str] | None = None) -> list[dict]:
+    """The quality rule: each of a method's sample sets (SEED=samples.npz, one per seed) scored against the
+    reference stats stem, to OUT/seed<k>.json; --judge2 and --judge2-reference add FD under the second judge,
+    --teacher-samples (SEED=samples.npz) the teacher fidelity; --cfg: the config slice hashed into the provenance.
+    One job for all of a method's seeds (a job's start-up is most of one seed's scoring); each seed's numbers
+    are those it gets alone (its subsets draw from the seed)."""
+    runs = dict(s.split("=", 1) for s in samples)
+    teachers = dict(s.split("=", 1) for s in teacher_samples or [])
+    rows = []
+    for seed, npz in runs.items():
+        row = quality(method, npz, int(seed), evaluator, reference, metrics, Path(out) / f"seed{seed}.json", device,
+                      cfg=cfg, scored_by=scored_by, judge2_json=judge2, judge2_reference=judge2_reference,
+                      teacher_npz=teachers.get(seed))
+        rows.append({k: row[k] for k in ("method", "seed", "n", "fd", "kid", "inception_score")})
+    return rows
 
 
 def memorisation_job(*, method: str, samples: list[str], trajectories: list[str], train: str, real: str,

@@ -1,6 +1,6 @@
-"""The stages of workflow/rules/sample.smk: sampling any method, a sampler over the teacher or a trained student
-(rule sample), joining the shards of a run (rule merge_samples) and the real images of the noise-floor row
-(rule real_samples)."""
+"""The stages of workflow/rules/sample.smk: sampling any method, a sampler over the teacher or a trained student, at
+every seed of the method (rule sample), joining the shards of a run for one seed (rule merge_samples) and the real
+images of the noise-floor row (rule real_samples)."""
 
 from __future__ import annotations
 
@@ -41,22 +41,29 @@ def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json
     stats = {k: v for k, v in stats.items() if k != "images_per_s"} | {
         "method": method.name, "family": method.family, "nfe": method.nfe, "start": start, "n": count,
         "seconds": round(stats["seconds"], 3)}
+    Path(out_npz).parent.mkdir(parents=True, exist_ok=True)   # only now: a refused shard leaves nothing behind
     save_images(out_npz, images, seed=np.int64(seed), start=np.int64(start))
     write_json(out_json, stats | {"provenance": provenance(device=device), **method.info})
     return stats
 
 
-def sample_job(*, method: str, block: dict, teacher: str, n: int, seed: int, batch_size: int, shard: int,
+def sample_job(*, method: str, block: dict, teacher: str, n: int, seeds: list[int], batch_size: int, shard: int,
                shard_size: int, device: torch.device, out: str, student_dir: str | None = None,
-               compile: bool = False) -> dict:
-    """The sample rule: shard --shard (--shard-size images) of method --method's --n-image run for --seed, to
-    OUT.npz and OUT.json (--block: the method's resolved block as JSON; --student-dir: a student's folder;
-    --compile: torch.compile the teacher network, sampling.compile)."""
+               compile: bool = False) -> list[dict]:
+    """The sample rule: shard --shard (--shard-size images) of method --method's --n-image run for each of --seeds,
+    to OUT/seed<k>.npz and OUT/seed<k>.json (--block: the method's resolved block as JSON; --student-dir: a
+    student's folder; --compile: torch.compile the teacher network, sampling.compile). One job for all of a
+    method's seeds: the method is built (and compiled) once, and each seed's run is the same bits as on its own
+    (its batches draw from advkd.rng.sample_batch(seed, b) alone)."""
     built = build_method(method, block, {"teacher": teacher, "device": device, "student_dir": student_dir,
                                          "compile": compile})
-    stats = sample(built, n, seed, batch_size, Path(out).with_suffix(".npz"), Path(out).with_suffix(".json"),
-                   device, shard, shard_size)
-    return {k: stats[k] for k in ("method", "n", "start", "seconds")}
+    done = []
+    for seed in seeds:
+        stem = Path(out) / f"seed{seed}"
+        stats = sample(built, n, seed, batch_size, stem.with_suffix(".npz"), stem.with_suffix(".json"), device,
+                       shard, shard_size)
+        done.append({k: stats[k] for k in ("method", "n", "start", "seconds")} | {"seed": seed})
+    return done
 
 
 def real_samples_job(*, images: str, n: int, seed: int, grid: int, out: str) -> dict:

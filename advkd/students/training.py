@@ -19,6 +19,7 @@ import csv
 import io
 import json
 import logging
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .. import rng
+from .. import jobclock, rng
 from ..io import (
     BadInputError,
     atomic_path,
@@ -39,6 +40,7 @@ from ..io import (
     sources_sha256,
     tensors_sha256,
 )
+from ..metrics.cost import conv_training_probe, step_convs
 from .networks import resize_to
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,41 @@ class StepFlops(FlopCounterMode):
     def __init__(self):
         super().__init__(display=False)
         self.mod_tracker = _NoModules()
+
+
+class TrainingSpeed:
+    """The training steps' GFLOP/s against the host's same-shaped convolution probe, per segment trained in this
+    call, for the DAG profile (a note in the job's clock record, advkd.jobclock): a step's GFLOP/s is an epoch's
+    counted FLOPs over its wall time, the median over the segment's epochs; its probe is the faster of the step's two
+    largest convolutions (any network the step runs) run forward and backward alone at the same shapes and thread
+    count (metrics.cost.conv_training_probe), timed after the segment's epochs, outside their clocks."""
+
+    def __init__(self):
+        self.rows: dict[int, dict] = {}
+        self._probed: dict[tuple, dict] = {}   # a shape probed once per job (segments of one family share them)
+
+    def epoch(self, s: int, seg: Segment, row: dict) -> None:
+        if row["flops"] > 0 and row["seconds"] > 0:
+            r = self.rows.setdefault(s, {"segment": s, **seg.label, "batch_size": seg.batch_size, "epoch_gflops": []})
+            r["epoch_gflops"].append(row["flops"] / row["seconds"] / 1e9)
+
+    def probe(self, s: int, convs: list[dict]) -> None:
+        if s not in self.rows:
+            return
+        found = []
+        for c in convs:
+            m = c["module"]
+            key = (c["input_shape"], tuple(m.weight.shape), m.stride, m.padding, m.dilation, m.groups)
+            if key not in self._probed:
+                self._probed[key] = conv_training_probe(c, m.weight.device)
+            found.append(self._probed[key])
+        best = max(found, key=lambda p: p["gflops"])
+        r = self.rows[s]
+        r |= {"epochs": len(r["epoch_gflops"]), "step_gflops": statistics.median(r["epoch_gflops"]),
+              "probe": best["probe"], "probe_gflops": best["gflops"]}
+        r["fraction_of_probe"] = r["step_gflops"] / r["probe_gflops"]
+        jobclock.note("training_speed", [{k: v for k, v in row.items() if k != "epoch_gflops"}
+                                         for row in self.rows.values() if "probe" in row])
 
 
 def regression_loss(kind: str, pred, target, resolution: int | None = None):
@@ -222,10 +259,12 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
         log.info("resuming from %s at segment %d epoch %d", ckpt_path, start_seg, start_epoch)
     epochs_this_call = 0
     t_start = time.perf_counter()
+    speed = TrainingSpeed()
     for s, seg in enumerate(segments):
         if s < start_seg:
             continue
         optimizers, step = seg.begin()
+        convs = None
         if ck is not None and s == start_seg and start_epoch > 0:
             for name, opt in optimizers.items():
                 _load_optimizer(opt, f"opt.{name}", ck[0], json.loads(ck[1][f"opt.{name}"]))
@@ -246,9 +285,10 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
                     # Counted under a dispatch mode, whose kernels may round differently from the plain
                     # path: a counted run differs from an uncounted one in the last bits, and stays exact to
                     # resume (every run counts the same steps).
-                    with StepFlops() as counter:
+                    with StepFlops() as counter, step_convs() as found:
                         out = step(idx, gen)
                     first_flops = counter.get_total_flops() / len(idx)
+                    convs = convs or found
                 else:
                     out = step(idx, gen)
                 for k, v in out.items():
@@ -263,6 +303,7 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
             # The epoch boundary after a segment's last epoch is stored as the start of the next segment, whose
             # optimisers are fresh: nothing of the finished segment's optimisers is needed to resume.
             last_epoch = epoch + 1 == seg.epochs
+            speed.epoch(s, seg, row)
             if last_epoch and seg.end is not None:
                 seg.end()
             if last_epoch:
@@ -273,6 +314,8 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
             if progress:
                 log.info("%s epoch %d/%d: %s", seg.label or "", epoch + 1, seg.epochs,
                          {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})
+        if convs:   # outside the epochs' clocks, after the segment's epochs of this call
+            speed.probe(s, convs)
     write_loss_csv(out_dir / "loss.csv", history, columns)
     return {"done": True, "history": history, "resumed_from": resumed,
             "seconds_this_call": round(time.perf_counter() - t_start, 3)}

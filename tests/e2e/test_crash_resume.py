@@ -59,7 +59,7 @@ CORES = ["--cores", "2"]   # the README's; the thread count of a job is shard of
 # Each long stage by the log file(s) of its job(s), relative to the logs folder; a job's benchmark file (Snakemake
 # writes it when the job is over) has the same relative name under benchmarks/, with .tsv.
 STAGES = {"train_teacher": "train_teacher.log", "trajectories": "trajectories/shard-*.log",
-          "distill": "distill/student.log", "sample": "sample/ddpm-50-seed0-shard*.log"}
+          "distill": "distill/student.log", "sample": "sample/ddpm-50-shard*.log"}
 
 
 def readme_recovery_commands():

@@ -5,6 +5,7 @@ test_families.py.)"""
 import copy
 import csv
 import json
+import statistics
 
 import pytest
 import torch
@@ -293,6 +294,23 @@ def test_training_flops_are_the_forward_and_backward_passes(tiny_shard, tmp_path
     with torch.inference_mode():
         forward = count_flops(lambda: m.network(*m.network_inputs(1)))
     assert 2.7 < per_image / forward < 3.05
+
+
+def test_training_notes_each_phases_step_speed_against_its_convolution_probe(tiny_shard, tmp_path):
+    """For the DAG profile (issue 36, item 5): each phase's step GFLOP/s (its epochs' counted FLOPs over their
+    seconds) beside the forward+backward probe of the step's own largest convolutions, in the job's clock record."""
+    from advkd import jobclock
+
+    _distill(TINY | {"phases": 2}, tiny_shard, tmp_path)
+    rows = jobclock.record("distill", 0.0, 0.0, 0.0, 1.0)["notes"]["training_speed"]
+    curve = list(csv.DictReader(open(tmp_path / "loss.csv")))
+    assert [r["segment"] for r in rows] == [0, 1] and sum(r["epochs"] for r in rows) == len(curve)
+    for r in rows:
+        epochs = [c for c in curve if int(c["phase"]) == r["phase"]]
+        speeds = [float(c["flops"]) / float(c["seconds"]) / 1e9 for c in epochs]
+        assert r["step_gflops"] == pytest.approx(statistics.median(speeds), rel=1e-3)
+        assert r["probe"].startswith("conv fwd+bwd") and r["probe_gflops"] > 0
+        assert r["fraction_of_probe"] == pytest.approx(r["step_gflops"] / r["probe_gflops"])
 
 
 def test_ema_student_is_the_average_not_the_last_weights(tiny_shard, tmp_path):

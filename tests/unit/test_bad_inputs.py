@@ -120,14 +120,14 @@ def _card(path, pipeline_dir):
 
 def _sample_argv(card, out, **kw):
     argv = ["sample", "--method", kw.get("method", "ddim-2"), "--block",
-            json.dumps(kw.get("block", {"family": "ddim", "steps": 2})), "--teacher", card, "--n", "4", "--seed", "0",
+            json.dumps(kw.get("block", {"family": "ddim", "steps": 2})), "--teacher", card, "--n", "4", "--seeds", "0",
             "--batch-size", "4", "--shard", "0", "--shard-size", "4", "--device", "cpu", "--out", out]
     return argv + (["--student-dir", kw["student_dir"]] if "student_dir" in kw else [])
 
 
 def test_missing_teacher_card(tmp_path, capsys):
     old = earlier_result(tmp_path / "samples" / "seed0.npz")
-    refused(_sample_argv(tmp_path / "teacher.json", tmp_path / "samples" / "seed0"), capsys,
+    refused(_sample_argv(tmp_path / "teacher.json", tmp_path / "samples"), capsys,
             r"teacher\.json: file not found", [old])
 
 
@@ -135,13 +135,13 @@ def test_corrupt_teacher_card(tmp_path, capsys):
     card = tmp_path / "teacher.json"
     card.write_text('{"source": "pretrained", "pipe')
     old = earlier_result(tmp_path / "samples" / "seed0.npz")
-    refused(_sample_argv(card, tmp_path / "samples" / "seed0"), capsys, r"teacher\.json: not valid JSON", [old])
+    refused(_sample_argv(card, tmp_path / "samples"), capsys, r"teacher\.json: not valid JSON", [old])
 
 
 def test_teacher_pipeline_folder_gone(tmp_path, capsys):
     card = _card(tmp_path / "teacher.json", tmp_path / "deleted-pipeline")
     old = earlier_result(tmp_path / "samples" / "seed0.npz")
-    refused(_sample_argv(card, tmp_path / "samples" / "seed0"), capsys,
+    refused(_sample_argv(card, tmp_path / "samples"), capsys,
             r"teacher\.json: names the teacher pipeline folder .*deleted-pipeline, which does not exist", [old])
 
 
@@ -151,7 +151,7 @@ def test_truncated_teacher_weights(pipeline, tmp_path, capsys):
     w = broken / "unet" / "diffusion_pytorch_model.safetensors"
     w.write_bytes(w.read_bytes()[:1000])
     old = earlier_result(tmp_path / "samples" / "seed0.npz")
-    refused(_sample_argv(_card(tmp_path / "teacher.json", broken), tmp_path / "samples" / "seed0"), capsys,
+    refused(_sample_argv(_card(tmp_path / "teacher.json", broken), tmp_path / "samples"), capsys,
             rf"{broken / 'unet'}: cannot load UNet2DModel", [old])
 
 
@@ -197,7 +197,7 @@ def test_corrupt_student_weights(pipeline, tmp_path, capsys):
     (d / "student.json").write_text(json.dumps(AdvKDParams().resolve("adv", 11, 32, 1)))   # a complete recipe
     (d / "student.safetensors").write_bytes(os.urandom(256))
     old = earlier_result(tmp_path / "samples" / "seed0.npz")
-    refused(_sample_argv(_card(tmp_path / "teacher.json", pipeline), tmp_path / "samples" / "seed0",
+    refused(_sample_argv(_card(tmp_path / "teacher.json", pipeline), tmp_path / "samples",
                          method="adv", block={"family": "advkd"}, student_dir=d), capsys,
             r"student\.safetensors: not a valid safetensors file", [old])
 

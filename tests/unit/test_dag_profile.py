@@ -11,10 +11,10 @@ from advkd import jobclock
 from advkd.dag_profile import critical_path, dag_profile, job_table, lanes
 
 
-def _job(results, log, stage, start, startup, work, kind="sampling"):
+def _job(results, log, stage, start, startup, work, kind="sampling", notes=None):
     rec = {"stage": stage, "pid": 1, "process_start": start, "entered": start + 0.5, "imported": start + 1.0,
            "called": start + startup, "ended": start + startup + work, "cpu_s": startup + work,
-           "work": {kind: {"wall_s": work, "cpu_s": work}}}
+           "work": {kind: {"wall_s": work, "cpu_s": work}}, **({"notes": notes} if notes else {})}
     path = results / "logs" / log
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("some progress output\n" + jobclock.line(rec) + "\n")
@@ -77,6 +77,28 @@ def test_the_profile_states_overhead_and_elapsed_against_the_critical_path(run, 
     assert "overhead fraction 0.220" in md and "1.00x of it elapsed" in md
     per_job = pd.read_csv(out / "dag_profile.csv")
     assert len(per_job) == 4 and (out / "dag_profile.png").stat().st_size > 0
+
+
+def test_training_jobs_steps_against_their_probes_slowest_first(run, tmp_path):
+    from advkd.dag_profile import training_speed
+
+    res, meta = run
+    seg = lambda i, step, probe: {"segment": i, "batch_size": 64, "epochs": 3, "step_gflops": step,  # noqa: E731
+                                  "probe": f"conv fwd+bwd 64->64 k3 {32 >> i}x{32 >> i} b64", "probe_gflops": probe,
+                                  "fraction_of_probe": step / probe}
+    _job(res, "distill/fast.log", "distill", 1_000_040.0, 1.0, 50.0, "training",
+         {"training_speed": [seg(0, 90.0, 100.0)]})
+    _job(res, "distill/phased.log", "distill", 1_000_100.0, 1.0, 50.0, "training",
+         {"training_speed": [seg(0, 80.0, 100.0), seg(1, 30.0, 100.0), seg(2, 60.0, 100.0)]})
+    t = training_speed(job_table(res))
+    assert list(t.job) == ["distill/phased", "distill/fast"]          # the slowest first: where to start
+    assert t.fraction_of_probe.tolist() == pytest.approx([0.6, 0.9]) and t.segments.tolist() == [3, 1]
+    assert t.worst_segment[0].startswith("1: 0.30 (conv fwd+bwd 64->64 k3 16x16")
+    out = tmp_path / "paper"
+    out.mkdir()
+    dag_profile(res, out, meta)
+    md = (out / "dag_profile.md").read_text()
+    assert "## Training steps against the machine" in md and "goal: a step at >= 0.5 of its probe" in md
 
 
 def test_results_without_clock_records_say_so(tmp_path):

@@ -23,25 +23,28 @@ def setup(tmp_path, judge):
     return tmp_path, card, judge
 
 
-def _sample(card, out, seed, n=8, shard_size=None):
-    """The DAG's sample jobs (one per shard) and their merge; returns the merged .npz."""
+def _sample(card, out, seed, n=8, shard_size=None, seeds=None):
+    """The DAG's sample jobs (one per shard, each sampling every seed of `seeds`, default [seed]) and the merge of
+    seed `seed`'s shards; returns the merged .npz."""
     # ddpm: the stochastic sampler, so every step's noise must come from the seed too
     shard_size = shard_size or n
-    stems = [out.parent / f"{out.name}-shard{j}" for j in range(-(-n // shard_size))]
-    for j, stem in enumerate(stems):
+    folders = [out.parent / f"{out.name}-shard{j}" for j in range(-(-n // shard_size))]
+    for j, folder in enumerate(folders):
         assert main(["sample", "--method", "ddpm-3", "--block", '{"family": "ddpm", "steps": 3}', "--teacher",
-                     str(card), "--n", str(n), "--seed", str(seed), "--batch-size", "4", "--shard", str(j),
-                     "--shard-size", str(shard_size), "--device", "cpu", "--threads", "1", "--out", str(stem)]) == 0
-    assert main(["merge-samples", "--shards", *map(str, stems), "--n", str(n), "--grid", "4", "--out", str(out)]) == 0
+                     str(card), "--n", str(n), "--seeds", *map(str, seeds or [seed]), "--batch-size", "4",
+                     "--shard", str(j), "--shard-size", str(shard_size), "--device", "cpu", "--threads", "1",
+                     "--out", str(folder)]) == 0
+    assert main(["merge-samples", "--shards", *(str(f / f"seed{seed}") for f in folders), "--n", str(n),
+                 "--grid", "4", "--out", str(out)]) == 0
     return out.with_suffix(".npz")
 
 
 def _quality(samples, seed, judge, ref, out):
-    assert main(["quality", "--method", "ddpm-3", "--samples", str(samples), "--seed", str(seed), "--evaluator",
-                 str(judge), "--reference", str(ref), "--metrics", METRICS, "--scored-by", "all", "--device", "cpu",
-                 "--threads", "1",
-                 "--out", str(out)]) == 0
-    row = json.loads(out.read_text())
+    """The DAG's quality job for one seed (its folder `out`); returns the seed's numbers."""
+    assert main(["quality", "--method", "ddpm-3", "--samples", f"{seed}={samples}", "--evaluator", str(judge),
+                 "--reference", str(ref), "--metrics", METRICS, "--scored-by", "all", "--device", "cpu",
+                 "--threads", "1", "--out", str(out)]) == 0
+    row = json.loads((out / f"seed{seed}.json").read_text())
     row.pop("provenance")
     row.pop("samples")
     return row
@@ -59,11 +62,28 @@ def test_same_seed_same_bits_other_seed_other_samples(setup):
     assert a.read_bytes() == b.read_bytes()                         # the whole .npz, byte for byte
     assert np.array_equal(load_images(a), load_images(b))
     assert not np.array_equal(load_images(a), load_images(c))
-    qa = _quality(a, 0, judge, ref, tmp / "run1" / "q0.json")
-    qb = _quality(b, 0, judge, ref, tmp / "run2" / "q0.json")
-    qc = _quality(c, 1, judge, ref, tmp / "run1" / "q1.json")
+    qa = _quality(a, 0, judge, ref, tmp / "run1" / "q")
+    qb = _quality(b, 0, judge, ref, tmp / "run2" / "q")
+    qc = _quality(c, 1, judge, ref, tmp / "run1" / "q1")
     assert qa == qb                                                 # every number, exactly
     assert qa["fd"] != qc["fd"] and qa["kid"] != qc["kid"]
+    # one job for both seeds (as the DAG runs a method's seeds): each seed's numbers are the ones it gets alone
+    assert main(["quality", "--method", "ddpm-3", "--samples", f"0={a}", f"1={c}", "--evaluator", str(judge),
+                 "--reference", str(ref), "--metrics", METRICS, "--scored-by", "all", "--device", "cpu",
+                 "--threads", "1", "--out", str(tmp / "both")]) == 0
+    for seed, alone in ((0, qa), (1, qc)):
+        row = json.loads((tmp / "both" / f"seed{seed}.json").read_text())
+        assert {k: v for k, v in row.items() if k not in ("provenance", "samples")} == alone
+
+
+def test_one_job_for_several_seeds_gives_each_seed_its_own_bits(setup):
+    """A sample job samples every seed of its method (built once): each seed's run is the one a job of that seed
+    alone makes, byte for byte."""
+    tmp, card, _ = setup
+    alone = _sample(card, tmp / "alone" / "seed1", seed=1)
+    together = _sample(card, tmp / "together" / "seed1", seed=1, seeds=[0, 1])
+    assert alone.read_bytes() == together.read_bytes()
+    assert json.loads((tmp / "together" / "seed1-shard0" / "seed0.json").read_text())["seed"] == 0
 
 
 def test_sharded_sampling_gives_the_same_bits(setup):
@@ -76,13 +96,13 @@ def test_sharded_sampling_gives_the_same_bits(setup):
     assert stats["n"] == 12 and stats["shards"] == 3 and (tmp / "shards" / "seed0.png").exists()
     assert stats["seconds"] > 0 and "images_per_s" not in stats   # a sample job generates; the timing job times
     # shards that do not tile the run (one missing) are refused, naming them; nothing is written
-    assert main(["merge-samples", "--shards", str(tmp / "shards" / "seed0-shard0"),
-                 str(tmp / "shards" / "seed0-shard2"), "--n", "12", "--grid", "4",
+    assert main(["merge-samples", "--shards", str(tmp / "shards" / "seed0-shard0" / "seed0"),
+                 str(tmp / "shards" / "seed0-shard2" / "seed0"), "--n", "12", "--grid", "4",
                  "--out", str(tmp / "bad" / "seed0")]) == 2
     assert not (tmp / "bad").exists()
     # a shard size that is not a multiple of the batch size would change the draws: refused before sampling
     assert main(["sample", "--method", "ddpm-3", "--block", '{"family": "ddpm", "steps": 3}', "--teacher", str(card),
-                 "--n", "12", "--seed", "0", "--batch-size", "4", "--shard", "1", "--shard-size", "6", "--device",
+                 "--n", "12", "--seeds", "0", "--batch-size", "4", "--shard", "1", "--shard-size", "6", "--device",
                  "cpu", "--out", str(tmp / "bad" / "p1")]) == 2
     assert not (tmp / "bad").exists()
 
@@ -100,7 +120,7 @@ def test_a_sample_job_is_the_run_made_in_one_call_and_its_clock_counts_only_samp
     out = _sample(card, tmp / "probed" / "seed0", seed=3, n=n)
     records = [jobclock.parse(line) for line in capsys.readouterr().err.splitlines() if jobclock.MARK in line]
     sample_rec, merge_rec = records
-    stats = json.loads((tmp / "probed" / "seed0-shard0.json").read_text())
+    stats = json.loads((tmp / "probed" / "seed0-shard0" / "seed3.json").read_text())
     assert sample_rec["stage"] == "sample" and sample_rec["work"]["sampling"]["wall_s"] == stats["seconds"]
     assert sample_rec["process_start"] <= sample_rec["entered"] <= sample_rec["called"] <= sample_rec["ended"]
     assert stats["seconds"] < sample_rec["ended"] - sample_rec["called"]   # building the method is not sampling

@@ -177,7 +177,7 @@ def test_sampling_a_one_step_student_imports_only_what_it_uses(tmp_path):
     code = ("import sys; from advkd.cli import main; rc = main(sys.argv[1:]); "
             "print('MODULES', len(sys.modules), sorted({m for m in sys.modules if m.startswith(" + repr(HEAVY) + ")}))")
     argv = ["sample", "--method", "advkd-gan-reg-long", "--block", json.dumps(block), "--teacher", str(card),
-            "--student-dir", str(PKG.parent / block["shipped"]), "--n", "4", "--seed", "0", "--batch-size", "4",
+            "--student-dir", str(PKG.parent / block["shipped"]), "--n", "4", "--seeds", "0", "--batch-size", "4",
             "--shard", "0", "--shard-size", "4", "--device", "cpu", "--threads", "1", "--out", str(tmp_path / "s")]
     out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
     line = next(x for x in out.stdout.splitlines() if x.startswith("MODULES"))

@@ -104,6 +104,15 @@ def method_seeds(method):
     return [] if METHODS[method].get("scored_by") == "none" else METHODS[method].get("seeds", SEEDS)
 
 
+def sampled_seeds(method):
+    """The seeds a method's sample jobs draw: its own, and for the teacher's sampler (TEACHER_METHOD) every seed
+    another method is scored at too (the teacher-fidelity numbers compare each seed's samples with its)."""
+    seeds = method_seeds(method)
+    if method == TEACHER_METHOD:
+        seeds = sorted({*seeds, *(s for m in METHODS for s in method_seeds(m))})
+    return seeds
+
+
 def method_block(method):
     """What a method's jobs are given (and rerun on): its resolved block (advkd.families.resolved_block: defaults
     filled, no n or seeds, so scoring a method on more samples or seeds never retrains or re-costs it)."""
@@ -135,11 +144,12 @@ def sample_inputs(wildcards):
     return inputs
 
 
-def sample_shards(wildcards):
-    """Part stems of one method's run for one seed: sampling.shard_size images each (rule merge_samples)."""
-    n = method_n(wildcards.method)
+def sample_shards(method):
+    """The sample jobs' folders of one method (rule sample; each holds its shard of every seed's run):
+    sampling.shard_size images each, one folder unless it is set."""
+    n = method_n(method)
     shards = shard_ranges(n, config["sampling"]["shard_size"] or n)
-    return [f"{R}/samples/{wildcards.method}/seed{wildcards.seed}/shard-{i:05d}" for i in range(len(shards))]
+    return [f"{R}/samples/{method}/shard-{i:05d}" for i in range(len(shards))]
 
 
 def per_seed(pattern, methods):
@@ -150,8 +160,9 @@ def sample_files(methods):
     return per_seed(f"{R}/samples/{{method}}/seed{{seed}}.npz", methods)
 
 
-def quality_files(methods):
-    return per_seed(f"{R}/metrics/quality/{{method}}/seed{{seed}}.json", methods)
+def quality_dirs(methods):
+    """The quality jobs' folders (metrics/quality/<method>/seed<k>.json): a method with seeds to score has one."""
+    return [f"{R}/metrics/quality/{m}" for m in methods if method_seeds(m)]
 
 
 def cost_inputs(wildcards):
@@ -172,8 +183,7 @@ def all_targets():
         *sample_files(STUDENT_METHODS),
         # the distillation set only where some student learns from it
         *(expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS)) if STUDENT_METHODS else []),
-        *quality_files(METHODS),
-        *quality_files([REAL]),
+        *quality_dirs([*METHODS, REAL]),
         *expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
         f"{R}/metrics/timing.json",
         *expand(f"{R}/metrics/memorisation/{{method}}.json", method=STUDENT_METHODS),
@@ -192,7 +202,7 @@ def report_inputs(wildcards):
         return {"cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
                 "timing": f"{R}/metrics/timing.json"}
     return {
-        "quality": quality_files([*METHODS, REAL]),
+        "quality": quality_dirs([*METHODS, REAL]),
         "cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
         "timing": f"{R}/metrics/timing.json",
         "judges": [f"{R}/evaluator/evaluator.json", *([f"{R}/judge2/evaluator.json"] if JUDGE2 != "none" else [])],

@@ -1,5 +1,5 @@
 # Quality of every method in config["methods"] against the fixed judges (cost and timing: cost.smk).
-# Targets live in common.smk (quality_files); see docs/metrics.md.
+# Targets live in common.smk (quality_dirs); see docs/metrics.md.
 EVAL = config["evaluator"]
 METRICS = config["metrics"]
 
@@ -99,43 +99,46 @@ rule reference_stats:
         " --device {params.device} --threads {threads} --out {params.stem} > {log} 2>&1"
 
 
+# One job per method for all its seeds (the real row too): metrics/quality/<method>/seed<k>.json.
 rule quality:
     input:
-        samples=f"{R}/samples/{{method}}/seed{{seed}}.npz",
+        samples=lambda w: [f"{R}/samples/{w.method}/seed{s}.npz" for s in method_seeds(w.method)],
         evaluator=f"{R}/evaluator/evaluator.json",
         reference=REFERENCE,
         judge2=[f"{R}/judge2/evaluator.json"] if JUDGE2 != "none" else [],
         reference2=[REFERENCE2] if JUDGE2 != "none" else [],
-        teacher=lambda w: [f"{R}/samples/{TEACHER_METHOD}/seed{w.seed}.npz"]
+        teacher=lambda w: [f"{R}/samples/{TEACHER_METHOD}/seed{s}.npz" for s in method_seeds(w.method)]
         if TEACHER_METHOD and w.method != REAL else [],
     output:
-        f"{R}/metrics/quality/{{method}}/seed{{seed}}.json",
+        directory(f"{R}/metrics/quality/{{method}}"),
     wildcard_constraints:
-        seed=r"\d+",
+        method="[^/]+",
     params:
+        samples=lambda w, input: " ".join(f"{s}={p}" for s, p in zip(method_seeds(w.method), input.samples)),
         metrics=as_json(METRICS),
-        # the config slice that determines this number, hashed into its provenance
+        # the config slice that determines these numbers, hashed into their provenance
         cfg=lambda w: as_json({"method": method_block(w.method) if w.method != REAL else REAL_SOURCE,
                                "metrics": METRICS, "evaluator": EVAL, "data": config["data"]}),
         ref=lambda w, input: input.reference.removesuffix(".safetensors"),
         scored_by=lambda w: "all" if w.method == REAL else METHODS[w.method].get("scored_by", "all"),
         judge2=lambda w, input: (f"--judge2 {input.judge2[0]} --judge2-reference "
                                  f"{input.reference2[0].removesuffix('.safetensors')}") if input.judge2 else "",
-        teacher=lambda w, input: f"--teacher-samples {input.teacher[0]}" if input.teacher else "",
+        teacher=lambda w, input: ("--teacher-samples " + " ".join(
+            f"{s}={p}" for s, p in zip(method_seeds(w.method), input.teacher))) if input.teacher else "",
         device=DEVICE,
     log:
-        f"{LOGS}/quality/{{method}}-seed{{seed}}.log",
+        f"{LOGS}/quality/{{method}}.log",
     benchmark:
-        f"{R}/benchmarks/quality/{{method}}-seed{{seed}}.tsv"
+        f"{R}/benchmarks/quality/{{method}}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
-        runtime=30,
+        runtime=lambda w: 30 * len(method_seeds(w.method)),
         gpu=GPU,
     conda:
         ENV
     shell:
-        "advkd quality --method {wildcards.method} --samples {input.samples} --seed {wildcards.seed}"
+        "advkd quality --method {wildcards.method} --samples {params.samples}"
         " --evaluator {input.evaluator} --reference {params.ref} --metrics {params.metrics:q}"
         " --cfg {params.cfg:q} --scored-by {params.scored_by} {params.judge2} {params.teacher}"
         " --device {params.device} --threads {threads}"

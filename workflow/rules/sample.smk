@@ -1,51 +1,51 @@
 # Sampling, one rule for every method, a sampler over the teacher or a trained student (both answer the same
-# contract, advkd.method.Method): one job per method, seed and shard (sampling.shard_size images; one shard unless
-# set), then the shards of a run are joined (rule merge_samples). Stage code: advkd/stages/sample.py.
+# contract, advkd.method.Method): one job per method and shard (sampling.shard_size images; one shard unless set)
+# that samples the shard for every seed of the method, so a method is loaded (and its teacher compiled) once, not
+# once per seed; then each seed's shards are joined (rule merge_samples). Stage code: advkd/stages/sample.py.
 
 
 rule sample:
     input:
         unpack(sample_inputs),
     output:
-        npz=temp(f"{R}/samples/{{method}}/seed{{seed}}/shard-{{shard}}.npz"),
-        stats=temp(f"{R}/samples/{{method}}/seed{{seed}}/shard-{{shard}}.json"),
+        # seed<k>.npz and seed<k>.json for each seed; temporary: merge_samples joins them into the seed's run
+        temp(directory(f"{R}/samples/{{method}}/shard-{{shard}}")),
     wildcard_constraints:
         method="|".join(map(re.escape, METHODS)) or "$^",
-        seed=r"\d+",
         shard=r"\d{5}",
     params:
         block=lambda w: as_json(method_block(w.method)),
         n=lambda w: method_n(w.method),
+        seeds=lambda w: " ".join(map(str, sampled_seeds(w.method))),
         s=config["sampling"],
         shard_size=lambda w: config["sampling"]["shard_size"] or method_n(w.method),
         # torch.compile for the teacher's samplers only (a one-pass student has nothing to gain)
         compile=lambda w: "" if is_student(w.method) else COMPILE,
         student=lambda w: f"--student-dir {student_dir(w.method)}" if is_student(w.method) else "",
         device=DEVICE,
-        out=lambda w, output: os.path.splitext(output.npz)[0],
     log:
-        f"{LOGS}/sample/{{method}}-seed{{seed}}-shard{{shard}}.log",
+        f"{LOGS}/sample/{{method}}-shard{{shard}}.log",
     benchmark:
-        f"{R}/benchmarks/sample/{{method}}-seed{{seed}}-shard{{shard}}.tsv"
+        f"{R}/benchmarks/sample/{{method}}-shard{{shard}}.tsv"
     threads: sample_threads
     resources:
         mem_mb=lambda w: 4000 if is_student(w.method) else 8000,
-        runtime=lambda w: 30 if is_student(w.method) else 12 * 60,
+        runtime=lambda w: (30 if is_student(w.method) else 12 * 60) * len(sampled_seeds(w.method)),
         gpu=GPU,
     conda:
         ENV
     shell:
         "advkd sample --method {wildcards.method} --block {params.block:q} --teacher {input.teacher} {params.student}"
-        " --n {params.n} --seed {wildcards.seed} --batch-size {params.s[batch_size]} --shard {wildcards.shard}"
+        " --n {params.n} --seeds {params.seeds} --batch-size {params.s[batch_size]} --shard {wildcards.shard}"
         " --shard-size {params.shard_size} {params.compile} --device {params.device} --threads {threads}"
-        " --out {params.out} > {log} 2>&1"
+        " --out {output} > {log} 2>&1"
 
 
 # Every method's sample shards (rule sample; one shard unless sampling.shard_size is set) become its run for one
 # seed. Local: it only joins arrays, so a cluster need not queue it.
 rule merge_samples:
     input:
-        shards=lambda w: [f"{p}.{ext}" for p in sample_shards(w) for ext in ("npz", "json")],
+        shards=lambda w: sample_shards(w.method),
     output:
         npz=f"{R}/samples/{{method}}/seed{{seed}}.npz",
         grid=report(f"{R}/samples/{{method}}/seed{{seed}}.png", category="Samples", subcategory="{method}",
@@ -57,7 +57,7 @@ rule merge_samples:
     params:
         # the method's block too: a changed method reruns this job and so its shards (temporary, gone by then)
         block=lambda w: as_json(method_block(w.method)),
-        stems=lambda w: " ".join(sample_shards(w)),
+        stems=lambda w: " ".join(f"{d}/seed{w.seed}" for d in sample_shards(w.method)),
         n=lambda w: method_n(w.method),
         grid=config["sampling"]["grid"],
         out=lambda w, output: os.path.splitext(output.npz)[0],
