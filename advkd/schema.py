@@ -92,10 +92,11 @@ class Sampling:
                                   "the samples were the same bytes either way; elsewhere a CPU kernel may round "
                                   "differently with another thread count.",
                            oneOf=[{"type": "integer", "minimum": 1}, {"const": "all"}])
-    shard_size: int | None = setting(None, "images per sample job (a multiple of batch_size): a method's run for one "
-                                           "seed is split into ceil(n / shard_size) jobs a cluster can run in "
-                                           "parallel, then merged; the merged samples are the same bits for any "
-                                           "shard size. null = one job per method and seed.", minimum=1)
+    shard_size: int | None = setting(None, "images per sample job (a multiple of batch_size): a method's run is "
+                                           "split into ceil(n / shard_size) jobs a cluster can run in parallel, "
+                                           "each sampling its images for every seed of the method, then merged per "
+                                           "seed; the merged samples are the same bits for any shard size. null = "
+                                           "one sample job per method.", minimum=1)
 
 
 @dataclass(frozen=True, kw_only=True)

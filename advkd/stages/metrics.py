@@ -148,7 +148,7 @@ N_DEPENDENT = ("fd", "fd_judge2", "fd_infinity", "fd_infinity_judge2", "inceptio
 def quality(method: str, samples_npz, seed: int, evaluator_json, reference_stem, metrics: dict, out,
             device="cpu", cfg=None, scored_by: str = "all", judge2_json=None, judge2_reference=None,
             teacher_npz=None) -> dict:
-    """The `quality` rule: score one method's sample set for one seed; one JSON per (method, seed). A method that
+    """Score one method's sample set for one seed, to one JSON (the quality rule runs it for each seed). A method that
     cannot afford the matched n (scored_by: kid) keeps KID only: its n-dependent numbers are written as null so
     that no table or reader compares them with the matched-n rows. teacher_npz: the teacher sampler's samples of
     the same seed (the distillation set's sampler, from the same x_T), for the teacher-fidelity numbers."""

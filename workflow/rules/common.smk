@@ -145,8 +145,8 @@ def sample_inputs(wildcards):
 
 
 def sample_shards(method):
-    """The sample jobs' folders of one method (rule sample; each holds its shard of every seed's run):
-    sampling.shard_size images each, one folder unless it is set."""
+    """The sample jobs' folders of one method, each with its shard (sampling.shard_size images; one folder unless
+    it is set) of every seed's run."""
     n = method_n(method)
     shards = shard_ranges(n, config["sampling"]["shard_size"] or n)
     return [f"{R}/samples/{method}/shard-{i:05d}" for i in range(len(shards))]
