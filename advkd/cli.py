@@ -54,7 +54,7 @@ STAGES = {
                      "how close a student's samples come to its distillation targets"),
     "sanity": ("advkd.stages.metrics:sanity_job",
                "score real and deliberately degraded sets: the metrics must rank them"),
-    "cost": ("advkd.stages.cost:cost_job", "params, NFE, FLOPs and memory of one method (times: the timing stage)"),
+    "cost": ("advkd.stages.cost:cost_job", "params, NFE, FLOPs and memory of every method (times: the timing stage)"),
     "timing": ("advkd.stages.cost:timing_job",
                "latency and images/s of every method, timed interleaved in one process"),
     "report": ("advkd.stages.report:report_job", "tables and figures from finished results (retrains nothing)"),

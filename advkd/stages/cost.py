@@ -1,12 +1,14 @@
-"""The stages of workflow/rules/cost.smk, which build methods and time them: the cost of one method, and every
-method's latency and throughput timed interleaved in one process with the peer ratio against the stock diffusers
-loop. Apart from advkd.stages.metrics because they need diffusers (seconds to import), which the many
-per-sample-set scoring jobs do not. What they compute lives in advkd.metrics.cost."""
+"""The stages of workflow/rules/cost.smk, which build methods and time them: the cost of every method (one job,
+a process per method), and every method's latency and throughput timed interleaved in one process with the peer
+ratio against the stock diffusers loop. Apart from advkd.stages.metrics because they need diffusers (seconds to
+import), which the scoring jobs do not. What they compute lives in advkd.metrics.cost."""
 
 from __future__ import annotations
 
 import copy
 import json
+import multiprocessing as mp
+import sys
 from pathlib import Path
 
 import diffusers
@@ -15,7 +17,7 @@ import torch
 
 from .. import jobclock
 from ..families import FAMILIES, build_method, peer_yardstick, trained_folder
-from ..io import device_name, provenance, write_json
+from ..io import BadInputError, device_name, provenance, write_json
 from ..metrics.cost import (
     matmul_peak_gflops,
     measure_cost,
@@ -29,6 +31,14 @@ from ..samplers import compiled_network, compiled_now, make_scheduler, run_sampl
 from ..teacher import load_teacher
 
 
+def _student_folder(students_root, name: str, blocks: dict):
+    """Where a student method samples from: its recipe's training run (a shipped one names its own folder in its
+    block); None for a sampler."""
+    if FAMILIES[blocks[name]["family"]].kind != "student":
+        return None
+    return trained_folder(students_root, name, blocks) or Path(students_root) / name
+
+
 def cost_context(teacher_json, device, student_dir, checkpoints: int) -> dict:
     """The build context of a method to be costed. With a random-weight teacher (a cost-only experiment) students
     are built with random weights at the teacher's image shape, distilling `checkpoints` checkpoints."""
@@ -40,12 +50,18 @@ def cost_context(teacher_json, device, student_dir, checkpoints: int) -> dict:
     return ctx
 
 
-def method_cost(name: str, block: dict, ctx: dict, settings: dict, out, cfg=None) -> dict:
-    """The `cost` rule: build the method from the registry (sampler or student alike) and write one JSON;
-    `settings` is the config's metrics.cost block."""
+def method_cost(name: str, block: dict, ctx: dict, settings: dict, out, cfg=None, forked: bool = False) -> dict:
+    """One method's cost row: build the method from the registry (sampler or student alike) and write one JSON;
+    `settings` is the config's metrics.cost block; `forked`: in a process forked from the cost job (its memory
+    measure says so)."""
     method = build_method(name, block, ctx)
     jobclock.begin("costing")
     row = measure_cost(method, ctx["device"], settings, settings["seed"])
+    if forked and torch.device(ctx["device"]).type == "cpu":
+        # a forked child maps the parent's libraries but counts only the pages it touches in its RSS: its peak is
+        # below a fresh process's (ddim-10: 597 MB against 865 MB on the default); the growth is the call's alike
+        row["memory_measure"] += ("; in a process of its own forked from one that had imported the libraries "
+                                  "(library pages the method never touches are not in its RSS)")
     row |= {"kind": FAMILIES[block["family"]].kind, "info": method.info,
             # the method's config block, as written, is part of what produced the row (and the report's knob table)
             "provenance": provenance(cfg=cfg if cfg is not None else {"method": block, "cost": settings},
@@ -135,10 +151,8 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
     `sampling` (the config's block), also every method's speed as the sample jobs run it, against the peak probes
     (sampling_speed; the sample jobs themselves time nothing), and, given a DDIM method with NFE <=
     full_sample_max_nfe, the peer ratio against the stock diffusers loop."""
-    def folder(name):   # a student samples from its recipe's training run
-        if FAMILIES[blocks[name]["family"]].kind != "student":
-            return None
-        return trained_folder(students_root, name, blocks) or Path(students_root) / name
+    def folder(name):
+        return _student_folder(students_root, name, blocks)
 
     methods = {name: build_method(name, block, cost_context(teacher_json, device, folder(name), checkpoints))
                for name, block in blocks.items()}
@@ -168,13 +182,45 @@ def timing(blocks: dict, teacher_json, students_root, checkpoints: int, device, 
     return out_json
 
 
-def cost_job(*, method: str, block: dict, teacher: str, student_dir: str, checkpoints: int, cost: dict,
-             device: torch.device, out: str, cfg: dict | None = None) -> dict:
-    """The cost rule: method --method (--block: its resolved block as JSON; --student-dir: its training run's
-    folder, students only) costed with the metrics.cost: block (--cost); --checkpoints: the checkpoints a student
-    would distil (random-weight teachers only); --cfg: the config slice hashed into the provenance."""
-    row = method_cost(method, block, cost_context(teacher, device, student_dir, checkpoints), cost, out, cfg=cfg)
-    return {k: row[k] for k in ("method", "nfe", "flops_per_image", "peak_memory_mb")}
+def _cost_child(name: str, block: dict, ctx: dict, settings: dict, out, cfg: dict, forked: bool,
+                threads: int) -> None:
+    torch.set_num_threads(threads)   # as the job was given (--threads): a fresh or served process has torch's own
+    try:
+        method_cost(name, block, ctx, settings, out, cfg=cfg, forked=forked)
+    except BadInputError as e:
+        print(f"advkd cost: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cost_job(*, blocks: dict, teacher: str, students: str, checkpoints: int, cost: dict, device: torch.device,
+             out: str, cfg: dict) -> list[dict]:
+    """The cost rule: every method of --blocks (name -> resolved block, JSON) costed with the metrics.cost: block
+    (--cost) to OUT/<method>.json; --students: the folder of the training runs; --checkpoints: the checkpoints a
+    student would distil (random-weight teachers only); --cfg: the config slice hashed into each method's provenance
+    with its block. Each method in a process of its own (the memory measure is the process's high-water mark, so
+    no method may see another's), forked from a server process that imported the libraries once: one job's imports,
+    not one per method. Not forked from this process: a fork of a process whose OpenMP threads ever ran hangs at
+    its first parallel region (multiprocessing's forkserver; spawn where there is none)."""
+    forked = "forkserver" in mp.get_all_start_methods()
+    context = mp.get_context("forkserver" if forked else "spawn")
+    if forked:
+        context.set_forkserver_preload([__name__])
+    jobclock.begin("costing")
+    rows = []
+    for name, block in blocks.items():
+        folder = _student_folder(students, name, blocks)
+        ctx = cost_context(teacher, device, None if folder is None else str(folder), checkpoints)
+        path = Path(out) / f"{name}.json"
+        child = context.Process(target=_cost_child,
+                                args=(name, block, ctx, cost, path, {"method": block} | cfg, forked,
+                                      torch.get_num_threads()))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise BadInputError(f"costing method {name} failed (exit status {child.exitcode}; its error is above)")
+        row = json.loads(path.read_text())
+        rows.append({k: row[k] for k in ("method", "nfe", "flops_per_image", "peak_memory_mb")})
+    return rows
 
 
 def timing_job(*, blocks: dict, teacher: str, students: str, checkpoints: int, cost: dict, device: torch.device,

@@ -183,3 +183,29 @@ def test_cpu_peak_memory_sees_a_large_allocation():
 
     out = peak_memory(alloc, "cpu")
     assert out["peak_memory_above_start_mb"] > 300
+
+
+def test_the_cost_job_costs_each_method_in_a_process_of_its_own(tmp_path):
+    """One job costs every method, each in a process forked from it: the second of two identical methods measures
+    the same FLOPs and a peak of its own (in one process it would reuse the first's memory and grow by ~nothing),
+    and each row's provenance hashes its own block with the config slice, as one job per method did."""
+    import json
+    from pathlib import Path
+
+    from advkd.config import block_defaults
+    from advkd.stages.cost import cost_job
+
+    root = Path(__file__).resolve().parents[2]
+    card = tmp_path / "teacher.json"
+    card.write_text(json.dumps({"source": "shipped", "pipeline": str(root / "experiments/assets/teacher-fmnist32")}))
+    settings = block_defaults("metrics")["cost"] | {"throughput_batch": 8}
+    blocks = {"ddim-2": {"family": "ddim", "steps": 2}, "ddim-2-again": {"family": "ddim", "steps": 2}}
+    rows = cost_job(blocks=blocks, teacher=str(card), students=str(tmp_path / "students"), checkpoints=4,
+                    cost=settings, device=torch.device("cpu"), out=str(tmp_path / "cost"),
+                    cfg={"cost": settings, "device": "cpu"})
+    assert [r["method"] for r in rows] == list(blocks)
+    first, again = (json.loads((tmp_path / "cost" / f"{m}.json").read_text()) for m in blocks)
+    assert first["flops_per_image"] == again["flops_per_image"] > 0
+    assert first["peak_memory_above_start_mb"] > 5
+    assert again["peak_memory_above_start_mb"] == pytest.approx(first["peak_memory_above_start_mb"], rel=0.3)
+    assert first["provenance"]["config_hash"] == again["provenance"]["config_hash"]   # same block, same slice

@@ -165,16 +165,9 @@ def quality_dirs(methods):
     return [f"{R}/metrics/quality/{m}" for m in methods if method_seeds(m)]
 
 
-def cost_inputs(wildcards):
-    """Samplers are costed from the teacher; a student from its own weights (and the teacher it may wrap)."""
-    if is_student(wildcards.method) and not COST_ONLY:
-        return [f"{R}/teacher/teacher.json", f"{student_dir(wildcards.method)}/student.safetensors"]
-    return [f"{R}/teacher/teacher.json"]
-
-
 def all_targets():
     if COST_ONLY:
-        return [f"{R}/teacher/teacher.json", *expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
+        return [f"{R}/teacher/teacher.json", *[f"{R}/metrics/cost/{m}.json" for m in METHODS],
                 f"{R}/metrics/timing.json", f"{R}/tables/summary.md"]
     return [
         f"{R}/data/data_card.json",
@@ -184,7 +177,7 @@ def all_targets():
         # the distillation set only where some student learns from it
         *(expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS)) if STUDENT_METHODS else []),
         *quality_dirs([*METHODS, REAL]),
-        *expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
+        *[f"{R}/metrics/cost/{m}.json" for m in METHODS],
         f"{R}/metrics/timing.json",
         *expand(f"{R}/metrics/memorisation/{{method}}.json", method=STUDENT_METHODS),
         f"{R}/metrics/sanity.json",
@@ -199,11 +192,11 @@ FIGURES = report_figures({METHODS[m]["family"] for m in STUDENT_METHODS}, scored
 
 def report_inputs(wildcards):
     if COST_ONLY:
-        return {"cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
+        return {"cost": [f"{R}/metrics/cost/{m}.json" for m in METHODS],
                 "timing": f"{R}/metrics/timing.json"}
     return {
         "quality": quality_dirs([*METHODS, REAL]),
-        "cost": expand(f"{R}/metrics/cost/{{method}}.json", method=METHODS),
+        "cost": [f"{R}/metrics/cost/{m}.json" for m in METHODS],
         "timing": f"{R}/metrics/timing.json",
         "judges": [f"{R}/evaluator/evaluator.json", *([f"{R}/judge2/evaluator.json"] if JUDGE2 != "none" else [])],
         "memorisation": expand(f"{R}/metrics/memorisation/{{method}}.json", method=STUDENT_METHODS),

@@ -1,38 +1,40 @@
-# Cost (measured on the device) of every method in config["methods"]: one job per method, and one that times them
-# all. Apart from metrics.smk because their code (advkd/stages/cost.py) imports diffusers, which the scoring jobs
-# need not. Targets and the cost input function live in common.smk (cost_inputs); see docs/metrics.md.
+# Cost (measured on the device) of every method in config["methods"]: one job that costs them all, each in a
+# process of its own, and one that times them all. Apart from metrics.smk because their code (advkd/stages/cost.py)
+# imports diffusers, which the scoring jobs need not. Targets live in common.smk; see docs/metrics.md.
 
 
 rule cost:
     input:
-        cost_inputs,
-    output:
-        f"{R}/metrics/cost/{{method}}.json",
-    params:
-        block=lambda w: as_json(method_block(w.method)),
-        cost=as_json(METRICS["cost"]),
-        cfg=lambda w: as_json({"method": method_block(w.method), "cost": METRICS["cost"], "device": DEVICE}),
         teacher=f"{R}/teacher/teacher.json",
-        student_dir=lambda w: student_dir(w.method) if is_student(w.method) else f"{R}/students/{w.method}",
+        # a student is costed from its own weights (and the teacher it may wrap); a shipped one from its folder
+        students=[f"{student_dir(m)}/student.safetensors" for m in STUDENT_METHODS if not COST_ONLY],
+    output:
+        [f"{R}/metrics/cost/{m}.json" for m in METHODS],
+    params:
+        blocks=as_json({m: method_block(m) for m in METHODS}),
+        cost=as_json(METRICS["cost"]),
+        # with each method's block, the config slice hashed into its row's provenance
+        cfg=as_json({"cost": METRICS["cost"], "device": DEVICE}),
+        students=f"{R}/students",   # each training run's folder is <this>/<method> (advkd.families.trainers)
         checkpoints=config["trajectories"]["checkpoints"],
+        out=f"{R}/metrics/cost",
         device=DEVICE,
     log:
-        f"{LOGS}/cost/{{method}}.log",
+        f"{LOGS}/cost.log",
     benchmark:
-        f"{R}/benchmarks/cost/{{method}}.tsv"
-    # the CPU memory measure is the process's high-water mark: nothing else may run in the job's process
+        f"{R}/benchmarks/cost.tsv"
+    # the CPU memory measure is a process's high-water mark: each method is costed in a process of its own
     threads: all_cores
     resources:
         mem_mb=8000,
-        runtime=60,
+        runtime=lambda w: 5 * len(METHODS),
         gpu=GPU,
     conda:
         ENV
     shell:
-        "advkd cost --method {wildcards.method} --block {params.block:q} --teacher {params.teacher}"
-        " --student-dir {params.student_dir} --checkpoints {params.checkpoints} --cost {params.cost:q}"
-        " --cfg {params.cfg:q}"
-        " --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        "advkd cost --blocks {params.blocks:q} --teacher {input.teacher} --students {params.students}"
+        " --checkpoints {params.checkpoints} --cost {params.cost:q} --cfg {params.cfg:q}"
+        " --device {params.device} --threads {threads} --out {params.out} > {log} 2>&1"
 
 
 # Every method timed in one job, round-robin, so that speed ratios are measured under the same conditions (the
