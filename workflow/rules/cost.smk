@@ -15,9 +15,9 @@ rule cost:
         cost=as_json(METRICS["cost"]),
         # with each method's block, the config slice hashed into its row's provenance
         cfg=as_json({"cost": METRICS["cost"], "device": DEVICE}),
-        students=f"{R}/students",   # each training run's folder is <this>/<method> (advkd.families.trainers)
+        students=lambda w: f"{R}/students",   # each training run's folder is <this>/<method> (advkd.families.trainers)
         checkpoints=config["trajectories"]["checkpoints"],
-        out=f"{R}/metrics/cost",
+        out=lambda w, output: os.path.dirname(output[0]),
         device=DEVICE,
     log:
         f"{LOGS}/cost.log",
