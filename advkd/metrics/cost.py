@@ -112,7 +112,7 @@ def step_convs(top: int = 2):
 
 
 def conv_training_probe(conv: dict, device, repeats: int = 5) -> dict:
-    """GFLOP/s of one training step's worth of a convolution found by `conv_layers`: its forward and both gradients
+    """GFLOP/s of one training step's worth of a convolution found by `step_convs`: its forward and both gradients
     (input and weight) at the same shapes, on a copy of its weight and inputs from the timing-inputs stream (the
     network, its gradients and torch's global RNG are untouched). The yardstick a training step of that network
     could reach at this thread count."""

@@ -264,6 +264,11 @@ def reference_stats_job(*, evaluator: str, heldout: str, metrics: dict, device: 
     return {k: card[k] for k in ("n", "feature_dim", "feature_condition_number")}
 
 
+def _by_seed(pairs: list[str]) -> dict[str, str]:
+    """SEED=PATH arguments (a rule's per-seed files) as {seed: path}."""
+    return dict(p.split("=", 1) for p in pairs)
+
+
 def quality_job(*, method: str, samples: list[str], evaluator: str, reference: str, metrics: dict,
                 scored_by: Literal["all", "kid"], device: torch.device, out: str, cfg: dict | None = None,
                 judge2: str | None = None, judge2_reference: str | None = None,
@@ -273,8 +278,7 @@ def quality_job(*, method: str, samples: list[str], evaluator: str, reference: s
     --teacher-samples (SEED=samples.npz) the teacher fidelity; --cfg: the config slice hashed into the provenance.
     One job for all of a method's seeds (a job's start-up is most of one seed's scoring); each seed's numbers
     are those it gets alone (its subsets draw from the seed)."""
-    runs = dict(s.split("=", 1) for s in samples)
-    teachers = dict(s.split("=", 1) for s in teacher_samples or [])
+    runs, teachers = _by_seed(samples), _by_seed(teacher_samples or [])
     rows = []
     for seed, npz in runs.items():
         row = quality(method, npz, int(seed), evaluator, reference, metrics, Path(out) / f"seed{seed}.json", device,
@@ -288,7 +292,7 @@ def memorisation_job(*, method: str, samples: list[str], trajectories: list[str]
                      evaluator: str, seed: int, device: torch.device, out: str) -> dict:
     """The memorisation rule: a student's samples (SEED=samples.npz, one per seed) against its distillation
     targets (the shards' x_0), real held-out images (--real) against the training split."""
-    row = memorisation(method, dict(s.split("=", 1) for s in samples), trajectories, train, real, evaluator, seed,
+    row = memorisation(method, _by_seed(samples), trajectories, train, real, evaluator, seed,
                        out, device)
     return {"method": method, "share_below_threshold": row["share_below_threshold"]}
 

@@ -41,7 +41,6 @@ def sample(method: Method, n: int, seed: int, batch_size: int, out_npz, out_json
     stats = {k: v for k, v in stats.items() if k != "images_per_s"} | {
         "method": method.name, "family": method.family, "nfe": method.nfe, "start": start, "n": count,
         "seconds": round(stats["seconds"], 3)}
-    Path(out_npz).parent.mkdir(parents=True, exist_ok=True)   # only now: a refused shard leaves nothing behind
     save_images(out_npz, images, seed=np.int64(seed), start=np.int64(start))
     write_json(out_json, stats | {"provenance": provenance(device=device), **method.info})
     return stats

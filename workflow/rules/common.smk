@@ -104,6 +104,11 @@ def method_seeds(method):
     return [] if METHODS[method].get("scored_by") == "none" else METHODS[method].get("seeds", SEEDS)
 
 
+def seed_pairs(method, paths):
+    """SEED=PATH arguments of a method's per-seed files (paths in method_seeds order), as the stages read them."""
+    return " ".join(f"{s}={p}" for s, p in zip(method_seeds(method), paths))
+
+
 def sampled_seeds(method):
     """The seeds a method's sample jobs draw: its own, and for the teacher's sampler (TEACHER_METHOD) every seed
     another method is scored at too (the teacher-fidelity numbers compare each seed's samples with its)."""

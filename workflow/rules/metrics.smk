@@ -114,7 +114,7 @@ rule quality:
     wildcard_constraints:
         method="[^/]+",
     params:
-        samples=lambda w, input: " ".join(f"{s}={p}" for s, p in zip(method_seeds(w.method), input.samples)),
+        samples=lambda w, input: seed_pairs(w.method, input.samples),
         metrics=as_json(METRICS),
         # the config slice that determines these numbers, hashed into their provenance
         cfg=lambda w: as_json({"method": method_block(w.method) if w.method != REAL else REAL_SOURCE,
@@ -123,8 +123,7 @@ rule quality:
         scored_by=lambda w: "all" if w.method == REAL else METHODS[w.method].get("scored_by", "all"),
         judge2=lambda w, input: (f"--judge2 {input.judge2[0]} --judge2-reference "
                                  f"{input.reference2[0].removesuffix('.safetensors')}") if input.judge2 else "",
-        teacher=lambda w, input: ("--teacher-samples " + " ".join(
-            f"{s}={p}" for s, p in zip(method_seeds(w.method), input.teacher))) if input.teacher else "",
+        teacher=lambda w, input: f"--teacher-samples {seed_pairs(w.method, input.teacher)}" if input.teacher else "",
         device=DEVICE,
     log:
         f"{LOGS}/quality/{{method}}.log",
@@ -159,7 +158,7 @@ rule memorisation:
     wildcard_constraints:
         method="|".join(map(re.escape, STUDENT_METHODS)) or "$^",
     params:
-        samples=lambda w, input: " ".join(f"{s}={p}" for s, p in zip(method_seeds(w.method), input.samples)),
+        samples=lambda w, input: seed_pairs(w.method, input.samples),
         seed=config["seed"],
         device=DEVICE,
     log:
