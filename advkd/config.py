@@ -208,10 +208,15 @@ def shipped_student_errors(cfg: dict) -> list[str]:
             found.append(f"{where}: the shipped student was trained with "
                          f"{ {k: (card.get('recipe') or {}).get(k) for k in keys} }, the block asks for "
                          f"{ {k: recipe.get(k) for k in keys} }; make the block the shipped recipe")
-        for key in ("data", "trajectories", "seed"):
+        # The data and the seed block must be this experiment's: the test half it is scored on is then one it never
+        # saw, and its training noise streams cannot be the sampling streams. The distillation set may be another
+        # (a student trained at another budget, e.g. experiments/published-budget.yaml): the caption says which,
+        # and its memorisation is measured where it was trained (distilled_here).
+        for key in ("data", "seed"):
             if _set_keys(card.get(key)) != _set_keys(cfg[key]):
                 found.append(f"{where}: the shipped student learnt from {key} {card.get(key)!r}, this experiment's "
-                             f"{key} is {cfg[key]!r}; it is scored only beside the distillation set it learnt from")
+                             f"{key} is {cfg[key]!r}; it is scored only beside the data and seed streams it learnt "
+                             "with")
         if teacher is None:
             found.append(f"{where}: teacher.source {cfg['teacher']['source']!r} has no weights before the run, so "
                          "the teacher a shipped student learnt from cannot be checked; use the shipped or a local "
@@ -221,6 +226,16 @@ def shipped_student_errors(cfg: dict) -> list[str]:
                          f"{card.get('teacher_weights_sha256')}, this experiment's teacher has {teacher}")
         errs += found
     return errs
+
+
+def distilled_here(cfg: dict, method: str) -> bool:
+    """Whether a student learnt from this experiment's distillation set (trained here, or shipped with a card whose
+    trajectories block is this one's): only those are compared with it for memorisation."""
+    block = cfg["methods"][method]
+    if not block.get(SHIPPED):
+        return True
+    card = read_json(shipped_folder(block[SHIPPED]) / "card.json")
+    return _set_keys(card.get("trajectories")) == _set_keys(cfg["trajectories"])
 
 
 def _set_keys(block):

@@ -3,24 +3,39 @@
 # priority in the background, so that code changes on main meanwhile cannot invalidate the resume (a run's identity
 # includes the students' code). Rerun after any stop: the distill jobs resume from their per-epoch checkpoints.
 #   bash scripts/published_budget_run.sh [COMMIT] [WORKTREE]     (defaults: the run's commit, /work/pb-run)
+#   bash scripts/published_budget_run.sh dd05c94 /work/pb-ds denoising-student
+#     the third row (its method block is newer than the first commit), in its own worktree, trained on the first
+#     run's 20,000 teacher runs (hard links: the same bytes; a shard remade at dd05c94 is bit-identical to them)
 # Progress: WORKTREE/run.log and WORKTREE/results/published-budget/students/*/loss.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COMMIT=${1:-73e9bb7}
 DIR=${2:-/work/pb-run}
+METHODS=("${@:3}")
+[ ${#METHODS[@]} -gt 0 ] || METHODS=(advkd-published advkd-control)
+FIRST=/work/pb-run   # the worktree whose run drew the teacher runs
 [ -x .venv/bin/python ] || bash scripts/setup.sh
 [ -d "$DIR" ] || git worktree add --detach "$DIR" "$COMMIT"
 [ "$(git -C "$DIR" rev-parse --short=7 HEAD)" = "${COMMIT:0:7}" ] || { echo "$DIR is not at $COMMIT" >&2; exit 1; }
 [ -e "$DIR/.venv" ] || ln -s "$PWD/.venv" "$DIR/.venv"
+if [ "$DIR" != "$FIRST" ] && [ ! -d "$DIR/results/published-budget/trajectories" ]; then
+  mkdir -p "$DIR/results/published-budget"
+  cp -al "$FIRST/results/published-budget/teacher" "$FIRST/results/published-budget/trajectories" \
+    "$DIR/results/published-budget/"
+fi
 cd "$DIR"
 # the venv's editable install points at main: the worktree's own package comes first on the path
 export PYTHONPATH="$DIR" PATH="$DIR/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 R=results/published-budget/students
 # a session's end kills the run and leaves Snakemake's lock behind: clear it, unless a run of it is still going
-if pgrep -f "snakemake.*published-budget.yaml" > /dev/null; then echo "already running" >&2; exit 1; fi
+for p in $(pgrep -f "snakemake.*published-budget.yaml"); do
+  [ "$(readlink "/proc/$p/cwd")" = "$DIR" ] && { echo "already running in $DIR" >&2; exit 1; }
+done
 snakemake --unlock --configfile experiments/published-budget.yaml > /dev/null
 # one thread per distill job, both jobs side by side: on 2 cores a second thread buys <10% per step (docs)
-setsid nohup nice -n 19 snakemake "$R/advkd-published/student.safetensors" "$R/advkd-control/student.safetensors" \
+TARGETS=()
+for m in "${METHODS[@]}"; do TARGETS+=("$R/$m/student.safetensors"); done
+setsid nohup nice -n 19 snakemake "${TARGETS[@]}" \
   --cores 2 --set-threads distill=1 --rerun-incomplete --configfile experiments/published-budget.yaml \
   >> "$DIR/run.log" 2>&1 < /dev/null &
 # setsid made a session of its own, and with the kernel's autogroups a process's nice counts only inside its

@@ -65,6 +65,14 @@ def ship(config_path, method: str, out, selection: str) -> dict:
     if not out.is_relative_to(ASSETS):
         raise BadInputError(f"--out {out}: a shipped student lives under {ASSETS}")
     train = read_json(run / "train.json")
+    # The card's recipe is this code's reading of the block; the run recorded its own resolved recipe. A default
+    # changed since the run trained would make the card claim a recipe it did not have.
+    recipe, trained = training_recipe(block), train["run_identity"]["student"]
+    differs = {k: (v, trained[k]) for k, v in recipe.items() if v is not None and k in trained and trained[k] != v}
+    if differs:
+        raise BadInputError(f"{run}/train.json: the run trained with {({k: t for k, (_, t) in differs.items()})}, "
+                            f"this code reads methods.{method} as {({k: v for k, (v, _) in differs.items()})}; ship "
+                            "it with the code it was trained with, or retrain it")
     teacher = read_json(results / "teacher" / "teacher.json")
     bench = results / "benchmarks" / "distill" / f"{run.name}.tsv"
     history = pd.read_csv(run / "loss.csv")
@@ -73,7 +81,7 @@ def ship(config_path, method: str, out, selection: str) -> dict:
                " (rule distill; resumable after any stop)")
     card = {
         "method": method, "family": block["family"],
-        "recipe": training_recipe(block),
+        "recipe": recipe,
         "teacher_weights_sha256": teacher["weights_sha256"],
         "data": cfg["data"], "trajectories": cfg["trajectories"], "seed": cfg["seed"],
         "distillation_set_sha256": train["run_identity"]["distillation_set_sha256"],

@@ -66,8 +66,11 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
             r["trained_as"] = run.name if run else r["method"]
             r["run_dir"] = str(run) if run else None
             r["shipped"] = bool(blocks[r["method"]].get(SHIPPED))
-            if r["shipped"]:   # how its recipe was chosen, for the caption (scripts/ship_student.py --selection)
-                r["selection"] = read_json(shipped_folder(blocks[r["method"]][SHIPPED]) / "card.json").get("selection")
+            if r["shipped"]:   # how its recipe was chosen and what it learnt from, for the caption
+                card = read_json(shipped_folder(blocks[r["method"]][SHIPPED]) / "card.json")
+                traj = card.get("trajectories") or {}
+                r["selection"] = card.get("selection")
+                r["distilled_on"] = (f"{traj['count']:,} teacher runs by {traj['sampler']}" if traj else None)
     if not rows:
         raise FileNotFoundError(f"no cost results under {results}/metrics/cost; run the DAG first")
     if REAL in agg:
@@ -330,7 +333,9 @@ def _selections(df: pd.DataFrame) -> str:
     if "selection" not in df:
         return ""
     picked = df.dropna(subset=["selection"])
-    return "".join(f" {m} (shipped): {sel}" for m, sel in zip(picked.method, picked.selection))
+    learnt = (picked.distilled_on if "distilled_on" in picked else pd.Series(None, index=picked.index)).map(
+        lambda d: f", learnt from {d}" if isinstance(d, str) else "")
+    return "".join(f" {m} (shipped{on}): {sel}" for m, on, sel in zip(picked.method, learnt, picked.selection))
 
 
 def knob_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -781,7 +786,9 @@ def write_memorisation_table(results, out_dirs) -> bool:
              f"{df.targets.iloc[0]:,} teacher outputs it was distilled on; for {df.real_n.iloc[0]} real held-out "
              "images, the distance to the nearest of as many training images. A sampler that copies its targets "
              "puts many samples nearer than real images come to training images 1% of the time (the first "
-             "column; real images themselves: 1%) and has a median distance ratio well below 1; ± over seeds.")
+             "column; real images themselves: 1%) and has a median distance ratio well below 1; ± over seeds. A "
+             "student shipped from another distillation set has no row here: the experiment that trained it "
+             "compares it with its own set.")
     md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
     for d in out_dirs:
         _write_csv_md(Path(d), "memorisation", df, md)

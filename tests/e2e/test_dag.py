@@ -162,7 +162,9 @@ def test_sample_shards_are_separate_jobs(venv_bin, repo_root, tmp_path):
 
 def test_a_shipped_student_is_sampled_from_its_folder_and_never_trained(venv_bin, repo_root, tmp_path):
     """The default plus a shipped Denoising Student: the plan trains the default's students only and samples the
-    shipped one from its folder; a card made for other trajectories stops the plan by name."""
+    shipped one from its folder; one that learnt from another distillation set is scored all the same but not
+    compared with this experiment's set (memorisation); a card made with other seed streams stops the plan by
+    name."""
     from advkd.config import load_config, teacher_weights_sha256
     from advkd.families import FAMILIES, trainers
     from advkd.io import write_json
@@ -187,7 +189,16 @@ def test_a_shipped_student_is_sampled_from_its_folder_and_never_trained(venv_bin
     assert len(trained_here) < len(cfg["methods"])
     assert sorted(distilled) == sorted(set(trainers(trained_here).values()))   # the default's runs, not ds-long
     assert "--method ds-long " in r.stdout and f"--student-dir {shipped} " in r.stdout
-    card["trajectories"] = card["trajectories"] | {"count": 512}
+    memorised = re.findall(r"rule memorisation:.*?wildcards: method=(\S+)", r.stdout, re.S)
+    assert "ds-long" in memorised
+    card["trajectories"] = card["trajectories"] | {"count": 20000, "sampler": "dpmsolver-21"}
+    write_json(shipped / "card.json", card)
+    r = snakemake(venv_bin, repo_root, tmp_path, "-n", "-p", "--cores", "2", "--configfile", tmp_path / "cfg.yaml")
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "--method ds-long " in r.stdout and "metrics/quality/ds-long" in r.stdout
+    assert sorted(re.findall(r"rule memorisation:.*?wildcards: method=(\S+)", r.stdout, re.S)) == sorted(
+        set(memorised) - {"ds-long"})
+    card["seed"] = card["seed"] + 1
     write_json(shipped / "card.json", card)
     r = snakemake(venv_bin, repo_root, tmp_path, "-n", "--cores", "2", "--configfile", tmp_path / "cfg.yaml")
-    assert r.returncode != 0 and "methods.ds-long.shipped" in r.stderr and "trajectories" in r.stderr, r.stderr
+    assert r.returncode != 0 and "methods.ds-long.shipped" in r.stderr and "seed" in r.stderr, r.stderr

@@ -7,6 +7,7 @@ import csv
 import json
 import statistics
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -476,4 +477,10 @@ def test_quality_by_phase_scores_every_phase_of_a_run_at_the_experiments_n_and_s
     assert out["n"] == cfg["sampling"]["n"] and out["seed"] == cfg["sampling"]["seeds"][0]
     assert [r["phase"] for r in out["rows"]] == [0, 1]
     assert all(r["student_fd"] > 0 and r["teacher_state_fd"] > 0 and r["flops"] > 0 for r in out["rows"])
+    # the distance to its own target (the teacher's states at that noise level), and both image grids per phase
+    assert all(r["fd_to_target"] > 0 for r in out["rows"])
+    assert all((tmp_path / "out" / "run" / f"{kind}-{k:02d}.png").stat().st_size > 0
+               for kind in ("phase", "target") for k in (0, 1))
+    table = pd.read_csv(tmp_path / "out" / "phase_quality.csv")
+    assert list(table.run) == ["run", "run"] and list(table.fd_to_target) == [r["fd_to_target"] for r in out["rows"]]
     assert (tmp_path / "out" / "phase_quality.png").stat().st_size > 0

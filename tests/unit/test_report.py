@@ -200,14 +200,17 @@ def test_the_theoretical_peak_is_shown_only_where_it_bounds_every_probe(tmp_path
 
 
 def test_the_caption_quotes_how_a_shipped_students_recipe_was_chosen(results, tmp_path):
-    """A shipped student's card says whether its recipe was a validation pick; the caption repeats it, so that a
-    reader cannot take a recipe no validation rule picked for one that was."""
+    """A shipped student's card says whether its recipe was a validation pick and which distillation set it learnt
+    from; the caption repeats both, so that a reader cannot take a recipe no validation rule picked for one that
+    was, nor a student distilled from 20,000 teacher runs for one of this experiment's set."""
     folder = tmp_path / "shipped-ds"
-    write_json(folder / "card.json", {"selection": "no validation pick: every candidate collapsed."})
+    write_json(folder / "card.json", {"selection": "no validation pick: every candidate collapsed.",
+                                      "trajectories": {"count": 20000, "sampler": "dpmsolver-21"}})
     _result(results, "ds-long", {"family": "denoising-student", "shipped": str(folder)}, 0.5, 6.0, 160.0,
             [20.0, 21.0, 22.0], kind="student")
     note = footnotes(collect(results, "ddim-10"))
-    assert note.endswith(" ds-long (shipped): no validation pick: every candidate collapsed.")
+    assert note.endswith(" ds-long (shipped, learnt from 20,000 teacher runs by dpmsolver-21): no validation pick: "
+                         "every candidate collapsed.")
 
 
 def test_every_figure_the_registry_names_has_a_caption(repo_root):

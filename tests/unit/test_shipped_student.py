@@ -1,5 +1,5 @@
-"""A shipped student (a `shipped:` folder in a student's block): scored beside the teacher, data and distillation
-set it learnt from, as the recipe its block names, or refused by name before any job; the report marks it."""
+"""A shipped student (a `shipped:` folder in a student's block): scored beside the teacher, data and seed streams
+it learnt with, as the recipe its block names, or refused by name before any job; the report marks it."""
 
 import copy
 import importlib.util
@@ -8,7 +8,7 @@ import os
 import pytest
 import yaml
 
-from advkd.config import load_config, shipped_student_errors, teacher_weights_sha256
+from advkd.config import distilled_here, load_config, shipped_student_errors, teacher_weights_sha256
 from advkd.families import trained_folder, training_recipe
 from advkd.io import REPO_ROOT, BadInputError, write_json
 from advkd.stages.report import collect, display_table
@@ -42,13 +42,26 @@ def _with_shipped(cfg, folder, card):
 
 def test_a_shipped_student_made_for_this_experiment_is_accepted(default_cfg, tmp_path):
     card = _card(default_cfg)
-    assert shipped_student_errors(_with_shipped(default_cfg, tmp_path / "ds", card)) == []
+    cfg = _with_shipped(default_cfg, tmp_path / "ds", card)
+    assert shipped_student_errors(cfg) == [] and distilled_here(cfg, "ds-long")
+
+
+def test_a_shipped_student_from_another_distillation_set_is_scored_but_not_compared_with_this_one(default_cfg,
+                                                                                                  tmp_path):
+    """A student trained on another experiment's teacher runs (published-budget's 20,000) is scored here; only
+    memorisation, which compares samples with the distillation set, is left to the experiment that trained it."""
+    card = _card(default_cfg)
+    card["trajectories"].update(count=20000, sampler="dpmsolver-21")
+    cfg = _with_shipped(default_cfg, tmp_path / "ds", card)
+    assert shipped_student_errors(cfg) == [] and not distilled_here(cfg, "ds-long")
+    assert all(distilled_here(cfg, m) for m, b in cfg["methods"].items()
+               if b["family"] == "denoising-student" and not b.get("shipped"))
 
 
 @pytest.mark.parametrize("change,words", [
     (lambda c: c.update(teacher_weights_sha256={"diffusion_pytorch_model.safetensors": "0" * 64}), ["teacher"]),
-    (lambda c: c["trajectories"].update(count=512), ["trajectories", "512"]),
     (lambda c: c.update(seed=1), ["seed"]),
+    (lambda c: c["data"].update(train_count=512), ["data", "512"]),
     (lambda c: c["recipe"].update(epochs=200), ["epochs", "200"]),
     (lambda c: c.update(family="reflow"), ["'reflow'"]),
 ])
@@ -113,13 +126,22 @@ def test_ship_student_writes_a_folder_that_validation_accepts_and_lists_its_file
     for f in ship_student.FILES:
         (run / f).write_bytes(f.encode())
     (run / "loss.csv").write_text("epoch,steps,loss\n0,16,0.5\n1,16,0.4\n")
-    write_json(run / "train.json", {"run_identity": {"distillation_set_sha256": "ab" * 32}, "provenance": {},
+    identity = {"distillation_set_sha256": "ab" * 32, "student": {"epochs": 12, "batch_size": 64, "lr": 0.0001}}
+    write_json(run / "train.json", {"run_identity": identity, "provenance": {},
                                     "train_flops_total": 1e12, "train_seconds_total": 5.0})
     write_json(tmp_path / "results" / "long" / "teacher" / "teacher.json",
                {"weights_sha256": teacher_weights_sha256(default_cfg["teacher"])})
 
     with pytest.raises(BadInputError, match="under"):
         ship_student.ship(config, "ds-long", tmp_path / "elsewhere", "test")
+    # a card never claims a recipe the run did not train with (here: a block whose lr differs from the run's)
+    config.write_text(yaml.safe_dump({"extends": "default.yaml", "experiment": "long", "methods": methods | {
+        "ds-long": DS | {"lr": 0.001}}, "report": {"reference": "ddim-10"}}))
+    with pytest.raises(BadInputError, match=r"train\.json: the run trained with \{'lr': 0\.0001\}"):
+        ship_student.ship(config, "ds-long", assets / "student-ds-long", "test")
+    assert not (assets / "student-ds-long").exists()
+    config.write_text(yaml.safe_dump({"extends": "default.yaml", "experiment": "long", "methods": methods,
+                                      "report": {"reference": "ddim-10"}}))
     card = ship_student.ship(config, "ds-long", assets / "student-ds-long", "the default's recipe, longer")
     assert card["steps"] == 32 and card["epochs"] == 2 and card["train_flops"] == 1e12
     assert card["selection"] == "the default's recipe, longer"   # what the report's caption quotes

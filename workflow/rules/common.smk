@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-from advkd.config import REAL, reference_split, teacher_method, validate_config
+from advkd.config import REAL, distilled_here, reference_split, teacher_method, validate_config
 from advkd.data import zero_border
 from advkd.method import SHIPPED
 from advkd.io import BadInputError
@@ -54,6 +54,9 @@ STUDENT_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind =
 TRAINER = trainers(METHODS)
 # A shipped student (`shipped:` names its folder under experiments/assets) is sampled from there, never trained.
 TRAINED = [m for m in STUDENT_METHODS if TRAINER[m] == m and not METHODS[m].get(SHIPPED)]
+# The students whose samples are compared with this experiment's distillation set (memorisation): a student shipped
+# from another set is compared with its own in the experiment that trained it.
+MEMORISED = [m for m in STUDENT_METHODS if distilled_here(config, m)]
 # A random-weight teacher gives cost numbers only: such an experiment runs teacher, cost and report.
 COST_ONLY = config["teacher"]["source"] == "random"
 N_SHARDS = len(shard_ranges(config["trajectories"]["count"], config["trajectories"]["shard_size"]))
@@ -180,11 +183,11 @@ def all_targets():
         *sample_files(SAMPLER_METHODS),
         *sample_files(STUDENT_METHODS),
         # the distillation set only where some student learns from it
-        *(expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS)) if STUDENT_METHODS else []),
+        *(expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS)) if MEMORISED else []),
         *quality_dirs([*METHODS, REAL]),
         *[f"{R}/metrics/cost/{m}.json" for m in METHODS],
         f"{R}/metrics/timing.json",
-        *expand(f"{R}/metrics/memorisation/{{method}}.json", method=STUDENT_METHODS),
+        *expand(f"{R}/metrics/memorisation/{{method}}.json", method=MEMORISED),
         f"{R}/metrics/sanity.json",
         f"{R}/tables/summary.md",
     ]
@@ -204,7 +207,7 @@ def report_inputs(wildcards):
         "cost": [f"{R}/metrics/cost/{m}.json" for m in METHODS],
         "timing": f"{R}/metrics/timing.json",
         "judges": [f"{R}/evaluator/evaluator.json", *([f"{R}/judge2/evaluator.json"] if JUDGE2 != "none" else [])],
-        "memorisation": expand(f"{R}/metrics/memorisation/{{method}}.json", method=STUDENT_METHODS),
+        "memorisation": expand(f"{R}/metrics/memorisation/{{method}}.json", method=MEMORISED),
         "samples": per_seed(f"{R}/samples/{{method}}/seed{{seed}}.png", METHODS),
         "sample_stats": per_seed(f"{R}/samples/{{method}}/seed{{seed}}.json", METHODS),
         "students": expand(f"{R}/students/{{method}}/loss.csv", method=TRAINED),

@@ -156,7 +156,7 @@ rule memorisation:
     output:
         f"{R}/metrics/memorisation/{{method}}.json",
     wildcard_constraints:
-        method="|".join(map(re.escape, STUDENT_METHODS)) or "$^",
+        method="|".join(map(re.escape, MEMORISED)) or "$^",
     params:
         samples=lambda w, input: seed_pairs(w.method, input.samples),
         seed=config["seed"],

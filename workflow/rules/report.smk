@@ -13,7 +13,7 @@ rule report:
         paper_csv=report(f"{PAPER}/summary.csv", category="Tables", caption="../report/summary.rst"),
         paper_md=f"{PAPER}/summary.md",
         memorisation=[report(f"{PAPER}/memorisation.csv", category="Tables", caption="../report/memorisation.rst"),
-                      f"{PAPER}/memorisation.md"] if STUDENT_METHODS and not COST_ONLY else [],
+                      f"{PAPER}/memorisation.md"] if MEMORISED and not COST_ONLY else [],
         paper_tex=f"{PAPER}/summary.tex",
         # the run's own profile (advkd.dag_profile): from the jobs' logs and Snakemake's metadata
         profile=[report(f"{PAPER}/dag_profile.png", category="Figures", caption="../report/dag_profile.rst"),

@@ -21,14 +21,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from ... import rng
 from ...config import load_config
 from ...data import save_grid, to_uint8
-from ...io import BadInputError, load_tensors, provenance, read_metadata, write_json
-from ...metrics.quality import load_judge, load_reference, score_features
+from ...io import BadInputError, load_tensors, provenance, read_metadata, write_json, write_text
+from ...metrics.quality import frechet_distance, gaussian_stats, load_judge, load_reference, score_features
 from ..common import load_trajectories
 from ..networks import resize_to
 from .model import make_generator, render
@@ -78,12 +79,21 @@ def phase_quality(run_dir, trajectories, evaluator_json, reference_stem, metrics
         state = traj["states"][:n, cfg["checkpoints"][k]]
         teacher = to_uint8(to_image_size(resize_to(state, head.shape[-1]).clamp(-1, 1), cfg["resolution"]))
         row = {"phase": k, "head_resolution": int(head.shape[-1]), "checkpoint": cfg["checkpoints"][k], **spent}
+        feats = {}
         for who, images in (("student", student), ("teacher_state", teacher)):
-            s = score_features(*embed(images), ref, metrics, seed, judge.get("kind", "classifier"))
+            f, logits = embed(images)
+            feats[who] = f
+            s = score_features(f, logits, ref, metrics, seed, judge.get("kind", "classifier"))
             cov = s.get("class_coverage") or {}
             row |= {f"{who}_fd": s["fd"], f"{who}_recall": s["recall"],
                     f"{who}_classes": cov.get("classes_covered"), f"{who}_top_class": cov.get("largest_share")}
+        # An intermediate head renders a noisy state, far from every clean image: its distance to the reference says
+        # little; its distance to the teacher's states at the same noise level (its target) says whether it follows
+        # them.
+        row["fd_to_target"] = frechet_distance(*gaussian_stats(feats["student"]),
+                                               *gaussian_stats(feats["teacher_state"]))
         save_grid(out_dir / f"phase-{k:02d}.png", student[:64])
+        save_grid(out_dir / f"target-{k:02d}.png", teacher[:64])
         rows.append(row)
     write_json(out_dir / "phase_quality.json", {
         "run": str(run_dir), "n": n, "seed": seed, "reference": str(reference_stem), "judge_sha256": judge["sha256"],
@@ -91,34 +101,43 @@ def phase_quality(run_dir, trajectories, evaluator_json, reference_stem, metrics
     return rows
 
 
+# (key, axis label, log scale): the figure's rows
+PANELS = (("fd_to_target", "FD to the teacher's states\nat head k's noise level (log)", True),
+          ("student_fd", "FD to the reference\n(validation half, log)", True),
+          ("student_recall", "recall", False))
+
+
 def figure(runs: dict, out) -> Path:
-    """FD and recall by phase, against the phase index and the cumulative training FLOPs, one line per run and a
-    dashed one for the teacher's states (the targets)."""
+    """Distance to the target, FD to the reference and recall by phase, against the phase index and the cumulative
+    training FLOPs, one line per run and, for the reference FD and recall, a dashed one for the teacher's states
+    (the targets)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 2, figsize=(8, 6), sharey="row")
+    fig, axes = plt.subplots(len(PANELS), 2, figsize=(8, 8), sharey="row")
     for name, rows in runs.items():
         phase = np.array([r["phase"] for r in rows])
         flops = np.array([r["flops"] for r in rows])
-        for row, y in enumerate(("fd", "recall")):
+        for i, (key, _, _) in enumerate(PANELS):
             for col, x in enumerate((phase, flops)):
-                axes[row, col].plot(x, [r[f"student_{y}"] for r in rows], "o-", ms=3, label=name)
+                axes[i, col].plot(x, [r[key] for r in rows], "o-", ms=3, label=name)
     teacher = next(iter(runs.values()))
-    for row, y in enumerate(("fd", "recall")):
-        axes[row, 0].plot([r["phase"] for r in teacher], [r[f"teacher_state_{y}"] for r in teacher], "k--", lw=0.8,
-                          label="teacher's state (the target)")
-    axes[0, 0].set_yscale("log")
-    axes[0, 0].set_ylabel("FD (judge 1, log)")
-    axes[1, 0].set_ylabel("recall")
-    axes[1, 0].set_xlabel("phase (head k, trained on checkpoint k)")
-    axes[1, 1].set_xlabel("cumulative training FLOPs (log)")
-    axes[1, 1].set_xscale("log")
-    axes[0, 0].legend(fontsize=7, loc="best")
-    fig.suptitle("quality by phase on the validation half (head k's image, upsampled to the data's resolution)",
-                 fontsize=8)
+    for i, (key, label, log) in enumerate(PANELS):
+        if key.startswith("student_"):
+            axes[i, 0].plot([r["phase"] for r in teacher], [r[key.replace("student_", "teacher_state_")]
+                                                            for r in teacher], "k--", lw=0.8,
+                            label="teacher's state (the target)")
+        axes[i, 0].set_ylabel(label, fontsize=8)
+        if log:
+            axes[i, 0].set_yscale("log")
+        axes[i, 1].set_xscale("log")
+    axes[-1, 0].set_xlabel("phase (head k, trained on checkpoint k)")
+    axes[-1, 1].set_xlabel("cumulative training FLOPs (log)")
+    axes[1, 0].legend(fontsize=7, loc="best")
+    fig.suptitle("quality by phase on the validation half (head k's image, upsampled to the data's resolution; "
+                 "judge 1)", fontsize=8)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, bbox_inches="tight", dpi=120)
@@ -140,6 +159,8 @@ def main(argv=None) -> None:
     runs = {Path(r).name: phase_quality(r, a.trajectories, a.evaluator, a.reference, cfg["metrics"],
                                         Path(a.out) / Path(r).name, sm["n"], sm["seeds"][0], sm["batch_size"])
             for r in a.run}
+    table = pd.DataFrame([{"run": name, **row} for name, rows in runs.items() for row in rows])
+    write_text(Path(a.out) / "phase_quality.csv", table.to_csv(index=False))
     print(figure(runs, Path(a.out) / "phase_quality.png"))
 
 
