@@ -113,7 +113,8 @@ def training_cost(run: Path, bench: Path) -> dict:
                             "reproducible: delete the student's folder and rerun the distill rule")
     cpu = pd.read_csv(bench, sep="\t").cpu_time.iloc[0] if bench.exists() else math.nan
     return {"train_flops": s["train_flops_total"], "train_seconds": s["train_seconds_total"],
-            "train_cpu_seconds": cpu}
+            "train_cpu_seconds": cpu,
+            "distillation_set_sha256": s.get("run_identity", {}).get("distillation_set_sha256")}
 
 
 def judge_agreement(df: pd.DataFrame) -> dict | None:
@@ -609,12 +610,14 @@ def fig_training(methods: dict, out):
 
 
 def compute_curves(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """Students that share a recipe and differ only in their family's budget keys, each set in budget order."""
+    """Students that share a recipe and a distillation set and differ only in their family's budget keys, each set
+    in budget order (a shipped student that learnt from another teacher-run set is a point of its own)."""
     rows = df[(df.kind == "student") & df.get("train_flops", pd.Series(dtype=float)).notna()]
     curves = {}
     for i, r in rows.iterrows():
         keys = FAMILIES[r.family].params.budget_keys
-        recipe = (r.family, repr(sorted((k, v) for k, v in r.params.items() if k not in keys)))
+        recipe = (r.family, repr(sorted((k, v) for k, v in r.params.items() if k not in keys)),
+                  r.get("distillation_set_sha256"))
         curves.setdefault(recipe, []).append(i)
     out = []
     for idx in curves.values():

@@ -133,14 +133,20 @@ def test_students_differing_only_in_budget_form_one_compute_curve(results, tmp_p
     from advkd.stages.report import compute_curves, fig_training_compute
 
     ds = {"family": "denoising-student", "batch_size": 64}
-    for name, block, flops in [("ds-e5", ds | {"epochs": 5}, 1e12), ("ds-e20", ds | {"epochs": 20}, 4e12),
-                               ("ds-l1-e5", ds | {"epochs": 5, "regression": "l1"}, 1e12)]:
+    # ds-e71-20k: the same recipe at a larger budget, but learnt from another teacher-run set (published-budget's
+    # 20,000 runs): a point of its own, not the next point of ds-e5's line
+    for name, block, flops, teacher_runs in [
+            ("ds-e5", ds | {"epochs": 5}, 1e12, "a"), ("ds-e20", ds | {"epochs": 20}, 4e12, "a"),
+            ("ds-l1-e5", ds | {"epochs": 5, "regression": "l1"}, 1e12, "a"),
+            ("ds-e71-20k", ds | {"epochs": 71}, 2e15, "b")]:
         _result(results, name, block, 0.5, 6.0, 160.0, [20.0, 21.0, 22.0], kind="student")
-        write_json(results / "students" / name / "train.json", {"train_flops_total": flops,
-                                                                 "train_seconds_total": flops / 1e10})
+        write_json(results / "students" / name / "train.json", {
+            "train_flops_total": flops, "train_seconds_total": flops / 1e10,
+            "run_identity": {"distillation_set_sha256": teacher_runs * 64}})
     df = collect(results, "ddpm-1000")
     curves = {label: list(c.method) for label, c in compute_curves(df)}
-    assert curves == {"denoising-student: ds-e5, ds-e20": ["ds-e5", "ds-e20"], "ds-l1-e5": ["ds-l1-e5"]}
+    assert curves == {"denoising-student: ds-e5, ds-e20": ["ds-e5", "ds-e20"], "ds-l1-e5": ["ds-l1-e5"],
+                      "ds-e71-20k": ["ds-e71-20k"]}
     assert display_table(df.set_index("method").loc[["ds-e20"]].reset_index())["training TFLOP"].tolist() == ["4"]
     assert [p.name for p in fig_training_compute(df, tmp_path / "figs")] == ["training_compute.png",
                                                                             "training_compute.pdf"]
