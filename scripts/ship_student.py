@@ -71,8 +71,8 @@ def ship(config_path, method: str, out, selection: str) -> dict:
     differs = {k: (v, trained[k]) for k, v in recipe.items() if v is not None and k in trained and trained[k] != v}
     if differs:
         raise BadInputError(f"{run}/train.json: the run trained with {({k: t for k, (_, t) in differs.items()})}, "
-                            f"this code reads methods.{method} as {({k: v for k, (v, _) in differs.items()})}; ship "
-                            "it with the code it was trained with, or retrain it")
+                            f"this code reads methods.{method} as {({k: v for k, (v, _) in differs.items()})}; make "
+                            "the block say what the run trained with, or retrain it")
     teacher = read_json(results / "teacher" / "teacher.json")
     bench = results / "benchmarks" / "distill" / f"{run.name}.tsv"
     history = pd.read_csv(run / "loss.csv")
