@@ -27,9 +27,23 @@ cd "$DIR"
 # the venv's editable install points at main: the worktree's own package comes first on the path
 export PYTHONPATH="$DIR" PATH="$DIR/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 R=results/published-budget/students
+# The epochs' seconds in loss.csv are wall time, and a resumed job's benchmark counts its last invocation only: the
+# CPU seconds of every distill process are logged every 30 s (method, pid, utime + stime), so that the run's CPU
+# seconds add up across stops (each pid's last line is its invocation's total, to within 30 s).
+cpu_log() {
+  pgrep -f "published-budget-cpu-log $DIR" > /dev/null && return
+  setsid nohup bash -c 'while sleep 30; do
+    for p in $(pgrep -f "advkd distill --method"); do
+      [ "$(cat /proc/$p/comm)" != bash ] || continue   # the python process, not the job shell nor this loop
+      [ "$(readlink /proc/$p/cwd)" = "$1" ] || continue
+      m=$(tr "\0" " " < /proc/$p/cmdline | sed -n "s/.*--method \([^ ]*\).*/\1/p")
+      echo "$(date -u +%FT%TZ) $m $p $(awk -v t="$(getconf CLK_TCK)" "{print (\$14 + \$15) / t}" /proc/$p/stat)"
+    done
+  done' published-budget-cpu-log "$DIR" >> "$DIR/cpu_seconds.log" 2>/dev/null < /dev/null &
+}
 # a session's end kills the run and leaves Snakemake's lock behind: clear it, unless a run of it is still going
 for p in $(pgrep -f "snakemake.*published-budget.yaml"); do
-  [ "$(readlink "/proc/$p/cwd")" = "$DIR" ] && { echo "already running in $DIR" >&2; exit 1; }
+  [ "$(readlink "/proc/$p/cwd")" = "$DIR" ] && { cpu_log; echo "already running in $DIR" >&2; exit 1; }
 done
 snakemake --unlock --configfile experiments/published-budget.yaml > /dev/null
 # one thread per distill job, both jobs side by side: on 2 cores a second thread buys <10% per step (docs)
@@ -47,3 +61,4 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do
 done
 [ -w "/proc/$!/autogroup" ] && echo 19 > "/proc/$!/autogroup" && cat "/proc/$!/autogroup"
 echo "started (pid $!): $DIR/run.log"
+cpu_log
