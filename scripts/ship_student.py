@@ -6,10 +6,11 @@ experiments sample and score it (a `shipped:` key in its block) without training
 
 The student must be finished (results/<experiment>/students/<method>/student.safetensors, written by the distill
 rule). card.json records what config validation checks before any job of another experiment uses it (the
-teacher's weight hashes, the data, trajectories and seed blocks, the recipe) and how it was made (the command, the
-distillation set's sha256, training steps, FLOPs, seconds, the distill job's benchmark, the code's provenance, the
-CPU and an sgemm probe of the shipping host), and how its recipe was chosen (`--selection`, quoted by the report's
-caption).
+teacher's weight hashes, the data and seed blocks, the recipe), the trajectories block it learnt from (the caption
+names it) and how it was made (the command, the distillation set's sha256, training steps, FLOPs, seconds, the
+distill job's benchmark, the code's provenance, the CPU and an sgemm probe of the shipping host, how the host was
+shared while it trained (`--conditions`) and, for a run resumed across stops, the CPU seconds its processes logged
+(`--cpu-log`)), and how its recipe was chosen (`--selection`, quoted by the report's caption).
 The folder's files are added to experiments/assets/SHA256SUMS.
 """
 
@@ -50,7 +51,21 @@ def host() -> dict:
             "sgemm_gflops_at_shipping": round(matmul_peak_gflops("cpu"), 1)}
 
 
-def ship(config_path, method: str, out, selection: str) -> dict:
+def logged_cpu_seconds(log, method: str) -> float:
+    """The CPU seconds a method's distill processes spent, from a log of `TIME METHOD PID CPU_SECONDS` lines
+    (scripts/published_budget_run.sh writes one every 30 s): each pid's last value, summed over its pids."""
+    last = {}
+    for line in Path(log).read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[1] == method:
+            last[parts[2]] = float(parts[3])
+    if not last:
+        raise BadInputError(f"--cpu-log {log}: no line for method {method}")
+    return sum(last.values())
+
+
+def ship(config_path, method: str, out, selection: str, conditions: str | None = None,
+         cpu_log=None) -> dict:
     cfg = load_config(config_path)
     results = Path("results") / cfg["experiment"]
     block = cfg["methods"].get(method)
@@ -90,6 +105,10 @@ def ship(config_path, method: str, out, selection: str) -> dict:
         "train_seconds": train["train_seconds_total"],
         "distill_job": pd.read_csv(bench, sep="\t").iloc[0].to_dict() if bench.exists() else None,
         "command": command, "provenance": train["provenance"], "host": host(),
+        # how the host was shared while it trained (e.g. at low priority beside other work): its seconds say
+        # little without it
+        "training_conditions": conditions,
+        "cpu_seconds_logged": logged_cpu_seconds(cpu_log, run.name) if cpu_log else None,
         "selection": selection,
     }
     if out.exists():
@@ -114,9 +133,11 @@ def main(argv=None) -> int:
     p.add_argument("--selection", required=True,
                    help="how its recipe was chosen: the published recipe, or the validation experiment and what it "
                         "found (docs/choices.md); the report's caption quotes it")
+    p.add_argument("--conditions", help="how the host was shared while it trained, for the card")
+    p.add_argument("--cpu-log", help="a log of the distill processes' CPU seconds (scripts/published_budget_run.sh)")
     a = p.parse_args(argv)
     try:
-        card = ship(a.config, a.method, a.out, a.selection)
+        card = ship(a.config, a.method, a.out, a.selection, a.conditions, a.cpu_log)
     except BadInputError as e:
         print(f"ship_student: error: {e}", file=sys.stderr)
         return 2

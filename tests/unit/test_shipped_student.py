@@ -142,7 +142,12 @@ def test_ship_student_writes_a_folder_that_validation_accepts_and_lists_its_file
     assert not (assets / "student-ds-long").exists()
     config.write_text(yaml.safe_dump({"extends": "default.yaml", "experiment": "long", "methods": methods,
                                       "report": {"reference": "ddim-10"}}))
-    card = ship_student.ship(config, "ds-long", assets / "student-ds-long", "the default's recipe, longer")
+    # a run resumed across stops: each pid's last CPU reading counts once, other methods' lines not at all
+    cpu_log = tmp_path / "cpu_seconds.log"
+    cpu_log.write_text("t0 ds-long 11 5.0\nt0 other 12 50.0\nt1 ds-long 11 9.5\nt2 ds-long 13 2.0\n")
+    card = ship_student.ship(config, "ds-long", assets / "student-ds-long", "the default's recipe, longer",
+                             conditions="at nice 19 beside other work", cpu_log=cpu_log)
+    assert card["cpu_seconds_logged"] == 11.5 and card["training_conditions"] == "at nice 19 beside other work"
     assert card["steps"] == 32 and card["epochs"] == 2 and card["train_flops"] == 1e12
     assert card["selection"] == "the default's recipe, longer"   # what the report's caption quotes
     # its seconds come with the host they were measured on
