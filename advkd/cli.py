@@ -52,6 +52,8 @@ STAGES = {
                 "FD, KID, IS, precision/recall and class coverage of one sample set"),
     "memorisation": ("advkd.stages.metrics:memorisation_job",
                      "how close a student's samples come to its distillation targets"),
+    "phase-quality": ("advkd.students.advkd.phases:phase_quality_job",
+                      "score every end-of-phase snapshot of a phase-by-phase Adv-KD run on the validation half"),
     "sanity": ("advkd.stages.metrics:sanity_job",
                "score real and deliberately degraded sets: the metrics must rank them"),
     "cost": ("advkd.stages.cost:cost_job", "params, NFE, FLOPs and memory of every method (times: the timing stage)"),

@@ -151,11 +151,28 @@ def semantic_errors(cfg: dict) -> list[str]:
     ref = cfg["report"]["reference"]
     if ref is not None and ref not in cfg["methods"]:
         errs.append(f"report.reference: {ref!r} is not one of the experiment's methods {sorted(cfg['methods'])}")
+    errs += phase_quality_errors(cfg)
     errs += teacher_errors(cfg) + sample_count_errors(cfg)
     if not errs:
         errs += shipped_student_errors(cfg)
     if cfg["teacher"]["source"] != "random":  # a cost-only experiment has no judge
         errs += evaluator_errors(cfg) + scoring_errors(cfg)
+    return errs
+
+
+def phase_quality_errors(cfg: dict) -> list[str]:
+    """report.phase_quality names Adv-KD students trained here phase by phase: only those leave a snapshot per
+    phase (a shipped one has none; a jointly trained one has one segment)."""
+    errs = []
+    for name in cfg["report"]["phase_quality"]:
+        block = cfg["methods"].get(name)
+        if block is None or block["family"] != "advkd":
+            errs.append(f"report.phase_quality: {name!r} is not an Adv-KD method of this experiment (its advkd "
+                        f"methods: {sorted(m for m, b in cfg['methods'].items() if b['family'] == 'advkd')})")
+        elif block.get(SHIPPED) or params_of(block).training != "phases":
+            errs.append(f"report.phase_quality: {name} is "
+                        + ("shipped" if block.get(SHIPPED) else f"trained {params_of(block).training}")
+                        + "; only a student trained here phase by phase (training: phases) has a snapshot per phase")
     return errs
 
 

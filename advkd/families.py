@@ -63,12 +63,13 @@ COST_FIGURES = ("params_flops", "latency")
 QUALITY_FIGURES = ("fd_vs_flops", "fd_vs_throughput", "fd_vs_nfe", "sample_grids")
 
 
-def report_figures(student_families, scored: bool, fidelity: bool) -> list[str]:
-    """The figures a report draws and its rule declares: one list, from the registry, for both."""
+def report_figures(student_families, scored: bool, fidelity: bool, phases: bool = False) -> list[str]:
+    """The figures a report draws and its rule declares: one list, from the registry, for both (`phases`: some run
+    is scored phase by phase, report.phase_quality)."""
     if not scored:
         return list(COST_FIGURES)
     return [*QUALITY_FIGURES, *COST_FIGURES, *sorted({f for fam in student_families for f in FAMILIES[fam].figures}),
-            *(["teacher_fidelity"] if fidelity else [])]
+            *(["teacher_fidelity"] if fidelity else []), *(["phase_quality"] if phases else [])]
 
 
 def student(name: str, doc: str, params: type, cls: str, loss_columns: tuple) -> Family:

@@ -184,6 +184,11 @@ class Metrics:
 class Report:
     reference: str | None = setting(None, "the method (a key of methods) every speed-up is measured against: latency "
                                           "of the reference / latency of the row; null = no speed-up column")
+    phase_quality: list[str] = setting([], "Adv-KD methods trained here phase by phase whose every phase is scored "
+                                           "on the validation half from its end-of-phase snapshot: head k's images "
+                                           "against the teacher's states at head k's noise level (its targets) and "
+                                           "against the reference (the phase_quality figure and table)",
+                                       uniqueItems=True)
 
 
 # A `methods:` row before its family checks it (advkd.families.block_schema): the keys every family shares.

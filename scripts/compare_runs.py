@@ -57,7 +57,10 @@ RESULTS = frozenset(
     "targets threshold "
     "parameters_all parameters_inference parameters_training_only shards phases pr_reference_n precision "
     "real_source recall reference reference_n repeats rows samples scored_by seed set source steps than threads "
-    "threshold training warmup worse".split())
+    "threshold training warmup worse "
+    # quality by phase (advkd.students.advkd.phases)
+    "run phase segment checkpoint head_resolution flops fd_to_target student_fd student_recall student_classes "
+    "student_top_class teacher_state_fd teacher_state_recall teacher_state_classes teacher_state_top_class".split())
 JSON_DIRS = ("samples", "metrics")
 
 

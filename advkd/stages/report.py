@@ -18,6 +18,8 @@ from ..families import FAMILIES, params_of, recipe_class, report_figures, shippe
 from ..io import BadInputError, atomic_path, read_json, write_text
 from ..method import SHIPPED
 from ..metrics.quality import aggregate_seeds
+from ..students.advkd.phases import figure as phase_figure
+from ..students.advkd.phases import load_runs, table
 
 QUALITY = ("fd", "fd_judge2", "fd_infinity", "fd_infinity_judge2", "kid", "kid_std_subsets", "inception_score",
            "inception_score_std_splits", "precision", "recall", "classes_covered", "largest_share", "fidelity_psnr",
@@ -798,6 +800,32 @@ def write_memorisation_table(results, out_dirs) -> bool:
     return True
 
 
+def write_phase_quality_table(results, out_dirs) -> dict:
+    """phase_quality.{csv,md}: every phase of each run report.phase_quality names (metrics/phase_quality/<run>/,
+    advkd.students.advkd.phases); the runs' rows, for the figure ({} when no run was scored so)."""
+    runs = load_runs(sorted(p.parent for p in (Path(results) / "metrics" / "phase_quality").glob(
+        "*/phase_quality.json")))
+    if not runs:
+        return {}
+    df = table(runs)
+    shown = df[["run", "phase", "head_resolution", "steps", "flops", "fd_to_target", "student_fd", "student_recall",
+                "student_classes", "teacher_state_fd"]].rename(columns={
+        "head_resolution": "head", "flops": "training FLOPs (cumulative)", "fd_to_target": "FD to its targets",
+        "student_fd": "FD", "student_recall": "recall", "student_classes": "classes",
+        "teacher_state_fd": "targets' FD"})
+    any_run = read_json(Path(results) / "metrics" / "phase_quality" / df.run.iloc[0] / "phase_quality.json")
+    notes = (f"Head k of each run at the end of phase k (its snapshot), from the x_T of sample seed "
+             f"{any_run['seed']} (n = {any_run['n']}), judge 1. FD to its targets = FD between head k's images and "
+             "the teacher's states at head k's noise level (the first n runs of the distillation set, what the head "
+             "was trained to match); FD, recall and classes: head k's images against the validation half's "
+             "reference; targets' FD: the teacher's states against it (an intermediate head renders a noisy state, "
+             "far from every clean image). Images below the data's resolution are upsampled bilinearly.")
+    md = shown.to_markdown(index=False, floatfmt=".3g") + "\n\n" + notes + "\n"
+    for d in out_dirs:
+        _write_csv_md(Path(d), "phase_quality", df, md)
+    return runs
+
+
 def report(results, out, reference: str | None = None, cores: int | None = None) -> dict:
     """Write tables (results/<exp>/tables and paper_figures/<exp>) and figures (paper_figures/<exp>); speed-ups
     are against the `reference` method (the config's report.reference)."""
@@ -811,6 +839,7 @@ def report(results, out, reference: str | None = None, cores: int | None = None)
     df = collect(results, reference)
     write_tables(df, [results / "tables", out])
     memorised = write_memorisation_table(results, [results / "tables", out])
+    phase_runs = write_phase_quality_table(results, [results / "tables", out])
     timing = read_json(results / "metrics" / "timing.json")
     write_speed_tables(sampling_speed(timing), [results / "tables", out], rounds=timing["sampling_speed"]["rounds"],
                        peer=timing.get("peer_timing"))
@@ -836,14 +865,17 @@ def report(results, out, reference: str | None = None, cores: int | None = None)
                                                  for m in with_figure("training_curves")}, out),
         "training_compute": lambda: fig_training_compute(df, out),
         "teacher_fidelity": lambda: fig_fidelity(df, out),
+        "phase_quality": lambda: _save(phase_figure(phase_runs), out, "phase_quality"),
     }
     fidelity = "fidelity_relative_mean" in df and df.fidelity_relative_mean.notna().any()
-    figs = [p for name in report_figures(set(students.values()), scored=df.fd_mean.notna().any(), fidelity=fidelity)
+    figs = [p for name in report_figures(set(students.values()), scored=df.fd_mean.notna().any(), fidelity=fidelity,
+                                         phases=bool(phase_runs))
             for p in draw[name]()]
     profile = dag_profile(results, out, cores=cores)
     tables = ["summary.csv", "summary.md", "summary.tex", "knobs.csv", "knobs.md", "sampling_speed.csv",
               "sampling_speed.md", "dag_profile.csv", "dag_profile.md"] \
-        + (["memorisation.csv", "memorisation.md"] if memorised else [])
+        + (["memorisation.csv", "memorisation.md"] if memorised else []) \
+        + (["phase_quality.csv", "phase_quality.md"] if phase_runs else [])
     summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables,
                "dag_profile": profile}   # and dag_profile.png
     write_text(out / "index.json", json.dumps(summary, indent=2) + "\n")

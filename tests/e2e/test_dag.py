@@ -110,6 +110,11 @@ def test_ci_experiment_end_to_end(venv_bin, repo_root, tmp_path):
     a = load_images(res / "samples" / "ddim-5" / "seed0.npz")
     b = load_images(res / "samples" / "ddim-5" / "seed1.npz")
     assert not np.array_equal(a, b)
+    # quality by phase (report.phase_quality): a row per phase of advkd-k4, its distance to its targets, the figure
+    phases = pd.read_csv(res / "tables" / "phase_quality.csv")
+    assert list(phases.run) == ["advkd-k4"] * 4 and list(phases.phase) == [0, 1, 2, 3]
+    assert (phases.fd_to_target > 0).all() and phases.flops.is_monotonic_increasing
+    assert (tmp_path / "paper_figures" / "ci" / "phase_quality.png").stat().st_size > 0
     shards = sorted((res / "trajectories").glob("shard-*.safetensors"))
     assert len(shards) == -(-cfg["trajectories"]["count"] // cfg["trajectories"]["shard_size"])
     # Nothing half-written is left behind, and a rerun has nothing to do.

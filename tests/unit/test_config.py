@@ -71,6 +71,11 @@ def test_defaults_are_filled(ci):
     (lambda c: c["methods"].update({"ds": {"family": "denoising-student", "augment": True}}),
      r"methods.ds.augment: family denoising-student has no such parameter"),
     (lambda c: c.update(report={"reference": "ddpm-1000"}), r"report.reference: 'ddpm-1000' is not one of"),
+    # quality by phase needs a snapshot per phase: an Adv-KD student trained here phase by phase
+    (lambda c: c["report"].update(phase_quality=["ddim-5"]),
+     r"report.phase_quality: 'ddim-5' is not an Adv-KD method of this experiment .its advkd methods: \['advkd-k1"),
+    (lambda c: c["report"].update(phase_quality=["advkd-k2-full-both"]),
+     r"report.phase_quality: advkd-k2-full-both is trained joint; only a student trained here phase by phase"),
     (lambda c: c.update(extends="nothing.yaml"), r"extends: cannot read experiments/nothing.yaml"),
     # tune on validation, report on test, compare at one n
     (lambda c: c.update(purpose="tuning", metrics={"reference_split": "test"}, sampling={"seeds": [1000]}),

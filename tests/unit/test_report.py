@@ -225,8 +225,8 @@ def test_every_figure_the_registry_names_has_a_caption(repo_root):
     from advkd.families import FAMILIES, report_figures
 
     names = set(report_figures(set(FAMILIES) - {f for f, fam in FAMILIES.items() if fam.kind == "sampler"},
-                               scored=True, fidelity=True))
-    assert {"fd_vs_flops", "latency", "training_compute", "teacher_fidelity"} <= names
+                               scored=True, fidelity=True, phases=True))
+    assert {"fd_vs_flops", "latency", "training_compute", "teacher_fidelity", "phase_quality"} <= names
     missing = sorted(n for n in names if not (repo_root / "workflow" / "report" / f"{n}.rst").is_file())
     assert not missing, f"no caption workflow/report/<name>.rst for {missing}"
     assert report_figures(set(), scored=False, fidelity=False) == ["params_flops", "latency"]

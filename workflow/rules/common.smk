@@ -57,6 +57,8 @@ TRAINED = [m for m in STUDENT_METHODS if TRAINER[m] == m and not METHODS[m].get(
 # The students whose samples are compared with this experiment's distillation set (memorisation): a student shipped
 # from another set is compared with its own in the experiment that trained it.
 MEMORISED = [m for m in STUDENT_METHODS if distilled_here(config, m)]
+# Adv-KD runs scored phase by phase on the validation half (report.phase_quality).
+PHASE_RUNS = config["report"]["phase_quality"]
 # A random-weight teacher gives cost numbers only: such an experiment runs teacher, cost and report.
 COST_ONLY = config["teacher"]["source"] == "random"
 N_SHARDS = len(shard_ranges(config["trajectories"]["count"], config["trajectories"]["shard_size"]))
@@ -188,6 +190,7 @@ def all_targets():
         *[f"{R}/metrics/cost/{m}.json" for m in METHODS],
         f"{R}/metrics/timing.json",
         *expand(f"{R}/metrics/memorisation/{{method}}.json", method=MEMORISED),
+        *expand(f"{R}/metrics/phase_quality/{{method}}", method=PHASE_RUNS),
         f"{R}/metrics/sanity.json",
         f"{R}/tables/summary.md",
     ]
@@ -195,7 +198,7 @@ def all_targets():
 # Tables and figures (workflow/rules/report.smk).
 PAPER = f"paper_figures/{config['experiment']}"
 FIGURES = report_figures({METHODS[m]["family"] for m in STUDENT_METHODS}, scored=not COST_ONLY,
-                         fidelity=bool(TEACHER_METHOD) and len(METHODS) > 1)
+                         fidelity=bool(TEACHER_METHOD) and len(METHODS) > 1, phases=bool(PHASE_RUNS))
 
 
 def report_inputs(wildcards):
@@ -208,6 +211,7 @@ def report_inputs(wildcards):
         "timing": f"{R}/metrics/timing.json",
         "judges": [f"{R}/evaluator/evaluator.json", *([f"{R}/judge2/evaluator.json"] if JUDGE2 != "none" else [])],
         "memorisation": expand(f"{R}/metrics/memorisation/{{method}}.json", method=MEMORISED),
+        "phase_quality": expand(f"{R}/metrics/phase_quality/{{method}}", method=PHASE_RUNS),
         "samples": per_seed(f"{R}/samples/{{method}}/seed{{seed}}.png", METHODS),
         "sample_stats": per_seed(f"{R}/samples/{{method}}/seed{{seed}}.json", METHODS),
         "students": expand(f"{R}/students/{{method}}/loss.csv", method=TRAINED),

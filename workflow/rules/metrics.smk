@@ -99,6 +99,44 @@ rule reference_stats:
         " --device {params.device} --threads {threads} --out {params.stem} > {log} 2>&1"
 
 
+# Quality by phase (report.phase_quality): every end-of-phase snapshot of an Adv-KD run trained phase by phase,
+# head k's images and the teacher's states at head k's noise level, scored on the validation half
+# (advkd.students.advkd.phases): metrics/phase_quality/<method>/phase_quality.json and a grid of each per phase.
+rule phase_quality:
+    input:
+        student=lambda w: f"{student_dir(w.method)}/student.safetensors",
+        trajectories=expand(f"{R}/trajectories/shard-{{shard:05d}}.safetensors", shard=range(N_SHARDS)),
+        evaluator=f"{R}/evaluator/evaluator.json",
+        reference=f"{R}/metrics/reference/evaluator/validation.safetensors",
+    output:
+        directory(f"{R}/metrics/phase_quality/{{method}}"),
+    wildcard_constraints:
+        method="|".join(map(re.escape, PHASE_RUNS)) or "$^",
+    params:
+        run=lambda w, input: os.path.dirname(input.student),
+        ref=lambda w, input: input.reference.removesuffix(".safetensors"),
+        metrics=as_json(METRICS),
+        n=config["sampling"]["n"],
+        seed=SEEDS[0],
+        batch_size=config["sampling"]["batch_size"],
+        device=DEVICE,
+    log:
+        f"{LOGS}/phase_quality/{{method}}.log",
+    benchmark:
+        f"{R}/benchmarks/phase_quality/{{method}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+        gpu=GPU,
+    conda:
+        ENV
+    shell:
+        "advkd phase-quality --run {params.run} --trajectories {input.trajectories} --evaluator {input.evaluator}"
+        " --reference {params.ref} --metrics {params.metrics:q} --n {params.n} --seed {params.seed}"
+        " --batch-size {params.batch_size} --device {params.device} --threads {threads} --out {output} > {log} 2>&1"
+
+
 # One job per method for all its seeds (the real row too): metrics/quality/<method>/seed<k>.json.
 rule quality:
     input:

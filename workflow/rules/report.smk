@@ -14,6 +14,8 @@ rule report:
         paper_md=f"{PAPER}/summary.md",
         memorisation=[report(f"{PAPER}/memorisation.csv", category="Tables", caption="../report/memorisation.rst"),
                       f"{PAPER}/memorisation.md"] if MEMORISED and not COST_ONLY else [],
+        phase_quality=[report(f"{PAPER}/phase_quality.csv", category="Tables", caption="../report/phase_quality.rst"),
+                       f"{PAPER}/phase_quality.md"] if PHASE_RUNS and not COST_ONLY else [],
         paper_tex=f"{PAPER}/summary.tex",
         # the run's own profile (advkd.dag_profile): from the jobs' logs and Snakemake's metadata
         profile=[report(f"{PAPER}/dag_profile.png", category="Figures", caption="../report/dag_profile.rst"),

@@ -1,8 +1,11 @@
 """Quality by phase of a phase-by-phase Adv-KD run (issue 34): each phase's snapshot (the weights the training loop
 left at the end of the phase, advkd.students.training.save_snapshot) renders its head from the sample x_T of the
-validation seeds, and the judge scores it beside the teacher's own state at that phase's checkpoint (the target the
-head was trained to match), so that a reader sees where adversarial training follows the teacher and where it
-collapses. Reads files only; trains nothing.
+first sample seed, and the judge scores it beside the teacher's own state at that phase's checkpoint (the target
+the head was trained to match) against the validation half, and against those states directly, so that a reader
+sees where adversarial training follows the teacher and where it collapses. Reads files only; trains nothing.
+
+In the DAG: `report.phase_quality: [<method>, ...]` (the phase_quality rule; the report draws the figure and the
+table). Outside it, on runs of any folder:
 
     python -m advkd.students.advkd.phases --config experiments/published-budget.yaml \
         --run results/published-budget/students/advkd-published results/published-budget/students/advkd-control \
@@ -28,7 +31,7 @@ import torch.nn.functional as F
 from ... import rng
 from ...config import load_config
 from ...data import save_grid, to_uint8
-from ...io import BadInputError, load_tensors, provenance, read_metadata, write_json, write_text
+from ...io import BadInputError, load_tensors, provenance, read_json, read_metadata, write_json, write_text
 from ...metrics.quality import frechet_distance, gaussian_stats, load_judge, load_reference, score_features
 from ..common import load_trajectories
 from ..networks import resize_to
@@ -96,9 +99,26 @@ def phase_quality(run_dir, trajectories, evaluator_json, reference_stem, metrics
         save_grid(out_dir / f"target-{k:02d}.png", teacher[:64])
         rows.append(row)
     write_json(out_dir / "phase_quality.json", {
-        "run": str(run_dir), "n": n, "seed": seed, "reference": str(reference_stem), "judge_sha256": judge["sha256"],
-        "rows": rows, "provenance": provenance(device=device)})
+        "run": Path(run_dir).name, "n": n, "seed": seed, "reference": str(reference_stem),
+        "judge_sha256": judge["sha256"], "rows": rows, "provenance": provenance(device=device)})
     return rows
+
+
+def phase_quality_job(*, run: str, trajectories: list[str], evaluator: str, reference: str, metrics: dict, n: int,
+                      seed: int, batch_size: int, device: torch.device, out: str) -> dict:
+    """The phase_quality rule: every phase snapshot of the run folder --run scored (phase_quality.json and the
+    phase's grids of head k and of its targets, in the folder --out)."""
+    rows = phase_quality(run, trajectories, evaluator, reference, metrics, out, n, seed, batch_size, device)
+    return {"phases": len(rows), "fd_to_target": [round(r["fd_to_target"], 2) for r in rows]}
+
+
+def load_runs(folders) -> dict:
+    """run name -> its rows, from phase_quality.json files' folders (the rule's outputs)."""
+    return {Path(f).name: read_json(Path(f) / "phase_quality.json")["rows"] for f in folders}
+
+
+def table(runs: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"run": name, **row} for name, rows in runs.items() for row in rows])
 
 
 # (key, axis label, log scale): the figure's rows
@@ -107,13 +127,10 @@ PANELS = (("fd_to_target", "FD to the teacher's states\nat head k's noise level 
           ("student_recall", "recall", False))
 
 
-def figure(runs: dict, out) -> Path:
+def figure(runs: dict):
     """Distance to the target, FD to the reference and recall by phase, against the phase index and the cumulative
     training FLOPs, one line per run and, for the reference FD and recall, a dashed one for the teacher's states
-    (the targets)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    (the targets). Returns the matplotlib figure."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(len(PANELS), 2, figsize=(8, 8), sharey="row")
@@ -138,11 +155,7 @@ def figure(runs: dict, out) -> Path:
     axes[1, 0].legend(fontsize=7, loc="best")
     fig.suptitle("quality by phase on the validation half (head k's image, upsampled to the data's resolution; "
                  "judge 1)", fontsize=8)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, bbox_inches="tight", dpi=120)
-    plt.close(fig)
-    return out
+    return fig
 
 
 def main(argv=None) -> None:
@@ -159,9 +172,13 @@ def main(argv=None) -> None:
     runs = {Path(r).name: phase_quality(r, a.trajectories, a.evaluator, a.reference, cfg["metrics"],
                                         Path(a.out) / Path(r).name, sm["n"], sm["seeds"][0], sm["batch_size"])
             for r in a.run}
-    table = pd.DataFrame([{"run": name, **row} for name, rows in runs.items() for row in rows])
-    write_text(Path(a.out) / "phase_quality.csv", table.to_csv(index=False))
-    print(figure(runs, Path(a.out) / "phase_quality.png"))
+    write_text(Path(a.out) / "phase_quality.csv", table(runs).to_csv(index=False))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig = figure(runs)
+    fig.savefig(Path(a.out) / "phase_quality.png", bbox_inches="tight", dpi=120)
+    print(Path(a.out) / "phase_quality.png")
 
 
 if __name__ == "__main__":
