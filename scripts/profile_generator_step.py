@@ -9,7 +9,10 @@ timed in two variants, interleaved round-robin in one process so that a busy or 
 `frozen` (the suite's step: the critics' weights get no gradient in the generator step, as the authors do) and
 `unfrozen` (the same step with the critics left trainable there, the work the freeze removes). A phase counts with
 its share of the recipe's training images (epochs x runs), so `s_per_1000_images` is the whole recipe's, and
-`training_tflop` its training FLOPs counted as the training loop counts them (one step per phase). Medians
+`training_tflop` its training FLOPs counted as the training loop counts them (one step per phase). Each phase's
+`step_gflops` (its step's FLOPs over the frozen step's median) stands against `probe_gflops`, the faster of the
+step's two largest convolutions run forward and backward alone at the same shapes and threads (the DAG profile's
+training-speed yardstick), beside a 2048^2 sgemm probe of the host. Medians
 after warm-up; torch.profiler's top operators of the frozen step of the recipe's most expensive phase say where the
 rest goes. Prints JSON (and writes it to --out).
 """
@@ -27,7 +30,7 @@ import torch
 from advkd.config import load_config
 from advkd.families import FAMILIES
 from advkd.io import provenance, write_json
-from advkd.metrics.cost import theoretical_peak_gflops
+from advkd.metrics.cost import conv_training_probe, matmul_peak_gflops, step_convs, theoretical_peak_gflops
 from advkd.rng import seed_torch, torch_generator
 from advkd.students.advkd import model as adv
 from advkd.students.common import teacher_unet
@@ -84,11 +87,19 @@ def profile_method(name: str, block: dict, data: dict, checkpoints: int, teacher
                 s = _step(student, phase, recipe, z, targets, opts, variant == "frozen", r)
                 if r >= warmup:
                     times[variant].append(s)
-        with StepFlops() as counter:   # as the training loop counts an epoch: its first step, per image
+        # as the training loop counts an epoch: its first step, per image; and the step's two largest convolutions
+        with StepFlops() as counter, step_convs(2) as convs:
             _step(student, phase, recipe, z, targets, opts, True, warmup + repeats)
         images = phase.epochs * runs
+        step_s = statistics.median(times["frozen"])
+        # the yardstick (advkd.metrics.cost.conv_training_probe, as the DAG profile's training-speed table): the
+        # faster of the step's two largest convolutions run forward and backward alone at the same shapes
+        probe = max((conv_training_probe(c, "cpu") for c in convs), key=lambda r: r["gflops"])
         phases.append({"phase": p, "batch_size": phase.batch_size, "epochs": phase.epochs, "images": images,
                        "flops_per_image": counter.get_total_flops() / phase.batch_size,
+                       "step_gflops": counter.get_total_flops() / step_s / 1e9, "probe": probe["probe"],
+                       "probe_gflops": probe["gflops"],
+                       "fraction_of_probe": counter.get_total_flops() / step_s / 1e9 / probe["gflops"],
                        **{f"{v}_s_per_step": statistics.median(t) for v, t in times.items()},
                        **{f"{v}_s_per_step_iqr": statistics.quantiles(t, n=4)[::2] for v, t in times.items()}})
     total = sum(ph["images"] for ph in phases)
@@ -129,7 +140,8 @@ def main(argv=None) -> int:
     names = a.methods or [m for m, b in cfg["methods"].items() if b["family"] == "advkd"]
     runs = a.runs or cfg["trajectories"]["count"]
     result = {"config": a.config, "repeats": a.repeats, "warmup": a.warmup, "threads": a.threads,
-              "theoretical_peak": theoretical_peak_gflops(a.threads), "provenance": provenance(),
+              "theoretical_peak": theoretical_peak_gflops(a.threads), "sgemm_gflops": matmul_peak_gflops("cpu"),
+              "provenance": provenance(),
               "methods": [profile_method(m, cfg["methods"][m], cfg["data"], cfg["trajectories"]["checkpoints"],
                                          a.teacher, runs, a.repeats, a.warmup) for m in names]}
     print(json.dumps(result, indent=1))
