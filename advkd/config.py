@@ -151,10 +151,9 @@ def semantic_errors(cfg: dict) -> list[str]:
     ref = cfg["report"]["reference"]
     if ref is not None and ref not in cfg["methods"]:
         errs.append(f"report.reference: {ref!r} is not one of the experiment's methods {sorted(cfg['methods'])}")
-    errs += phase_quality_errors(cfg)
     errs += teacher_errors(cfg) + sample_count_errors(cfg)
-    if not errs:
-        errs += shipped_student_errors(cfg)
+    if not errs:   # both read valid method blocks (a family's resolve, a shipped card)
+        errs += phase_quality_errors(cfg) + shipped_student_errors(cfg)
     if cfg["teacher"]["source"] != "random":  # a cost-only experiment has no judge
         errs += evaluator_errors(cfg) + scoring_errors(cfg)
     return errs
@@ -169,10 +168,15 @@ def phase_quality_errors(cfg: dict) -> list[str]:
         if block is None or block["family"] != "advkd":
             errs.append(f"report.phase_quality: {name!r} is not an Adv-KD method of this experiment (its advkd "
                         f"methods: {sorted(m for m, b in cfg['methods'].items() if b['family'] == 'advkd')})")
-        elif block.get(SHIPPED) or params_of(block).training != "phases":
-            errs.append(f"report.phase_quality: {name} is "
-                        + ("shipped" if block.get(SHIPPED) else f"trained {params_of(block).training}")
-                        + "; only a student trained here phase by phase (training: phases) has a snapshot per phase")
+        elif block.get(SHIPPED):
+            errs.append(f"report.phase_quality: {name} is shipped; only a student trained here phase by phase "
+                        "(training: phases) has a snapshot per phase")
+        else:   # as the run will resolve it (a teacher-initialised generator trains jointly whatever the block says)
+            training = params_of(block).resolve(name, cfg["trajectories"]["checkpoints"], cfg["data"]["resolution"],
+                                                cfg["data"]["channels"])["training"]
+            if training != "phases":
+                errs.append(f"report.phase_quality: {name} is trained {training}; only a student trained here "
+                            "phase by phase (training: phases) has a snapshot per phase")
     return errs
 
 
@@ -229,6 +233,10 @@ def shipped_student_errors(cfg: dict) -> list[str]:
         # saw, and its training noise streams cannot be the sampling streams. The distillation set may be another
         # (a student trained at another budget, e.g. experiments/published-budget.yaml): the caption says which,
         # and its memorisation is measured where it was trained (distilled_here).
+        traj = card.get("trajectories")
+        if not isinstance(traj, dict) or not {"count", "sampler"} <= set(traj):
+            found.append(f"{where}: {folder}/card.json names no trajectories block with count and sampler; what "
+                         "a shipped student learnt from must be on its card (scripts/ship_student.py writes it)")
         for key in ("data", "seed"):
             if _set_keys(card.get(key)) != _set_keys(cfg[key]):
                 found.append(f"{where}: the shipped student learnt from {key} {card.get(key)!r}, this experiment's "

@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COMMIT=${1:-73e9bb7}
-DIR=${2:-/work/pb-run}
+DIR=$(realpath -m "${2:-/work/pb-run}")   # as /proc/PID/cwd reads it, for the checks below
 METHODS=("${@:3}")
 [ ${#METHODS[@]} -gt 0 ] || METHODS=(advkd-published advkd-control)
 FIRST=/work/pb-run   # the worktree whose run drew the teacher runs
@@ -29,16 +29,20 @@ export PYTHONPATH="$DIR" PATH="$DIR/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 R=results/published-budget/students
 # The epochs' seconds in loss.csv are wall time, and a resumed job's benchmark counts its last invocation only: the
 # CPU seconds of every distill process are logged every 30 s (method, pid, utime + stime), so that the run's CPU
-# seconds add up across stops (each pid's last line is its invocation's total, to within 30 s).
+# seconds add up across stops (each process's last line is its invocation's total, to within 30 s; a process is its
+# pid and start time, field 22 of /proc/PID/stat). The logger ends when no distill job of the worktree is left.
 cpu_log() {
   pgrep -f "published-budget-cpu-log $DIR" > /dev/null && return
   setsid nohup bash -c 'while sleep 30; do
+    found=0
     for p in $(pgrep -f "advkd distill --method"); do
       [ "$(cat /proc/$p/comm)" != bash ] || continue   # the python process, not the job shell nor this loop
       [ "$(readlink /proc/$p/cwd)" = "$1" ] || continue
+      found=1
       m=$(tr "\0" " " < /proc/$p/cmdline | sed -n "s/.*--method \([^ ]*\).*/\1/p")
-      echo "$(date -u +%FT%TZ) $m $p $(awk -v t="$(getconf CLK_TCK)" "{print (\$14 + \$15) / t}" /proc/$p/stat)"
+      echo "$(date -u +%FT%TZ) $m $p $(awk -v t="$(getconf CLK_TCK)" "{print (\$14 + \$15) / t, \$22}" /proc/$p/stat)"
     done
+    [ $found = 1 ] || break
   done' published-budget-cpu-log "$DIR" >> "$DIR/cpu_seconds.log" 2>/dev/null < /dev/null &
 }
 # a session's end kills the run and leaves Snakemake's lock behind: clear it, unless a run of it is still going

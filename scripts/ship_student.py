@@ -52,16 +52,31 @@ def host() -> dict:
 
 
 def logged_cpu_seconds(log, method: str) -> float:
-    """The CPU seconds a method's distill processes spent, from a log of `TIME METHOD PID CPU_SECONDS` lines
-    (scripts/published_budget_run.sh writes one every 30 s): each pid's last value, summed over its pids."""
+    """The CPU seconds a method's distill processes spent, from a log of `TIME METHOD PID CPU_SECONDS [START]`
+    lines (scripts/published_budget_run.sh writes one every 30 s; START, the process's start in clock ticks after
+    boot, tells a reused pid apart): each process's last value, summed over its processes."""
     last = {}
     for line in Path(log).read_text().splitlines():
         parts = line.split()
-        if len(parts) == 4 and parts[1] == method:
-            last[parts[2]] = float(parts[3])
+        if len(parts) in (4, 5) and parts[1] == method:
+            last[(parts[2], *parts[4:])] = float(parts[3])
     if not last:
         raise BadInputError(f"--cpu-log {log}: no line for method {method}")
     return sum(last.values())
+
+
+def recipe_drift(block: dict, cfg: dict, run_name: str, trained: dict) -> dict:
+    """key -> (this code's value, the run's) where the recipe this code resolves the block to (the family's resolve
+    at the experiment's data and checkpoints) differs from the resolved recipe the run recorded: a default or a
+    derivation changed since the run trained would make the card claim a recipe it did not have. A key one side
+    lacks reads as null on it; the name and the teacher's location are no part of the recipe, and what the run took
+    from the teacher (its UNet's config) is checked through the teacher's weight hashes."""
+    fam = FAMILIES[block["family"]]
+    resolved = fam.load().resolve(fam.params.from_block(block), run_name, cfg["trajectories"]["checkpoints"],
+                                  cfg["data"]["resolution"], cfg["data"]["channels"])
+    resolved = json.loads(json.dumps(resolved, default=str))   # as the run's record reads back
+    return {k: (v, trained.get(k)) for k, v in resolved.items()
+            if k not in ("name", "teacher") and trained.get(k) != v}
 
 
 def ship(config_path, method: str, out, selection: str, conditions: str | None = None,
@@ -80,10 +95,7 @@ def ship(config_path, method: str, out, selection: str, conditions: str | None =
     if not out.is_relative_to(ASSETS):
         raise BadInputError(f"--out {out}: a shipped student lives under {ASSETS}")
     train = read_json(run / "train.json")
-    # The card's recipe is this code's reading of the block; the run recorded its own resolved recipe. A default
-    # changed since the run trained would make the card claim a recipe it did not have.
-    recipe, trained = training_recipe(block), train["run_identity"]["student"]
-    differs = {k: (v, trained[k]) for k, v in recipe.items() if v is not None and k in trained and trained[k] != v}
+    differs = recipe_drift(block, cfg, run.name, train["run_identity"]["student"])
     if differs:
         raise BadInputError(f"{run}/train.json: the run trained with {({k: t for k, (_, t) in differs.items()})}, "
                             f"this code reads methods.{method} as {({k: v for k, (v, _) in differs.items()})}; make "
@@ -96,7 +108,7 @@ def ship(config_path, method: str, out, selection: str, conditions: str | None =
                " (rule distill; resumable after any stop)")
     card = {
         "method": method, "family": block["family"],
-        "recipe": recipe,
+        "recipe": training_recipe(block),
         "teacher_weights_sha256": teacher["weights_sha256"],
         "data": cfg["data"], "trajectories": cfg["trajectories"], "seed": cfg["seed"],
         "distillation_set_sha256": train["run_identity"]["distillation_set_sha256"],

@@ -69,10 +69,15 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
             r["run_dir"] = str(run) if run else None
             r["shipped"] = bool(blocks[r["method"]].get(SHIPPED))
             if r["shipped"]:   # how its recipe was chosen and what it learnt from, for the caption
-                card = read_json(shipped_folder(blocks[r["method"]][SHIPPED]) / "card.json")
+                folder = shipped_folder(blocks[r["method"]][SHIPPED])
+                card = read_json(folder / "card.json")
                 traj = card.get("trajectories") or {}
+                # the runs it used (a recipe's max_runs takes fewer than the set holds), as its training wrote them
+                used = read_json(folder / "train.json").get("trajectory_runs") if (folder / "train.json").exists() \
+                    else None
                 r["selection"] = card.get("selection")
-                r["distilled_on"] = (f"{traj['count']:,} teacher runs by {traj['sampler']}" if traj else None)
+                r["distilled_on"] = (f"{used or traj['count']:,} teacher runs by {traj['sampler']}"
+                                     if traj else None)
     if not rows:
         raise FileNotFoundError(f"no cost results under {results}/metrics/cost; run the DAG first")
     if REAL in agg:

@@ -76,6 +76,8 @@ def test_defaults_are_filled(ci):
      r"report.phase_quality: 'ddim-5' is not an Adv-KD method of this experiment .its advkd methods: \['advkd-k1"),
     (lambda c: c["report"].update(phase_quality=["advkd-k2-full-both"]),
      r"report.phase_quality: advkd-k2-full-both is trained joint; only a student trained here phase by phase"),
+    (lambda c: c["report"].update(phase_quality=["advkd-k1-unet"]),   # the teacher's UNet trains jointly
+     r"report.phase_quality: advkd-k1-unet is trained joint"),
     (lambda c: c.update(extends="nothing.yaml"), r"extends: cannot read experiments/nothing.yaml"),
     # tune on validation, report on test, compare at one n
     (lambda c: c.update(purpose="tuning", metrics={"reference_split": "test"}, sampling={"seeds": [1000]}),

@@ -217,6 +217,10 @@ def test_the_caption_quotes_how_a_shipped_students_recipe_was_chosen(results, tm
     note = footnotes(collect(results, "ddim-10"))
     assert note.endswith(" ds-long (shipped, learnt from 20,000 teacher runs by dpmsolver-21): no validation pick: "
                          "every candidate collapsed.")
+    # the runs its training used, where the recipe took fewer than the set holds (max_runs)
+    write_json(folder / "train.json", {"train_flops_total": 1e12, "train_seconds_total": 1.0,
+                                       "trajectory_runs": 5000})
+    assert "(shipped, learnt from 5,000 teacher runs by dpmsolver-21)" in footnotes(collect(results, "ddim-10"))
 
 
 def test_every_figure_the_registry_names_has_a_caption(repo_root):

@@ -3,13 +3,14 @@ it learnt with, as the recipe its block names, or refused by name before any job
 
 import copy
 import importlib.util
+import json
 import os
 
 import pytest
 import yaml
 
 from advkd.config import distilled_here, load_config, shipped_student_errors, teacher_weights_sha256
-from advkd.families import trained_folder, training_recipe
+from advkd.families import FAMILIES, trained_folder, training_recipe
 from advkd.io import REPO_ROOT, BadInputError, write_json
 from advkd.stages.report import collect, display_table
 
@@ -61,6 +62,7 @@ def test_a_shipped_student_from_another_distillation_set_is_scored_but_not_compa
 @pytest.mark.parametrize("change,words", [
     (lambda c: c.update(teacher_weights_sha256={"diffusion_pytorch_model.safetensors": "0" * 64}), ["teacher"]),
     (lambda c: c.update(seed=1), ["seed"]),
+    (lambda c: c.pop("trajectories"), ["trajectories", "count and sampler"]),
     (lambda c: c["data"].update(train_count=512), ["data", "512"]),
     (lambda c: c["recipe"].update(epochs=200), ["epochs", "200"]),
     (lambda c: c.update(family="reflow"), ["'reflow'"]),
@@ -126,7 +128,11 @@ def test_ship_student_writes_a_folder_that_validation_accepts_and_lists_its_file
     for f in ship_student.FILES:
         (run / f).write_bytes(f.encode())
     (run / "loss.csv").write_text("epoch,steps,loss\n0,16,0.5\n1,16,0.4\n")
-    identity = {"distillation_set_sha256": "ab" * 32, "student": {"epochs": 12, "batch_size": 64, "lr": 0.0001}}
+    # the resolved recipe the run recorded (advkd.students.training.run_identity), as the family resolves the block
+    ds = FAMILIES["denoising-student"]
+    trained = json.loads(json.dumps(ds.load().resolve(ds.params.from_block(DS), "ds-long", 11, 32, 1)))
+    trained.pop("teacher")
+    identity = {"distillation_set_sha256": "ab" * 32, "student": trained}
     write_json(run / "train.json", {"run_identity": identity, "provenance": {},
                                     "train_flops_total": 1e12, "train_seconds_total": 5.0})
     write_json(tmp_path / "results" / "long" / "teacher" / "teacher.json",
@@ -140,14 +146,25 @@ def test_ship_student_writes_a_folder_that_validation_accepts_and_lists_its_file
     with pytest.raises(BadInputError, match=r"train\.json: the run trained with \{'lr': 0\.0001\}"):
         ship_student.ship(config, "ds-long", assets / "student-ds-long", "test")
     assert not (assets / "student-ds-long").exists()
+    # ... nor one whose derivation changed since (here: the code now resolves a key the run's record lacks)
+    write_json(run / "train.json", {"run_identity": identity | {"student": {k: v for k, v in trained.items()
+                                                                            if k != "output"}}})
+    config.write_text(yaml.safe_dump({"extends": "default.yaml", "experiment": "long", "methods": methods,
+                                      "report": {"reference": "ddim-10"}}))
+    with pytest.raises(BadInputError, match=r"the run trained with \{'output': None\}"):
+        ship_student.ship(config, "ds-long", assets / "student-ds-long", "test")
+    write_json(run / "train.json", {"run_identity": identity, "provenance": {},
+                                    "train_flops_total": 1e12, "train_seconds_total": 5.0})
     config.write_text(yaml.safe_dump({"extends": "default.yaml", "experiment": "long", "methods": methods,
                                       "report": {"reference": "ddim-10"}}))
     # a run resumed across stops: each pid's last CPU reading counts once, other methods' lines not at all
     cpu_log = tmp_path / "cpu_seconds.log"
-    cpu_log.write_text("t0 ds-long 11 5.0\nt0 other 12 50.0\nt1 ds-long 11 9.5\nt2 ds-long 13 2.0\n")
+    # (pid 11 twice: a pid the kernel gave again after a reboot, told apart by its start time)
+    cpu_log.write_text("t0 ds-long 11 5.0 700\nt0 other 12 50.0 701\nt1 ds-long 11 9.5 700\nt2 ds-long 13 2.0 900\n"
+                       "t3 ds-long 11 1.0 50\n")
     card = ship_student.ship(config, "ds-long", assets / "student-ds-long", "the default's recipe, longer",
                              conditions="at nice 19 beside other work", cpu_log=cpu_log)
-    assert card["cpu_seconds_logged"] == 11.5 and card["training_conditions"] == "at nice 19 beside other work"
+    assert card["cpu_seconds_logged"] == 12.5 and card["training_conditions"] == "at nice 19 beside other work"
     assert card["steps"] == 32 and card["epochs"] == 2 and card["train_flops"] == 1e12
     assert card["selection"] == "the default's recipe, longer"   # what the report's caption quotes
     # its seconds come with the host they were measured on
