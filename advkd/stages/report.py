@@ -69,15 +69,12 @@ def collect(results, reference: str | None = None) -> pd.DataFrame:
             r["run_dir"] = str(run) if run else None
             r["shipped"] = bool(blocks[r["method"]].get(SHIPPED))
             if r["shipped"]:   # how its recipe was chosen and what it learnt from, for the caption
-                folder = shipped_folder(blocks[r["method"]][SHIPPED])
-                card = read_json(folder / "card.json")
+                card = read_json(shipped_folder(blocks[r["method"]][SHIPPED]) / "card.json")
                 traj = card.get("trajectories") or {}
                 # the runs it used (a recipe's max_runs takes fewer than the set holds), as its training wrote them
-                used = read_json(folder / "train.json").get("trajectory_runs") if (folder / "train.json").exists() \
-                    else None
+                used = r.get("trajectory_runs") or traj.get("count")
                 r["selection"] = card.get("selection")
-                r["distilled_on"] = (f"{used or traj['count']:,} teacher runs by {traj['sampler']}"
-                                     if traj else None)
+                r["distilled_on"] = f"{used:,} teacher runs by {traj['sampler']}" if traj else None
     if not rows:
         raise FileNotFoundError(f"no cost results under {results}/metrics/cost; run the DAG first")
     if REAL in agg:
@@ -120,7 +117,7 @@ def training_cost(run: Path, bench: Path) -> dict:
                             "reproducible: delete the student's folder and rerun the distill rule")
     cpu = pd.read_csv(bench, sep="\t").cpu_time.iloc[0] if bench.exists() else math.nan
     return {"train_flops": s["train_flops_total"], "train_seconds": s["train_seconds_total"],
-            "train_cpu_seconds": cpu,
+            "train_cpu_seconds": cpu, "trajectory_runs": s.get("trajectory_runs"),
             "distillation_set_sha256": s.get("run_identity", {}).get("distillation_set_sha256")}
 
 
