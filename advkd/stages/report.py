@@ -31,16 +31,29 @@ COLLAPSED_CLASSES = 9
 COLLAPSED_RECALL = 0.05
 
 
-def collect(results, reference: str | None = None) -> pd.DataFrame:
+def ours(paths, methods, name=lambda p: p.stem) -> list[Path]:
+    """The result files of `methods` (each file's method from its path); every file when methods is None. A folder
+    keeps the files of a method since removed from the experiment, and its row must not look like part of it."""
+    paths = sorted(paths)
+    return paths if methods is None else [p for p in paths if name(p) in {*methods, REAL}]
+
+
+def collect(results, reference: str | None = None, methods: list[str] | None = None) -> pd.DataFrame:
     """One row per method: cost JSON + per-seed quality aggregated to mean/std + how it was measured; the ratios
     against the `reference` method (the config's report.reference); and the noise-floor row `real` (real images
-    the reference never saw, scored at the same n and seeds), which has no cost."""
+    the reference never saw, scored at the same n and seeds), which has no cost. `methods`: the experiment's rows
+    (None: every result under `results`)."""
     results = Path(results)
-    agg = aggregate_seeds(sorted((results / "metrics" / "quality").glob("*/seed*.json")))
+    agg = aggregate_seeds(ours((results / "metrics" / "quality").glob("*/seed*.json"), methods,
+                               lambda p: p.parent.name))
     timing_path = results / "metrics" / "timing.json"
     times = read_json(timing_path)["timing"] if timing_path.exists() else {}
+    cost_paths = ours((results / "metrics" / "cost").glob("*.json"), methods)
+    missing = sorted(set(methods or ()) - {p.stem for p in cost_paths})
+    if missing:
+        raise FileNotFoundError(f"no cost result for {missing} under {results}/metrics/cost; run the DAG first")
     rows = []
-    for cost_path in sorted((results / "metrics" / "cost").glob("*.json")):
+    for cost_path in cost_paths:
         c = read_json(cost_path)
         if "parameters_training_only" not in c or c["method"] not in times:
             raise BadInputError(f"{cost_path}: written by an older version of advkd, or {timing_path} has no "
@@ -768,12 +781,12 @@ def write_speed_tables(speed: pd.DataFrame, out_dirs, rounds: int, target: float
         _write_csv_md(Path(d), "sampling_speed", speed, md)
 
 
-def write_memorisation_table(results, out_dirs) -> bool:
+def write_memorisation_table(results, out_dirs, methods: list[str] | None = None) -> bool:
     """memorisation.{csv,md}: per student, how close its samples come to its distillation targets against how
     close real held-out images come to as many training images (advkd.metrics.memorisation). False when no
     student was scored so (a cost-only experiment), and nothing is written."""
     rows = []
-    for path in sorted((Path(results) / "metrics" / "memorisation").glob("*.json")):
+    for path in ours((Path(results) / "metrics" / "memorisation").glob("*.json"), methods):
         m = read_json(path)
         rows.append({"method": m["method"], "share_below_threshold": m["share_below_threshold"]["mean"],
                      "share_std": m["share_below_threshold"]["std"], "median_ratio": m["median_ratio"]["mean"],
@@ -802,11 +815,11 @@ def write_memorisation_table(results, out_dirs) -> bool:
     return True
 
 
-def write_phase_quality_table(results, out_dirs) -> dict:
+def write_phase_quality_table(results, out_dirs, methods: list[str] | None = None) -> dict:
     """phase_quality.{csv,md}: every phase of each run report.phase_quality names (metrics/phase_quality/<run>/,
     advkd.students.advkd.phases); the runs' rows, for the figure ({} when no run was scored so)."""
-    runs = load_runs(sorted(p.parent for p in (Path(results) / "metrics" / "phase_quality").glob(
-        "*/phase_quality.json")))
+    runs = load_runs([p.parent for p in ours((Path(results) / "metrics" / "phase_quality").glob(
+        "*/phase_quality.json"), methods, lambda p: p.parent.name)])
     if not runs:
         return {}
     df = table(runs)
@@ -828,9 +841,11 @@ def write_phase_quality_table(results, out_dirs) -> dict:
     return runs
 
 
-def report(results, out, reference: str | None = None, cores: int | None = None) -> dict:
+def report(results, out, reference: str | None = None, cores: int | None = None,
+           methods: list[str] | None = None) -> dict:
     """Write tables (results/<exp>/tables and paper_figures/<exp>) and figures (paper_figures/<exp>); speed-ups
-    are against the `reference` method (the config's report.reference)."""
+    are against the `reference` method (the config's report.reference); rows: `methods` (the experiment's; None:
+    every result on disk)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -838,10 +853,10 @@ def report(results, out, reference: str | None = None, cores: int | None = None)
 
     plt.rcParams.update(FIG_STYLE)
     results, out = Path(results), Path(out)
-    df = collect(results, reference)
+    df = collect(results, reference, methods)
     write_tables(df, [results / "tables", out])
-    memorised = write_memorisation_table(results, [results / "tables", out])
-    phase_runs = write_phase_quality_table(results, [results / "tables", out])
+    memorised = write_memorisation_table(results, [results / "tables", out], methods)
+    phase_runs = write_phase_quality_table(results, [results / "tables", out], methods)
     timing = read_json(results / "metrics" / "timing.json")
     write_speed_tables(sampling_speed(timing), [results / "tables", out], rounds=timing["sampling_speed"]["rounds"],
                        peer=timing.get("peer_timing"))
@@ -885,11 +900,15 @@ def report(results, out, reference: str | None = None, cores: int | None = None)
 
 
 def report_job(*, results: str, out: str, reference: str | None = None, config: str | None = None,
-               cores: int | None = None) -> dict:
-    """The report rule: tables and figures of results/<experiment> into paper_figures/<experiment>; speed-ups
-    against --reference, or against the report.reference of the experiment YAML --config (one of the two, or
-    neither: no speed-up column); --cores: the cores the run had, for its DAG profile (0 or none: the most jobs
-    that ran at once)."""
-    if reference is not None and config is not None:
-        raise BadInputError("give --reference or --config (whose report.reference is used), not both")
-    return report(results, out, load_config(config)["report"]["reference"] if config else reference, cores)
+               methods: list[str] | None = None, cores: int | None = None) -> dict:
+    """The report rule: tables and figures of results/<experiment> into paper_figures/<experiment>, one row per
+    method of --methods, or of the experiment YAML --config, or (neither) per result on disk; speed-ups against
+    --reference, or against --config's report.reference (one of the two, or neither: no speed-up column);
+    --cores: the cores the run had, for its DAG profile (0 or none: the most jobs that ran at once)."""
+    if config is not None and (reference is not None or methods is not None):
+        raise BadInputError("give --config (whose methods and report.reference are used) or --reference and "
+                            "--methods, not both")
+    if config is not None:
+        cfg = load_config(config)
+        reference, methods = cfg["report"]["reference"], list(cfg["methods"])
+    return report(results, out, reference, cores, methods)

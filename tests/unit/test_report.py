@@ -70,6 +70,15 @@ def test_the_front_stars_only_rows_better_beyond_the_spread(results):
     assert df.pareto_throughput["ddim-10"] and not df.pareto_throughput["ddim-20"]
 
 
+def test_a_method_removed_from_the_experiment_leaves_the_tables(results):
+    # dpm-10's results stay on disk from an earlier run of the experiment; it is no longer one of its methods
+    methods = ["ddpm-1000", "ddim-10", "ddim-20", "good-ddim-40", "collapsed"]
+    assert set(collect(results, "ddpm-1000", methods).method) == {*methods, "real"}
+    assert "dpm-10" in set(collect(results, "ddpm-1000").method)   # no list (a folder on its own): every result
+    with pytest.raises(FileNotFoundError, match="unipc-5"):
+        collect(results, "ddpm-1000", [*methods, "unipc-5"])
+
+
 def test_a_collapsed_row_is_marked_and_never_starred(results):
     df = collect(results, "ddpm-1000")
     row = df.set_index("method").loc["collapsed"]
