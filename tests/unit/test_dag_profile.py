@@ -108,3 +108,18 @@ def test_results_without_clock_records_say_so(tmp_path):
     (res / "logs" / "old.log").write_text("a log of an older advkd\n")
     assert dag_profile(res, out, tmp_path / "none") is None
     assert "older advkd" in (out / "dag_profile.md").read_text() and (out / "dag_profile.png").exists()
+
+
+@pytest.mark.skipif(jobclock.process_start() is None, reason="Linux /proc only")
+def test_a_jobs_process_start_is_when_its_process_started_not_a_second_earlier():
+    # the start-up the profile charges a job is measured from here: a second early (whole-second btime) made every
+    # small job look like a second of start-up
+    import subprocess
+    import sys
+    import time
+
+    before = time.time()
+    out = subprocess.run([sys.executable, "-S", "-c", "from advkd import jobclock; print(jobclock.process_start())"],
+                         capture_output=True, text=True, check=True).stdout
+    after = time.time()
+    assert before - 0.02 <= float(out) <= after   # /proc's resolution: 10 ms
