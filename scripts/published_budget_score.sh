@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Score experiments/published-budget.yaml's finished students (issue 34) at this checkout's code, retraining nothing:
+# a git worktree of HEAD gets the teacher, the 20,000 teacher runs and the three students' folders as hard links
+# from the worktrees that trained them, then `snakemake --cores 2` samples and scores every row on the validation
+# half, memorisation against the 20,000 runs, quality by phase, and the report (paper_figures/published-budget/).
+#   bash scripts/published_budget_score.sh [WORKTREE] [SNAKEMAKE ARGS...]      (default /work/pb-score)
+#   PB_RUN, PB_DS: the training worktrees (defaults /work/pb-run, /work/pb-ds)
+# The students' folders carry no Snakemake metadata in the new worktree, so Snakemake takes them as they are; the
+# script refuses to start if its plan would train or remake anything the runs made.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=$(realpath -m "${1:-/work/pb-score}")
+shift $(( $# > 0 ? 1 : 0 ))
+RUN=${PB_RUN:-/work/pb-run} DS=${PB_DS:-/work/pb-ds}
+R=results/published-budget
+declare -A FROM=([advkd-published]=$RUN [advkd-control]=$RUN [denoising-student]=$DS)
+for m in "${!FROM[@]}"; do
+  [ -f "${FROM[$m]}/$R/students/$m/student.safetensors" ] \
+    || { echo "$m has not finished training: no ${FROM[$m]}/$R/students/$m/student.safetensors" >&2; exit 1; }
+done
+[ -x .venv/bin/python ] || bash scripts/setup.sh
+[ -d "$DIR" ] || git worktree add --detach "$DIR" HEAD
+[ -e "$DIR/.venv" ] || ln -s "$PWD/.venv" "$DIR/.venv"
+mkdir -p "$DIR/$R/students"
+for d in teacher trajectories; do [ -d "$DIR/$R/$d" ] || cp -al "$RUN/$R/$d" "$DIR/$R/"; done
+for m in "${!FROM[@]}"; do [ -d "$DIR/$R/students/$m" ] || cp -al "${FROM[$m]}/$R/students/$m" "$DIR/$R/students/"; done
+cd "$DIR"
+export PYTHONPATH="$DIR" PATH="$DIR/.venv/bin:$PATH" HF_HUB_OFFLINE=1
+CFG=(--configfile experiments/published-budget.yaml "$@")
+plan=$(snakemake -n "${CFG[@]}" 2>&1 | sed -n '/^Job stats/,/^$/p')
+if grep -qE '^(train_teacher|teacher|trajectories|distill) ' <<< "$plan"; then
+  echo "refusing: the plan would remake what the training runs made:" >&2
+  echo "$plan" >&2
+  exit 1
+fi
+snakemake --cores 2 "${CFG[@]}"
