@@ -329,6 +329,13 @@ def reference_split(cfg: dict) -> str:
     return cfg["metrics"]["reference_split"] or ("test" if cfg["purpose"] == "report" else "validation")
 
 
+def real_source(half: str) -> str:
+    """The split the noise-floor row's real images come from when scoring against `half`: one the reference never
+    saw. Against the test half, the validation half; against the validation half, the training split (the test
+    half stays unseen by every tuning experiment)."""
+    return "validation" if half == "test" else "train"
+
+
 def scoring_errors(cfg: dict) -> list[str]:
     """Tune on validation, report on test, compare at one n: what an experiment may not ask for."""
     purpose, split = cfg["purpose"], cfg["metrics"]["reference_split"]

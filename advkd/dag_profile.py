@@ -149,10 +149,11 @@ def by_rule(df: pd.DataFrame) -> pd.DataFrame:
 def summary(df: pd.DataFrame, path_s: float | None, chain: list[str], cores: int | None = None) -> dict:
     elapsed = df.end.max() - df.start.min()
     job_s = df.wall_s.sum()
+    given = bool(cores)
     cores = cores or max(lanes(df)) + 1   # else the most jobs that ran at once
     return {"jobs": len(df), "elapsed_s": elapsed, "job_seconds": job_s, "work_seconds": df.work_s.sum(),
             "startup_seconds": df.startup_s.sum(), "overhead_fraction": df.startup_s.sum() / job_s,
-            "mean_parallelism": job_s / elapsed, "cpu_seconds": df.cpu_s.sum(), "cores": cores,
+            "mean_parallelism": job_s / elapsed, "cpu_seconds": df.cpu_s.sum(), "cores": cores, "cores_given": given,
             "cpu_bound_s": df.cpu_s.sum() / cores, "critical_path_s": path_s, "critical_path_jobs": len(chain),
             "critical_path": chain}
 
@@ -220,7 +221,8 @@ def dag_profile(results, out, metadata_dir=".snakemake/metadata", cores: int | N
                f"{s['critical_path_s'] / 60:.1f} min over {s['critical_path_jobs']} jobs, "
                f"{s['elapsed_s'] / s['critical_path_s']:.2f}x of it elapsed. "
                if path_s else "No Snakemake metadata here: no critical path. ")
-            + f"CPU seconds of all jobs over the run's {s['cores']} cores: "
+            + f"CPU seconds of all jobs over the run's {s['cores']} cores"
+            + ("" if s["cores_given"] else " (not given: the most jobs that ran at once)") + ": "
               f"{s['cpu_bound_s'] / 60:.1f} min ({s['cpu_bound_s'] / s['elapsed_s']:.2f} of elapsed): below the "
               "larger of this and the critical path, only less work, not better scheduling, shortens the run. ")
     notes = ("Per job, from the clock record advkd writes at the end of its log (advkd.jobclock): wall = process "

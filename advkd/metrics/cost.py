@@ -300,7 +300,7 @@ def measure_sampling_speed(methods: dict, device, batch: int, cost: dict, seed: 
                       "peak_gflops": probe_gflops[best], "fraction_of_peak": achieved / probe_gflops[best],
                       "extrapolated": factor > 1, "measured": how}
     return {"methods": rows, "probe_gflops": probe_gflops, "rounds": cost["repeats"], "warmup_rounds": cost["warmup"],
-            "threads": torch.get_num_threads(),
+            "threads": torch.get_num_threads(), "device": device_name(device),   # at the threads it was timed with
             "theoretical_peak": theoretical_peak_gflops() if torch.device(device).type == "cpu" else None}
 
 

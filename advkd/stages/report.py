@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..config import REAL, load_config
+from ..config import REAL, load_config, real_source
 from ..dag_profile import dag_profile
 from ..families import FAMILIES, params_of, recipe_class, report_figures, shipped_folder, trained_folder
 from ..io import BadInputError, atomic_path, read_json, write_text
 from ..method import SHIPPED
+from ..metrics.cost import MIN_BLOCK_S
 from ..metrics.quality import aggregate_seeds
 from ..students.advkd.phases import figure as phase_figure
 from ..students.advkd.phases import load_runs, table
@@ -47,7 +48,8 @@ def collect(results, reference: str | None = None, methods: list[str] | None = N
     agg = aggregate_seeds(ours((results / "metrics" / "quality").glob("*/seed*.json"), methods,
                                lambda p: p.parent.name))
     timing_path = results / "metrics" / "timing.json"
-    times = read_json(timing_path)["timing"] if timing_path.exists() else {}
+    timing = read_json(timing_path) if timing_path.exists() else {}
+    times = timing.get("timing", {})
     cost_paths = ours((results / "metrics" / "cost").glob("*.json"), methods)
     missing = sorted(set(methods or ()) - {p.stem for p in cost_paths})
     if missing:
@@ -68,7 +70,8 @@ def collect(results, reference: str | None = None, methods: list[str] | None = N
                      "latency_ms_batch1": 1e3 * lat["median"], "latency_ms_q1": 1e3 * lat["q1"],
                      "latency_ms_q3": 1e3 * lat["q3"], "latency_extrapolated": t["extrapolated"],
                      "images_per_s": ips["median"], "images_per_s_q1": ips["q1"], "images_per_s_q3": ips["q3"],
-                     "timing_rounds": ips["repeats"], "device": c["device"], "threads": c["threads"],
+                     "timing_rounds": ips["repeats"], "throughput_batch": t["throughput_batch"],
+                     "device": c["device"], "threads": c["threads"],
                      "params": params_of(c["provenance"]["method"]).as_dict(), "block": c["provenance"]["method"],
                      "recipe": recipe_class(c["provenance"]["method"])}
                     | _quality(agg.get(c["method"], {})))
@@ -107,6 +110,8 @@ def collect(results, reference: str | None = None, methods: list[str] | None = N
     df["speedup"] = ref.latency_ms_batch1 / df.latency_ms_batch1 if ref is not None else math.nan
     df.attrs["reference"] = reference
     df.attrs["scoring"] = scoring_info(results)
+    # how the speed columns were timed: the timing job's own record, not the cost jobs'
+    df.attrs["timing"] = {k: timing.get(k) for k in ("device", "threads", "timing_warmup_rounds")}
     df["collapsed"] = (df.classes_covered_mean < COLLAPSED_CLASSES) | (df.recall_mean < COLLAPSED_RECALL)
     df.attrs["judges"] = judge_agreement(df)
     df["pareto_flops"] = pareto_front(df, "gflops_per_image")
@@ -171,9 +176,12 @@ def scoring_info(results: Path) -> dict:
                           f"reconstruct the training split, sha256 {j2['sha256'][:12]}")
     first = next(iter(sorted((results / "metrics" / "quality").glob("*/seed*.json"))), None)
     if first is not None:
-        half = read_json(first)["reference"]
+        q = read_json(first)
+        half = q["reference"]
         card = read_json(results / "metrics" / "reference" / "evaluator" / f"{half}.json")
-        info["reference"] = f"the judge's statistics of the {half} half ({card['n']:,} images)"
+        info |= {"reference": f"the judge's statistics of the {half} half ({card['n']:,} images)", "half": half,
+                 "real_source": real_source(half),
+                 "coverage_threshold": (q.get("class_coverage") or {}).get("threshold")}
     return info
 
 
@@ -229,8 +237,9 @@ def _col(df: pd.DataFrame, col: str, fmt) -> list:
 def display_table(df: pd.DataFrame) -> pd.DataFrame:
     real = df.kind == REAL
     shipped = df["shipped"].fillna(False).astype(bool) if "shipped" in df else pd.Series(False, index=df.index)
+    extrapolated = df.latency_extrapolated.fillna(False).astype(bool)
     mark = np.where(df.pareto_flops, " *", "") + np.where(df.pareto_throughput, " †", "") + np.where(
-        df.collapsed, " (collapsed)", "") + np.where(shipped, " (shipped)", "")
+        extrapolated, " ‡", "") + np.where(df.collapsed, " (collapsed)", "") + np.where(shipped, " (shipped)", "")
     cost = lambda col, fmt: [("" if r else fmt(v)) for r, v in zip(real, df[col])]  # noqa: E731
     out = pd.DataFrame({
         "method": df.method + mark,
@@ -241,8 +250,7 @@ def display_table(df: pd.DataFrame) -> pd.DataFrame:
         "training TFLOP": _col(df, "train_flops", lambda v: f"{v / 1e12:.3g}"),
         "training CPU-s": _col(df, "train_cpu_seconds", lambda v: f"{v:.0f}"),
         "GFLOPs/img": cost("gflops_per_image", lambda v: f"{v:.2f}"),
-        "latency b=1 (ms)": [("" if r else f"{v:.1f}" + ("‡" if e else ""))
-                             for r, v, e in zip(real, df.latency_ms_batch1, df.latency_extrapolated)],
+        "latency b=1 (ms)": cost("latency_ms_batch1", lambda v: f"{v:.1f}"),
         # two significant digits below 1 img/s, so paper-scale samplers on a CPU do not print as 0
         "img/s": cost("images_per_s", lambda v: f"{v:.1f}" if v >= 1 else f"{v:.2g}"),
         "FLOP ratio": cost("flop_ratio", _x),
@@ -282,6 +290,13 @@ def _fidelity(df: pd.DataFrame, col: str, fmt: str) -> list:
             for t, m, s, k in zip(teacher, df[f"{col}_mean"], df[f"{col}_std"], df.n_seeds)]
 
 
+def _real_images(scoring: dict) -> str:
+    """Where the noise floor's images come from (advkd.config.real_source), in words."""
+    return {"validation": "images of the validation half (held out from all training)",
+            "train": "images of the training split (the teacher's training data; the held-out test half stays "
+                     "unseen by a validation-half experiment)"}.get(scoring.get("real_source"), "real images")
+
+
 def footnotes(df: pd.DataFrame, scoring: dict | None = None) -> str:
     dev = "; ".join(sorted(set(str(d) for d in df.device.dropna())))
     ref = df.attrs.get("reference") or "(no report.reference set)"
@@ -291,12 +306,23 @@ def footnotes(df: pd.DataFrame, scoring: dict | None = None) -> str:
               "step, scaled to its images; not the teacher's runs that made the distillation set) and training CPU-s "
               "= the CPU-seconds of its distill job. ")
     rounds = int(df.timing_rounds.dropna().iloc[0]) if df.timing_rounds.notna().any() else 0
-    ratios = params + (f"Ratios against {ref} (reference / row; throughput: row / reference): FLOP ratio exact "
-              "(torch.utils.flop_counter, multiply-add = 2); throughput ratio from the median images/s at the cost "
-              "batch, in brackets its range over both interquartile ranges; latency ratio from the median "
-              "latency per image at batch 1. Every method was timed in one process, round-robin "
-              f"({rounds} rounds after warm-up, the order rotated each round), so the ratios share the host's "
-              "conditions. ‡ = latency per network call x NFE (a full sample at batch 1 was too slow to time).")
+    timing = df.attrs.get("timing") or {}
+    batches = sorted({int(b) for b in df.get("throughput_batch", pd.Series(dtype=float)).dropna()})
+    warm = timing.get("timing_warmup_rounds")
+    speed = (f"img/s = images per second at batch {'/'.join(map(str, batches)) or '?'}, latency = seconds per "
+             f"image at batch 1: each the median over {rounds} rounds "
+             + (f"after {warm} warm-up round(s)" if warm else "(no warm-up)") + " of the time per call (a call "
+             f"shorter than {MIN_BLOCK_S} s repeated back to back within its round, the block's mean counting), "
+             f"on {timing.get('device') or dev}, {timing.get('threads') or '?'} thread(s), eager (no torch.compile); "
+             "every method timed in one process, round-robin, the order rotated each round, so the ratios share "
+             "the host's conditions (sampling_speed.md times each method as its sample jobs run it: their batch, "
+             "threads and compilation). ")
+    ratios = params + speed + (f"Ratios against {ref} (reference / row; throughput: row / reference): FLOP ratio "
+              "exact (torch.utils.flop_counter, multiply-add = 2); throughput ratio from the median images/s, in "
+              "brackets its range over both interquartile ranges (row q1 / reference q3 to row q3 / reference q1); "
+              "latency ratio from the median latency. ‡ = timed as one network call x NFE (a full sample was too "
+              "slow to time): its latency, images/s and the ratios against it leave out the scheduler's arithmetic "
+              "between calls.")
     if df.kid_mean.isna().all():
         return f"Measured on {dev}, fp32, random weights (cost depends only on architecture and schedule). " + ratios
     scoring = scoring or {}
@@ -322,15 +348,16 @@ def footnotes(df: pd.DataFrame, scoring: dict | None = None) -> str:
             "its sd (splits) the mean over seeds of the standard deviation over splits. Every n-dependent column "
             "(FD, IS, precision, recall, classes) compares rows at one n (the matched n); a row scored at a "
             "smaller n (scored_by: kid) shows — there and is compared by KID alone; a speed yardstick "
-            "(scored_by: none) is costed and timed but never sampled, so every quality cell of its row is —. The row "
-            "real = held-out images the reference never saw, at the same n and seeds: the noise floor. * = on the "
-            "Pareto front of FD against FLOPs per image, † = of FD against measured images/s; a row is dominated "
-            "only when another "
+            "(scored_by: none) is costed and timed but never sampled, so every quality cell of its row is —. The "
+            f"row real = {_real_images(scoring)} the reference never saw, at the same n and seeds: the noise floor. "
+            "* = on the Pareto front of FD against FLOPs per image, † = of FD against measured images/s; a row "
+            "is dominated only when another "
             "is at least as good on both and better beyond the spread on one; a row whose samples fill fewer than "
             f"{COLLAPSED_CLASSES} judge classes or whose recall is below {COLLAPSED_RECALL} is marked collapsed and "
             "never starred; (shipped) = a student trained beforehand and shipped with the repository (its "
             "card.json), sampled and scored here like the others. " + ratios
-            + " classes = judge classes with at least 1% of the samples and top class = "
+            + f" classes = judge classes with at least {scoring.get('coverage_threshold') or 0.01:.0%} of the "
+            "samples and top class = "
             "the largest share, means over the seeds. FD∞ = FD extrapolated to infinitely many samples (Chong & "
             "Forsyth 2020: FD of random subsets of 40% to 100% of each seed's set, fitted linearly in 1/N and read "
             "at 1/N = 0), free of FD's bias in n. recipe: published = the authors' Adv-KD recipe (networks, losses, "
@@ -495,6 +522,21 @@ def _log_ticks(ax, axis: str) -> None:
     a.set_minor_formatter(NullFormatter())
 
 
+def _measured(df: pd.DataFrame, speed: bool = False) -> str:
+    """A figure's line on how its numbers were measured: n and seeds of the scored rows, the half and judge (and,
+    with `speed`, how the speed columns were timed), as the summary's caption says in full."""
+    scored = df[df.fd_mean.notna()]
+    scoring = df.attrs.get("scoring") or {}
+    line = (f"n = {int(scored.n.min())} per seed, seeds {scored.seeds.iloc[0]}, {scoring.get('half', '?')} half"
+            if len(scored) else "no row scored")
+    if speed:
+        timing = df.attrs.get("timing") or {}
+        batches = "/".join(str(int(b)) for b in sorted(set(df.get("throughput_batch", pd.Series(dtype=float))
+                                                           .dropna())))
+        line += f"; img/s at batch {batches or '?'}, eager, on {timing.get('device') or '?'}"
+    return line
+
+
 def fig_fd_vs(df, out, x, xlabel, name, front: str | None = None):
     """FD (mean ± std over seeds) against a cost column; the noise floor (row real) as a band; `front`: the
     Pareto column whose rows the dashed line joins."""
@@ -519,7 +561,8 @@ def fig_fd_vs(df, out, x, xlabel, name, front: str | None = None):
     _scale(ax, "y", [*drawn.fd_mean, *df[df.kind == REAL].fd_mean], "Fréchet distance (judge features)")
     _legend(ax, pal, drawn)
     _label(ax, texts)
-    ax.set_title("rows at the matched n; hollow = collapsed; KID-only rows are not drawn", fontsize=7)
+    ax.set_title(f"rows at the matched n; hollow = collapsed; KID-only rows are not drawn\n"
+                 f"{_measured(df, speed=x == 'images_per_s')}", fontsize=7)
     return _save(fig, out, name)
 
 
@@ -545,8 +588,8 @@ def fig_fidelity(df, out):
         ax.set_ylabel(f"distance to the teacher's image, {judge}\n(1 = as far as an unrelated teacher sample)")
         _label(ax, texts)
     _legend(axes[1], pal, rows)   # one legend for both panels: the same rows
-    fig.suptitle("teacher fidelity against FD: low = the student learnt the teacher's map, not only its "
-                 "distribution (a GAN student need not match per sample)", fontsize=7)
+    fig.suptitle("teacher fidelity against FD (seed means): low = the student learnt the teacher's map, not only "
+                 f"its distribution (a GAN student need not match per sample)\n{_measured(df)}", fontsize=7)
     return _save(fig, out, "teacher_fidelity")
 
 
@@ -687,7 +730,8 @@ def fig_training_compute(df, out):
     h, lab = axes[0, 0].get_legend_handles_labels()
     fig.legend(dict(zip(lab, h)).values(), dict(zip(lab, h)).keys(), fontsize=6, loc="upper center",
                bbox_to_anchor=(0.5, 0.02), ncol=3 if len(xs) > 1 else 2)
-    fig.suptitle("quality against distillation compute (one line per recipe through its budgets)", fontsize=8)
+    fig.suptitle("quality against distillation compute (one line per recipe through its budgets)\n"
+                 f"{_measured(df)}", fontsize=8)
     return _save(fig, out, "training_compute")
 
 
@@ -710,7 +754,8 @@ def sampling_speed(timing: dict) -> pd.DataFrame:
              "achieved_gflops": r["achieved_gflops"], "peak_gflops": r["peak_gflops"], "peak_probe": r["peak_probe"],
              "fraction_of_peak": r["fraction_of_peak"], "theoretical_gflops": theory,
              "fraction_of_theoretical_peak": r["achieved_gflops"] / theory,
-             "extrapolated": r["extrapolated"], "device": timing["device"]} for name, r in speed["methods"].items()]
+             "extrapolated": r["extrapolated"], "device": speed.get("device", timing["device"])}
+            for name, r in speed["methods"].items()]
     return pd.DataFrame(rows, columns=SPEED_COLUMNS)
 
 
@@ -791,7 +836,8 @@ def write_memorisation_table(results, out_dirs, methods: list[str] | None = None
         rows.append({"method": m["method"], "share_below_threshold": m["share_below_threshold"]["mean"],
                      "share_std": m["share_below_threshold"]["std"], "median_ratio": m["median_ratio"]["mean"],
                      "median_ratio_std": m["median_ratio"]["std"], "seeds": len(m["per_seed"]),
-                     "targets": m["targets"], "real_n": m["real_to_train"]["n"],
+                     "targets": m["targets"], "real_n": m["real_to_train"]["n"], "n": m["per_seed"][0]["n"],
+                     "real_reference": m["real_to_train"]["reference_size"],
                      "real_share": m["real_to_train"]["share_below_threshold"], "percentile": m["percentile"]})
     if not rows:
         return False
@@ -803,9 +849,10 @@ def write_memorisation_table(results, out_dirs, methods: list[str] | None = None
         "median distance / real's": [f"{a:.2f} ± {b:.2f}" for a, b in zip(df.median_ratio, df.median_ratio_std)],
         "seeds": df.seeds, "targets": df.targets})
     notes = ("Distances in the judge's feature space. For each sample, the distance to the nearest of the "
-             f"{df.targets.iloc[0]:,} teacher outputs it was distilled on; for {df.real_n.iloc[0]} real held-out "
-             "images, the distance to the nearest of as many training images. A sampler that copies its targets "
-             "puts many samples nearer than real images come to training images 1% of the time (the first "
+             f"{df.targets.iloc[0]:,} teacher outputs it was distilled on (n = {df.n.iloc[0]} samples per seed); "
+             f"for {df.real_n.iloc[0]} real images of the scored held-out half, the distance to the nearest of "
+             f"{df.real_reference.iloc[0]:,} training images (as many as the targets). A sampler that copies its "
+             "targets puts many samples nearer than real images come to training images 1% of the time (the first "
              "column; real images themselves: 1%) and has a median distance ratio well below 1; ± over seeds. A "
              "student shipped from another distillation set has no row here: the experiment that trained it "
              "compares it with its own set.")
@@ -869,8 +916,8 @@ def report(results, out, reference: str | None = None, cores: int | None = None,
     draw = {   # every figure advkd.families.report_figures can name
         "fd_vs_flops": lambda: fig_fd_vs(df, out, "gflops_per_image", "GFLOPs per image (exact)", "fd_vs_flops",
                                          "pareto_flops"),
-        "fd_vs_throughput": lambda: fig_fd_vs(df, out, "images_per_s", "images per second at the cost batch "
-                                              "(measured)", "fd_vs_throughput", "pareto_throughput"),
+        "fd_vs_throughput": lambda: fig_fd_vs(df, out, "images_per_s", "images per second (measured, median)",
+                                              "fd_vs_throughput", "pareto_throughput"),
         "fd_vs_nfe": lambda: fig_fd_vs(df, out, "nfe", "network evaluations per sample (NFE)", "fd_vs_nfe"),
         "params_flops": lambda: fig_cost(costed, out),
         "latency": lambda: fig_latency(costed, out),

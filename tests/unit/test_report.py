@@ -28,7 +28,7 @@ def _result(root, method, block, gflops, latency_ms, images_per_s, fds, classes=
             "latency_s_per_image_batch1": {"median": latency_ms / 1e3, "q1": latency_ms / 1e3 * 0.95,
                                            "q3": latency_ms / 1e3 * 1.05, "repeats": 10},
             "images_per_s": {"median": images_per_s, "q1": images_per_s * 0.95, "q3": images_per_s * 1.05,
-                             "repeats": 10}, "extrapolated": False}
+                             "repeats": 10}, "throughput_batch": 16, "extrapolated": False}
         speed = timing.setdefault("sampling_speed", {"methods": {}, "probe_gflops": {"sgemm 2048": 100.0},
                                                      "rounds": 10, "threads": 1, "theoretical_peak": None})
         speed["methods"][method] = {
@@ -36,7 +36,7 @@ def _result(root, method, block, gflops, latency_ms, images_per_s, fds, classes=
             "images_per_s": {"median": images_per_s, "q1": images_per_s * 0.95, "q3": images_per_s * 1.05},
             "achieved_gflops": gflops * images_per_s, "peak_gflops": 100.0, "peak_probe": "sgemm 2048",
             "fraction_of_peak": gflops * images_per_s / 100.0, "extrapolated": False}
-        timing["device"] = "cpu (test, 2 threads)"
+        timing |= {"device": "cpu (test, 2 threads)", "threads": 2, "timing_warmup_rounds": 1}
         write_json(path, timing)
     for seed, fd in enumerate(fds):
         n_dep = dict.fromkeys(("fd", "fd_judge2", "inception_score", "inception_score_std_splits", "precision",
@@ -123,6 +123,24 @@ def test_the_caption_names_the_judge_region_and_reference(results):
     note = footnotes(df, df.attrs["scoring"])
     assert "comparable only within its judge (the shipped classifier judge, 128-d features, sha256 abab" in note
     assert "2-pixel zero border" in note and "test half (5,000 images)" in note
+
+
+def test_the_caption_says_where_the_floor_and_the_speeds_come_from(results):
+    write_json(results / "evaluator" / "evaluator.json", {"source": "shipped", "kind": "classifier",
+                                                         "sha256": "ab" * 32})
+    write_json(results / "metrics" / "reference" / "evaluator" / "test.json", {"n": 5000})
+    timing = json.loads((results / "metrics" / "timing.json").read_text())
+    timing["timing"]["ddpm-1000"]["extrapolated"] = True   # one network call x 1000, both at batch 1 and in bulk
+    write_json(results / "metrics" / "timing.json", timing)
+    df = collect(results, "ddpm-1000")
+    note = footnotes(df, df.attrs["scoring"])
+    # scored on the test half: the floor is the validation half; a tuning experiment's floor is training images
+    assert "real = images of the validation half (held out from all training)" in note
+    assert "images of the training split" in footnotes(df, df.attrs["scoring"] | {"real_source": "train"})
+    assert "batch 16" in note and "after 1 warm-up round(s)" in note and "2 thread(s), eager" in note
+    shown = display_table(df).set_index(df.method)
+    # the mark sits on the row: its images/s and ratios are extrapolated too, not only its latency
+    assert shown.loc["ddpm-1000", "method"] == "ddpm-1000 ‡" and "‡" not in shown.loc["ddpm-1000", "latency b=1 (ms)"]
 
 
 def test_knob_table_gives_each_family_only_its_own_knobs():

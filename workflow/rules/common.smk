@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-from advkd.config import REAL, distilled_here, reference_split, teacher_method, validate_config
+from advkd.config import REAL, distilled_here, real_source, reference_split, teacher_method, validate_config
 from advkd.data import zero_border
 from advkd.method import SHIPPED
 from advkd.io import BadInputError
@@ -67,7 +67,7 @@ N_SHARDS = len(shard_ranges(config["trajectories"]["count"], config["trajectorie
 REFERENCE = f"{R}/metrics/reference/evaluator/{reference_split(config)}.safetensors"
 REFERENCE2 = f"{R}/metrics/reference/judge2/{reference_split(config)}.safetensors"
 JUDGE2 = config["evaluator"]["second"]["source"]
-REAL_SOURCE = "validation" if reference_split(config) == "test" else "train"
+REAL_SOURCE = real_source(reference_split(config))
 # The teacher's own images from each sample set's x_T (the distillation set's sampler, if it is a method here): every
 # other method's samples of a seed are compared with them image by image (teacher fidelity).
 TEACHER_METHOD = teacher_method(config)
