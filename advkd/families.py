@@ -119,27 +119,25 @@ def resolved_block(block: dict, sampling: bool = True) -> dict:
 
 
 def trainers(methods: dict) -> dict:
-    """method -> the student method whose training run it samples from: the first (in config order) of its family
-    with the same resolved training block (defaults filled, scoring and sampling keys left out). Samplers are left
-    out."""
-    first, out = {}, {}
+    """method -> the student method whose training run it samples from: of the methods of its family with the same
+    resolved training block (defaults filled, scoring and sampling keys left out), the first by name. By name, not
+    config order: the stages get the methods as JSON with sorted keys, or from result files, and must name the
+    same run the DAG trained. Samplers are left out."""
+    groups: dict = {}
     for name, block in methods.items():
-        if FAMILIES[block["family"]].kind != "student":
-            continue
-        out[name] = first.setdefault(repr(sorted(resolved_block(block, sampling=False).items())), name)
-    return out
+        if FAMILIES[block["family"]].kind == "student":
+            groups.setdefault(repr(sorted(resolved_block(block, sampling=False).items())), []).append(name)
+    return {name: min(group) for group in groups.values() for name in group}
 
 
 def trained_folder(root, name: str, methods: dict):
-    """The folder under `root` of the training run student `name` samples from: of the methods sharing its run
-    (`trainers`), the one that was trained. The DAG trains the first in config order; a stage that got the methods
-    in another order (JSON with sorted keys) finds it by its folder. None when none exists (a cost-only
-    experiment trains nothing)."""
+    """The folder under `root` of the training run student `name` samples from (`trainers`), or its shipped folder;
+    None when it does not exist (a cost-only experiment trains nothing). A folder of another method of the same
+    recipe (left by an earlier config) is never taken for it."""
     if methods[name].get(SHIPPED):
         return shipped_folder(methods[name][SHIPPED])
-    runs = trainers(methods)
-    shared = [m for m, run in runs.items() if run == runs[name]]
-    return next((Path(root) / m for m in shared if (Path(root) / m).is_dir()), None)
+    run = Path(root) / trainers(methods)[name]
+    return run if run.is_dir() else None
 
 
 def shipped_folder(path: str) -> Path:

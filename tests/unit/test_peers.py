@@ -191,13 +191,14 @@ def test_trainers_group_rows_by_everything_but_sampling_and_scoring_keys():
     assert trainers(methods) == {"rf-1": "rf-1", "rf-2": "rf-1", "rf-long": "rf-long", "pd-2": "pd-2"}
 
 
-def test_a_stage_finds_the_trained_folder_whatever_the_order_of_the_methods(tmp_path):
+def test_a_stage_finds_the_run_the_dag_trained_whatever_the_order_of_the_methods(tmp_path):
     pd_ = {"family": "progressive-distillation"}
-    methods = {"pd-1": pd_, "pd-4": pd_ | {"steps": 4}}   # sorted keys: pd-1 first, but the DAG trained pd-4
-    (tmp_path / "pd-4").mkdir()
-    assert trained_folder(tmp_path, "pd-1", methods) == tmp_path / "pd-4"
-    assert trained_folder(tmp_path, "pd-4", methods) == tmp_path / "pd-4"
-    assert trained_folder(tmp_path / "none", "pd-1", methods) is None
+    methods = {"pd-4": pd_ | {"steps": 4}, "pd-1": pd_}   # config order; a stage gets them sorted
+    assert trainers(methods) == trainers(dict(sorted(methods.items()))) == {"pd-1": "pd-1", "pd-4": "pd-1"}
+    (tmp_path / "pd-4").mkdir()   # left by an earlier config that trained pd-4 alone: not this run
+    assert trained_folder(tmp_path, "pd-4", methods) is None
+    (tmp_path / "pd-1").mkdir()
+    assert trained_folder(tmp_path, "pd-1", methods) == trained_folder(tmp_path, "pd-4", methods) == tmp_path / "pd-1"
 
 
 SHIPPED_TEACHER = {"source": "shipped", "shipped": "experiments/assets/teacher-fmnist32"}
