@@ -125,7 +125,8 @@ def collect(results, reference: str | None = None, methods: list[str] | None = N
 def training_cost(run: Path, bench: Path) -> dict:
     """A trained student's distillation compute: FLOPs (counted by its training loop, its folder's train.json),
     wall seconds of its epochs and the CPU-seconds of its whole distill job (Snakemake's benchmark file `bench`,
-    start-up included; none for a shipped student, whose card says how it was trained)."""
+    start-up included; none for a shipped student, whose card says how it was trained, nor for a run resumed from
+    a checkpoint, whose benchmark counts only its last invocation)."""
     summary = run / "train.json"
     if not summary.exists():   # a cost-only experiment trains nothing
         return {}
@@ -133,7 +134,8 @@ def training_cost(run: Path, bench: Path) -> dict:
     if "train_flops_total" not in s:
         raise BadInputError(f"{summary}: written by an older version of advkd (no train_flops_total); results are "
                             "reproducible: delete the student's folder and rerun the distill rule")
-    cpu = pd.read_csv(bench, sep="\t").cpu_time.iloc[0] if bench.exists() else math.nan
+    whole = bench.exists() and s.get("resumed_from") is None
+    cpu = pd.read_csv(bench, sep="\t").cpu_time.iloc[0] if whole else math.nan
     return {"train_flops": s["train_flops_total"], "train_seconds": s["train_seconds_total"],
             "train_cpu_seconds": cpu, "trajectory_runs": s.get("trajectory_runs"),
             "distillation_set_sha256": s.get("run_identity", {}).get("distillation_set_sha256")}
@@ -304,7 +306,8 @@ def footnotes(df: pd.DataFrame, scoring: dict | None = None) -> str:
               "networks trained beside it and never part of it (Adv-KD's critics); training TFLOP = a student's "
               "distillation FLOPs (forward, backward and critic steps, torch.utils.flop_counter on each epoch's first "
               "step, scaled to its images; not the teacher's runs that made the distillation set) and training CPU-s "
-              "= the CPU-seconds of its distill job. ")
+              "= the CPU-seconds of its distill job (blank for a run resumed from a checkpoint: the job's benchmark "
+              "counts its last invocation only). ")
     rounds = int(df.timing_rounds.dropna().iloc[0]) if df.timing_rounds.notna().any() else 0
     timing = df.attrs.get("timing") or {}
     batches = sorted({int(b) for b in df.get("throughput_batch", pd.Series(dtype=float)).dropna()})

@@ -143,6 +143,19 @@ def test_the_caption_says_where_the_floor_and_the_speeds_come_from(results):
     assert shown.loc["ddpm-1000", "method"] == "ddpm-1000 ‡" and "‡" not in shown.loc["ddpm-1000", "latency b=1 (ms)"]
 
 
+def test_a_resumed_run_has_no_cpu_seconds_rather_than_its_last_invocations(tmp_path):
+    from advkd.stages.report import training_cost
+
+    bench = tmp_path / "bench.tsv"
+    bench.write_text("s\tcpu_time\n10.0\t9.5\n")   # Snakemake's benchmark: the job's last invocation
+    summary = {"train_flops_total": 1e12, "train_seconds_total": 100.0, "resumed_from": None}
+    write_json(tmp_path / "run" / "train.json", summary)
+    assert training_cost(tmp_path / "run", bench)["train_cpu_seconds"] == 9.5
+    write_json(tmp_path / "run" / "train.json", summary | {"resumed_from": {"segment": 3, "epoch": 2}})
+    cost = training_cost(tmp_path / "run", bench)
+    assert math.isnan(cost["train_cpu_seconds"]) and cost["train_flops"] == 1e12   # FLOPs count every epoch
+
+
 def test_knob_table_gives_each_family_only_its_own_knobs():
     import pandas as pd
 
