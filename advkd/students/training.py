@@ -257,6 +257,9 @@ def fit(modules: dict, trained: list[nn.Module], segments: list[Segment], n: int
         start_seg, start_epoch = prog["segment"], prog["epoch"]
         resumed = prog
         log.info("resuming from %s at segment %d epoch %d", ckpt_path, start_seg, start_epoch)
+    else:   # afresh: a snapshot left by an earlier run (one with more segments) is no segment of this one
+        for stale in sorted((out_dir / "segments").glob("segment-*.safetensors")):
+            stale.unlink()
     epochs_this_call = 0
     t_start = time.perf_counter()
     speed = TrainingSpeed()

@@ -433,12 +433,17 @@ def test_build_refuses_a_student_of_another_family(tiny_shard, tmp_path):
 def test_each_phase_leaves_a_snapshot_with_what_training_had_cost_by_then(tiny_shard, tmp_path):
     """Quality by phase is measured afterwards from these (advkd.students.advkd.phases): the last phase's snapshot
     is the trained student, and each says the cumulative steps and FLOPs loss.csv counts up to its phase."""
-    from advkd.io import read_metadata
+    from advkd.io import read_metadata, save_tensors
     from advkd.students.advkd.phases import snapshots
 
     with pytest.raises(BadInputError, match="no phase snapshots"):
         snapshots(tmp_path)
+    # an earlier run in this folder had more phases: its last snapshot must not pass for a phase of this run
+    stale = {"gen.w": torch.zeros(1)}, {"spent": "{}", "identity": json.dumps({"another": "run"})}
+    save_tensors(tmp_path / "segments" / "segment-07.safetensors", stale[0], metadata=stale[1])
     _distill(TINY, tiny_shard, tmp_path)
+    assert not (tmp_path / "segments" / "segment-07.safetensors").exists()   # a fresh run clears them
+    save_tensors(tmp_path / "segments" / "segment-05.safetensors", stale[0], metadata=stale[1])   # or one after it
     found = snapshots(tmp_path)
     assert [p.name for p in found] == [f"segment-{k:02d}.safetensors" for k in range(3)]
     rows = list(csv.DictReader(open(tmp_path / "loss.csv")))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -38,12 +39,23 @@ from ..networks import resize_to
 from .model import make_generator, render
 from .networks import downsample_noise
 
+log = logging.getLogger(__name__)
+
 
 def snapshots(run_dir) -> list[Path]:
+    """The run's end-of-phase snapshots. Once it has finished (train.json), only those its run wrote: a snapshot
+    left by an earlier run with more phases in the same folder is no phase of this one."""
     found = sorted((Path(run_dir) / "segments").glob("segment-*.safetensors"))
+    summary = Path(run_dir) / "train.json"
+    if summary.exists():
+        identity = json.loads(summary.read_text()).get("run_identity")
+        stale = [p for p in found if json.loads(read_metadata(p)["identity"]) != identity]
+        if stale:
+            log.warning("skipping snapshots of another run: %s", ", ".join(p.name for p in stale))
+        found = [p for p in found if p not in stale]
     if not found:
-        raise BadInputError(f"{run_dir}/segments: no phase snapshots; the run has not finished a phase yet (or was "
-                            "trained before snapshots were written)")
+        raise BadInputError(f"{run_dir}/segments: no phase snapshots of this run; it has not finished a phase yet (or "
+                            "was trained before snapshots were written: retrain it)")
     return found
 
 
