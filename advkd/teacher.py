@@ -277,4 +277,12 @@ def load_teacher(card_path, device="cpu"):
         raise BadInputError(f"{card_path}: names the teacher pipeline folder {card['pipeline']}, which does not exist; "
                             "restore it or rerun the teacher rule (delete the card first)")
     unet, sched = load_pipeline_dir(card["pipeline"], device)
+    # the card's hashes are what every result downstream was made with: weights swapped in place since (a new
+    # download into the same folder, a pulled asset) would mix two teachers in one experiment
+    folder = Path(str(unet.config._name_or_path))
+    found = {w.name: sha256_file(w) for w in sorted(folder.glob("*.safetensors"))} if folder.is_dir() else {}
+    if card.get("weights_sha256") and found != card["weights_sha256"]:
+        raise BadInputError(f"{card_path}: the teacher's weights in {folder} are not the ones this card (and every "
+                            "result made from it) was made with; if the change is meant, delete the results folder "
+                            "(or at least the card) and rerun, else restore the weights")
     return unet.to(memory_format=torch.channels_last), sched.config, card

@@ -121,6 +121,28 @@ def test_shipped_teacher_matches_its_card():
     assert np.isclose(sched.config.beta_start, 1e-4) and np.isclose(sched.config.beta_end, 0.02)
 
 
+@pytest.mark.skipif(not SHIPPED.is_dir(), reason="shipped teacher not present")
+def test_weights_swapped_under_a_card_are_refused(tmp_path):
+    """Every result downstream of a card was made with the weights it hashes: new weights in the same folder (a
+    fresh download, a pulled asset) must not be mixed into the experiment."""
+    import shutil
+
+    from advkd.io import save_tensors
+    from advkd.stages.teacher import teacher_card
+
+    pipe = tmp_path / "pipe"
+    shutil.copytree(SHIPPED, pipe)
+    card = tmp_path / "teacher.json"
+    teacher_card({"source": "pretrained", "pretrained": str(pipe)}, card)
+    T.load_teacher(card)
+    weights = pipe / "unet" / "diffusion_pytorch_model.safetensors"
+    tensors = load_tensors(weights)
+    first = next(iter(tensors))
+    save_tensors(weights, tensors | {first: tensors[first] + 1})
+    with pytest.raises(BadInputError, match="not the ones this card"):
+        T.load_teacher(card)
+
+
 def test_resume_survives_deleted_curve_and_ignores_foreign_checkpoints(tmp_path, caplog):
     from advkd.data import load_split
     images = load_split({"dataset": "digits", "resolution": 8, "channels": 1, "train_count": 128}, "train")["images"]
