@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import set_border
-from ..io import BadInputError, load_tensors, read_json
+from ..io import BadInputError, load_tensors, read_json, sha256_file
 from ..rng import numpy_rng, seed_sequence
 from .autoencoder import embed as embed_autoencoder
 from .autoencoder import load_autoencoder
@@ -168,7 +168,14 @@ def load_judge(evaluator_json, device="cpu"):
                             "evaluator rule (delete the file, then snakemake)")
     border = card["border"]
     if card.get("kind") == "inception":
-        judge = InceptionJudge(resolve_inception_weights(card["weights"]))
+        path = resolve_inception_weights(card["weights"])
+        # the reference statistics were made with the weights the card hashed: another file at that path (or
+        # another $ADVKD_INCEPTION_WEIGHTS) would score samples with another network than the reference
+        if sha256_file(path) != card["sha256"]:
+            raise BadInputError(f"{evaluator_json}: the Inception weights at {path} are not the ones this judge was "
+                                f"set up with (sha256 {card['sha256'][:12]}); restore them, or delete the results' "
+                                "evaluator folder and rerun to score everything with the new ones")
+        judge = InceptionJudge(path)
         return (lambda images: embed_inception(judge, set_border(images, border), device=device)), card
 
     if card.get("kind") == "autoencoder":
