@@ -170,11 +170,14 @@ def tensors_sha256(tensors) -> str:
     return h.hexdigest()
 
 
-def sources_sha256(folder) -> str:
-    """One digest of the Python sources under `folder`: the code that a checkpoint's arithmetic came from."""
+def sources_sha256(folder, files=()) -> str:
+    """One digest of the Python sources under `folder` and of `files` (beside it): the code that a checkpoint's
+    arithmetic came from."""
     h = hashlib.sha256()
     for f in sorted(Path(folder).rglob("*.py")):
         h.update(f"{f.relative_to(folder)}|".encode() + f.read_bytes())
+    for f in map(Path, files):
+        h.update(f"{f.name}|".encode() + f.read_bytes())
     return h.hexdigest()
 
 

@@ -194,7 +194,8 @@ def train(train_images: np.ndarray, out_dir, *, architecture: str, epochs: int, 
     identity = {"architecture": architecture, "batch_size": batch_size, "lr": lr, "warmup_steps": warmup_steps,
                 "ema_decay": ema_decay, "seed": seed, "images": int(len(train_images)),
                 "images_sha256": hashlib.sha256(np.ascontiguousarray(train_images).tobytes()).hexdigest(),
-                "code_sha256": sha256_file(__file__), "torch": torch.__version__}
+                "code_sha256": sha256_file(__file__), "torch": torch.__version__,
+                "device": torch.device(device).type}   # bf16 autocast on a GPU: resumed elsewhere, another recipe
     step, start_epoch, history = 0, 0, []
     if ckpt.exists():
         stored = read_metadata(ckpt).get("recipe")

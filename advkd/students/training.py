@@ -6,11 +6,11 @@ stages has one per stage). This module owns the rest: epochs, batch order, check
 
 A checkpoint carries the identity of the run it belongs to (the family's resolved recipe and segments, the seed,
 digests of the distillation set, of the initial weights (the teacher's, for a teacher-initialised student) and of
-the students' code); it is resumed only when that identity equals the new run's, otherwise training starts afresh
-and the log says which parts differ. Resume is exact on CPU: every random draw of an epoch (data order, anything
-the step draws from the generator it is given) comes from a generator seeded by (seed, segment, epoch), and a
-checkpoint holds the weights, buffers, optimisers, torch's RNG and the loss history at an epoch boundary, so a
-resumed run replays the same arithmetic.
+the code training computes with, the torch version and the kind of device); it is resumed only when that identity
+equals the new run's, otherwise training starts afresh and the log says which parts differ. Resume is exact on
+CPU: every random draw of an epoch (data order, anything the step draws from the generator it is given) comes from
+a generator seeded by (seed, segment, epoch), and a checkpoint holds the weights, buffers, optimisers, torch's RNG
+and the loss history at an epoch boundary, so a resumed run replays the same arithmetic.
 """
 
 from __future__ import annotations
@@ -201,6 +201,12 @@ def write_loss_csv(path, history: list, columns: list) -> None:
 
 # ----------------------------------------------------------------------------------------------- identity
 
+STUDENTS = Path(__file__).resolve().parent
+# the package's modules outside students/ whose code a student's training computes with (the teacher's samplers
+# for progressive and consistency targets, the random streams, the data and teacher loading)
+OUTSIDE_STUDENTS = ("samplers.py", "rng.py", "data.py", "teacher.py")
+
+
 def run_identity(modules: dict, segments: list[Segment], x_T, targets, seed: int, resolved: dict) -> dict:
     """What a checkpoint must have been made for to be resumed by this run (see the module docstring). Call it
     before training: the initial weights are part of it."""
@@ -209,7 +215,10 @@ def run_identity(modules: dict, segments: list[Segment], x_T, targets, seed: int
     identity = {"student": _without_locations(resolved), "segments": [s.identity for s in segments], "seed": seed,
                 "distillation_set_sha256": tensors_sha256({"x_T": x_T, "targets": targets}),
                 "initial_weights_sha256": tensors_sha256(state_tensors(modules)),
-                "code_sha256": sources_sha256(Path(__file__).resolve().parent), "torch": torch.__version__}
+                "code_sha256": sources_sha256(STUDENTS, [STUDENTS.parent / f for f in OUTSIDE_STUDENTS]),
+                "torch": torch.__version__,
+                # a run resumed on another kind of device would be part one, part the other
+                "device": next((p.device.type for m in modules.values() for p in m.parameters()), "cpu")}
     return json.loads(json.dumps(identity, sort_keys=True, default=str))   # as it reads back from the file
 
 
