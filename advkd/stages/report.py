@@ -109,7 +109,7 @@ def collect(results, reference: str | None = None, methods: list[str] | None = N
     df["throughput_ratio_hi"] = df.images_per_s_q3 / ref.images_per_s_q1 if ref is not None else math.nan
     df["speedup"] = ref.latency_ms_batch1 / df.latency_ms_batch1 if ref is not None else math.nan
     df.attrs["reference"] = reference
-    df.attrs["scoring"] = scoring_info(results)
+    df.attrs["scoring"] = scoring_info(results, methods)
     # how the speed columns were timed: the timing job's own record, not the cost jobs'
     df.attrs["timing"] = {k: timing.get(k) for k in ("device", "threads", "timing_warmup_rounds")}
     df["collapsed"] = (df.classes_covered_mean < COLLAPSED_CLASSES) | (df.recall_mean < COLLAPSED_RECALL)
@@ -160,7 +160,7 @@ def judge_agreement(df: pd.DataFrame) -> dict | None:
             "rows_scored": len(scored), "flips": flips}
 
 
-def scoring_info(results: Path) -> dict:
+def scoring_info(results: Path, methods: list[str] | None = None) -> dict:
     """What the quality numbers were measured against, for the caption: the judge, the data's border, the
     reference set and its size."""
     ev_path = results / "evaluator" / "evaluator.json"
@@ -176,7 +176,8 @@ def scoring_info(results: Path) -> dict:
         j2 = read_json(judge2)
         info["judge2"] = (f"an autoencoder's {j2['feature_dim']}-d bottleneck, trained without labels to "
                           f"reconstruct the training split, sha256 {j2['sha256'][:12]}")
-    first = next(iter(sorted((results / "metrics" / "quality").glob("*/seed*.json"))), None)
+    first = next(iter(ours((results / "metrics" / "quality").glob("*/seed*.json"), methods,
+                           lambda p: p.parent.name)), None)
     if first is not None:
         q = read_json(first)
         half = q["reference"]
