@@ -263,6 +263,13 @@ def distilled_here(cfg: dict, method: str) -> bool:
     return _set_keys(card.get("trajectories")) == _set_keys(cfg["trajectories"])
 
 
+def memorised(cfg: dict) -> list[str]:
+    """The students whose samples are compared with this experiment's distillation set (memorisation): those that
+    learnt from it (distilled_here); one shipped from another set is compared with its own where it was trained."""
+    return [m for m, b in cfg["methods"].items()
+            if FAMILIES[b["family"]].kind == "student" and distilled_here(cfg, m)]
+
+
 def _set_keys(block):
     """A config block without its null keys: a key added to the schema later, at its null default, says what its
     absence said (a shipped card written before it still matches)."""

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ..config import REAL, load_config, real_source
+from ..config import memorised as memorised_of
 from ..dag_profile import dag_profile
 from ..families import FAMILIES, params_of, recipe_class, report_figures, shipped_folder, trained_folder
 from ..io import BadInputError, atomic_path, read_json, write_text
@@ -892,11 +893,11 @@ def write_phase_quality_table(results, out_dirs, methods: list[str] | None = Non
     return runs
 
 
-def report(results, out, reference: str | None = None, cores: int | None = None,
-           methods: list[str] | None = None) -> dict:
+def report(results, out, reference: str | None = None, cores: int | None = None, methods: list[str] | None = None,
+           memorised_runs: list[str] | None = None, phase_runs: list[str] | None = None) -> dict:
     """Write tables (results/<exp>/tables and paper_figures/<exp>) and figures (paper_figures/<exp>); speed-ups
-    are against the `reference` method (the config's report.reference); rows: `methods` (the experiment's; None:
-    every result on disk)."""
+    are against the `reference` method (the config's report.reference); rows: `methods` (the experiment's), the
+    memorisation table's `memorised_runs`, the phase table's `phase_runs` (each None: every result on disk)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -906,8 +907,8 @@ def report(results, out, reference: str | None = None, cores: int | None = None,
     results, out = Path(results), Path(out)
     df = collect(results, reference, methods)
     write_tables(df, [results / "tables", out])
-    memorised = write_memorisation_table(results, [results / "tables", out], methods)
-    phase_runs = write_phase_quality_table(results, [results / "tables", out], methods)
+    memorised_any = write_memorisation_table(results, [results / "tables", out], memorised_runs)
+    phase_runs = write_phase_quality_table(results, [results / "tables", out], phase_runs)
     timing = read_json(results / "metrics" / "timing.json")
     write_speed_tables(sampling_speed(timing), [results / "tables", out], rounds=timing["sampling_speed"]["rounds"],
                        peer=timing.get("peer_timing"))
@@ -942,7 +943,7 @@ def report(results, out, reference: str | None = None, cores: int | None = None,
     profile = dag_profile(results, out, cores=cores)
     tables = ["summary.csv", "summary.md", "summary.tex", "knobs.csv", "knobs.md", "sampling_speed.csv",
               "sampling_speed.md", "dag_profile.csv", "dag_profile.md"] \
-        + (["memorisation.csv", "memorisation.md"] if memorised else []) \
+        + (["memorisation.csv", "memorisation.md"] if memorised_any else []) \
         + (["phase_quality.csv", "phase_quality.md"] if phase_runs else [])
     summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables,
                "dag_profile": profile}   # and dag_profile.png
@@ -951,15 +952,19 @@ def report(results, out, reference: str | None = None, cores: int | None = None,
 
 
 def report_job(*, results: str, out: str, reference: str | None = None, config: str | None = None,
-               methods: list[str] | None = None, cores: int | None = None) -> dict:
+               methods: list[str] | None = None, memorised: list | None = None, phase_runs: list | None = None,
+               cores: int | None = None) -> dict:
     """The report rule: tables and figures of results/<experiment> into paper_figures/<experiment>, one row per
-    method of --methods, or of the experiment YAML --config, or (neither) per result on disk; speed-ups against
-    --reference, or against --config's report.reference (one of the two, or neither: no speed-up column);
+    method of --methods, a memorisation row per student of --memorised and a phase table per run of --phase-runs
+    (JSON lists), or all of them as the experiment YAML --config says, or (neither) per result on disk; speed-ups
+    against --reference, or against --config's report.reference (one of the two, or neither: no speed-up column);
     --cores: the cores the run had, for its DAG profile (0 or none: the most jobs that ran at once)."""
-    if config is not None and (reference is not None or methods is not None):
-        raise BadInputError("give --config (whose methods and report.reference are used) or --reference and "
-                            "--methods, not both")
+    given = [k for k, v in {"reference": reference, "methods": methods, "memorised": memorised,
+                            "phase_runs": phase_runs}.items() if v is not None]
+    if config is not None and given:
+        raise BadInputError(f"give --config (which says {', '.join(given)}) or those options, not both")
     if config is not None:
         cfg = load_config(config)
         reference, methods = cfg["report"]["reference"], list(cfg["methods"])
-    return report(results, out, reference, cores, methods)
+        memorised, phase_runs = memorised_of(cfg), cfg["report"]["phase_quality"]
+    return report(results, out, reference, cores, methods, memorised, phase_runs)

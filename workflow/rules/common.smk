@@ -4,7 +4,7 @@ import os
 import re
 import sys
 
-from advkd.config import REAL, distilled_here, real_source, reference_split, teacher_method, validate_config
+from advkd.config import REAL, memorised, real_source, reference_split, teacher_method, validate_config
 from advkd.data import zero_border
 from advkd.method import SHIPPED
 from advkd.io import BadInputError
@@ -57,7 +57,7 @@ TRAINER = trainers(METHODS)
 TRAINED = [m for m in STUDENT_METHODS if TRAINER[m] == m and not METHODS[m].get(SHIPPED)]
 # The students whose samples are compared with this experiment's distillation set (memorisation): a student shipped
 # from another set is compared with its own in the experiment that trained it.
-MEMORISED = [m for m in STUDENT_METHODS if distilled_here(config, m)]
+MEMORISED = memorised(config)
 # Adv-KD runs scored phase by phase on the validation half (report.phase_quality).
 PHASE_RUNS = config["report"]["phase_quality"]
 # A random-weight teacher gives cost numbers only: such an experiment runs teacher, cost and report.

@@ -33,6 +33,8 @@ rule report:
         reference=f"--reference {config['report']['reference']}" if config["report"]["reference"] else "",
         # the experiment's rows: a method removed from the config leaves its results on disk, not in the tables
         methods=" ".join(METHODS),
+        memorised=as_json(MEMORISED if not COST_ONLY else []),
+        phase_runs=as_json(PHASE_RUNS if not COST_ONLY else []),
         cores=run_cores,   # for the DAG profile: what the run's CPU seconds are spread over
     log:
         f"{LOGS}/report.log",
@@ -44,5 +46,5 @@ rule report:
         ENV
     shell:
         "advkd report --results {params.results} --out {params.paper} {params.reference} --methods {params.methods}"
-        " --cores {params.cores}"
+        " --memorised {params.memorised:q} --phase-runs {params.phase_runs:q} --cores {params.cores}"
         " > {log} 2>&1"
