@@ -532,7 +532,7 @@ def _measured(df: pd.DataFrame, speed: bool = False) -> str:
     with `speed`, how the speed columns were timed), as the summary's caption says in full."""
     scored = df[df.fd_mean.notna()]
     scoring = df.attrs.get("scoring") or {}
-    line = (f"n = {int(scored.n.min())} per seed, seeds {scored.seeds.iloc[0]}, {scoring.get('half', '?')} half"
+    line = (f"n = {int(scored.n.min())} per seed, seeds {scored.seeds.mode().iloc[0]}, {scoring.get('half', '?')} half"
             if len(scored) else "no row scored")
     if speed:
         timing = df.attrs.get("timing") or {}
