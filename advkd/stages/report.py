@@ -634,11 +634,11 @@ def fig_latency(df, out):
     return _save(fig, out, "latency")
 
 
-def fig_grids(results, methods, out, name, title_fn=lambda m: m, file_fn=None, ncols=4):
+def fig_grids(methods, out, name, file_fn, title_fn=lambda m: m, ncols=4):
+    """One panel per method: the image file_fn(method) names (None or missing: no panel)."""
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    file_fn = file_fn or (lambda m: next(iter(sorted((Path(results) / "samples" / m).glob("seed*.png"))), None))
     items = [(m, file_fn(m)) for m in methods]
     items = [(m, p) for m, p in items if p is not None and Path(p).exists()]
     if not items:
@@ -916,6 +916,7 @@ def report(results, out, reference: str | None = None, cores: int | None = None,
     with_figure = lambda name: [m for m, f in students.items() if name in FAMILIES[f].figures]  # noqa: E731
     costed = df[df.kind != REAL].reset_index(drop=True)   # the noise-floor row has no cost
     runs = dict(zip(df.method, df.get("trained_as", df.method)))
+    first_seed = {m: str(s).split(",")[0] for m, s in zip(df.method, df.seeds) if s}
     run_dirs = {runs[m]: Path(d) for m, d in zip(df.method, df.get("run_dir", [None] * len(df))) if isinstance(d, str)}
     run_dir = lambda run: run_dirs.get(run, results / "students" / run)   # noqa: E731
     draw = {   # every figure advkd.families.report_figures can name
@@ -926,9 +927,11 @@ def report(results, out, reference: str | None = None, cores: int | None = None,
         "fd_vs_nfe": lambda: fig_fd_vs(df, out, "nfe", "network evaluations per sample (NFE)", "fd_vs_nfe"),
         "params_flops": lambda: fig_cost(costed, out),
         "latency": lambda: fig_latency(costed, out),
-        "sample_grids": lambda: fig_grids(results, df.method.tolist(), out, "sample_grids"),
+        # each row's grid of its first scored seed (a folder may keep a seed the experiment no longer scores)
+        "sample_grids": lambda: fig_grids(df.method.tolist(), out, "sample_grids", lambda m: (
+            results / "samples" / m / f"seed{first_seed[m]}.png" if first_seed.get(m) else None)),
         # one panel and one loss curve per training run
-        "student_panels": lambda: fig_grids(results, sorted({runs[m] for m in with_figure("student_panels")}), out,
+        "student_panels": lambda: fig_grids(sorted({runs[m] for m in with_figure("student_panels")}), out,
                                             "student_panels", file_fn=lambda m: run_dir(m) / "panel.png", ncols=2),
         "training_curves": lambda: fig_training({runs[m]: (students[m], run_dir(runs[m]) / "loss.csv")
                                                  for m in with_figure("training_curves")}, out),
