@@ -265,9 +265,10 @@ def distilled_here(cfg: dict, method: str) -> bool:
 
 def memorised(cfg: dict) -> list[str]:
     """The students whose samples are compared with this experiment's distillation set (memorisation): those that
-    learnt from it (distilled_here); one shipped from another set is compared with its own where it was trained."""
-    return [m for m, b in cfg["methods"].items()
-            if FAMILIES[b["family"]].kind == "student" and distilled_here(cfg, m)]
+    learnt from it (distilled_here) and are sampled here (a `scored_by: none` row has no samples); one shipped from
+    another set is compared with its own where it was trained."""
+    return [m for m, b in cfg["methods"].items() if FAMILIES[b["family"]].kind == "student"
+            and b.get("scored_by") != "none" and distilled_here(cfg, m)]
 
 
 def _set_keys(block):

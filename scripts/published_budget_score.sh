@@ -20,6 +20,8 @@ for m in "${!FROM[@]}"; do
 done
 [ -x .venv/bin/python ] || bash scripts/setup.sh
 [ -d "$DIR" ] || git worktree add --detach "$DIR" HEAD
+[ "$(git -C "$DIR" rev-parse HEAD)" = "$(git rev-parse HEAD)" ] \
+  || { echo "$DIR is at $(git -C "$DIR" rev-parse --short HEAD), not this checkout's HEAD: git -C $DIR checkout --detach $(git rev-parse --short HEAD)" >&2; exit 1; }
 [ -e "$DIR/.venv" ] || ln -s "$PWD/.venv" "$DIR/.venv"
 mkdir -p "$DIR/$R/students"
 for d in teacher trajectories; do [ -d "$DIR/$R/$d" ] || cp -al "$RUN/$R/$d" "$DIR/$R/"; done
@@ -27,7 +29,8 @@ for m in "${!FROM[@]}"; do [ -d "$DIR/$R/students/$m" ] || cp -al "${FROM[$m]}/$
 cd "$DIR"
 export PYTHONPATH="$DIR" PATH="$DIR/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 CFG=(--configfile experiments/published-budget.yaml "$@")
-plan=$(snakemake -n "${CFG[@]}" 2>&1 | sed -n '/^Job stats/,/^$/p')
+out=$(snakemake -n "${CFG[@]}" 2>&1) || { echo "$out" >&2; exit 1; }
+plan=$(sed -n '/^Job stats/,/^$/p' <<< "$out")
 if grep -qE '^(train_teacher|teacher|trajectories|distill) ' <<< "$plan"; then
   echo "refusing: the plan would remake what the training runs made:" >&2
   echo "$plan" >&2

@@ -28,7 +28,7 @@ import pandas as pd
 
 from advkd.assets import ASSETS, MANIFEST, _read_manifest
 from advkd.config import load_config
-from advkd.families import FAMILIES, trained_folder, training_recipe
+from advkd.families import FAMILIES, trained_folder, trainers, training_recipe
 from advkd.io import BadInputError, read_json, sha256_file, write_json, write_text
 from advkd.metrics.cost import matmul_peak_gflops, theoretical_peak_gflops
 
@@ -88,9 +88,9 @@ def ship(config_path, method: str, out, selection: str, conditions: str | None =
         raise BadInputError(f"{config_path}: methods.{method} is not a student of this experiment")
     run = trained_folder(results / "students", method, cfg["methods"])
     if run is None or not (run / "student.safetensors").exists():
-        raise BadInputError(f"{results}/students/{method}: not trained yet; run `snakemake "
-                            f"{results}/students/{method}/student.safetensors --cores 2 --configfile {config_path}` "
-                            "first")
+        folder = results / "students" / trainers(cfg["methods"])[method]   # the run it samples from
+        raise BadInputError(f"{folder}: not trained yet; run `snakemake {folder}/student.safetensors --cores 2 "
+                            f"--configfile {config_path}` first")
     out = Path(out).resolve()
     if not out.is_relative_to(ASSETS):
         raise BadInputError(f"--out {out}: a shipped student lives under {ASSETS}")

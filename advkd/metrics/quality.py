@@ -169,8 +169,8 @@ def load_judge(evaluator_json, device="cpu"):
     border = card["border"]
     if card.get("kind") == "inception":
         path = resolve_inception_weights(card["weights"])
-        # the reference statistics were made with the weights the card hashed: another file at that path (or
-        # another $ADVKD_INCEPTION_WEIGHTS) would score samples with another network than the reference
+        # the reference statistics were made with the weights the card hashed: another file put at that path
+        # would score samples with another network than the reference
         if sha256_file(path) != card["sha256"]:
             raise BadInputError(f"{evaluator_json}: the Inception weights at {path} are not the ones this judge was "
                                 f"set up with (sha256 {card['sha256'][:12]}); restore them, or delete the results' "

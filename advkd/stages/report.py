@@ -112,7 +112,7 @@ def collect(results, reference: str | None = None, methods: list[str] | None = N
     df.attrs["reference"] = reference
     df.attrs["scoring"] = scoring_info(results, methods)
     # how the speed columns were timed: the timing job's own record, not the cost jobs'
-    df.attrs["timing"] = {k: timing.get(k) for k in ("device", "threads", "timing_warmup_rounds")}
+    df.attrs["timing"] = {k: timing.get(k) for k in ("device", "timing_warmup_rounds")}
     df["collapsed"] = (df.classes_covered_mean < COLLAPSED_CLASSES) | (df.recall_mean < COLLAPSED_RECALL)
     df.attrs["judges"] = judge_agreement(df)
     df["pareto_flops"] = pareto_front(df, "gflops_per_image")
@@ -163,7 +163,8 @@ def judge_agreement(df: pd.DataFrame) -> dict | None:
 
 def scoring_info(results: Path, methods: list[str] | None = None) -> dict:
     """What the quality numbers were measured against, for the caption: the judge, the data's border, the
-    reference set and its size."""
+    reference set and its size, the half, where the noise floor's images come from and the coverage threshold (from
+    the quality files of `methods`; None: any on disk)."""
     ev_path = results / "evaluator" / "evaluator.json"
     if not ev_path.exists():
         return {}
@@ -318,7 +319,7 @@ def footnotes(df: pd.DataFrame, scoring: dict | None = None) -> str:
              f"image at batch 1: each the median over {rounds} rounds "
              + (f"after {warm} warm-up round(s)" if warm else "(no warm-up)") + " of the time per call (a call "
              f"shorter than {MIN_BLOCK_S} s repeated back to back within its round, the block's mean counting), "
-             f"on {timing.get('device') or dev}, {timing.get('threads') or '?'} thread(s), eager (no torch.compile); "
+             f"on {timing.get('device') or dev}, eager (no torch.compile); "
              "every method timed in one process, round-robin, the order rotated each round, so the ratios share "
              "the host's conditions (sampling_speed.md times each method as its sample jobs run it: their batch, "
              "threads and compilation). ")
@@ -856,11 +857,11 @@ def write_memorisation_table(results, out_dirs, methods: list[str] | None = None
     notes = ("Distances in the judge's feature space. For each sample, the distance to the nearest of the "
              f"{df.targets.iloc[0]:,} teacher outputs it was distilled on (n = {df.n.iloc[0]} samples per seed); "
              f"for {df.real_n.iloc[0]} real images of the scored held-out half, the distance to the nearest of "
-             f"{df.real_reference.iloc[0]:,} training images (as many as the targets). A sampler that copies its "
-             "targets puts many samples nearer than real images come to training images 1% of the time (the first "
-             "column; real images themselves: 1%) and has a median distance ratio well below 1; ± over seeds. A "
-             "student shipped from another distillation set has no row here: the experiment that trained it "
-             "compares it with its own set.")
+             f"{df.real_reference.iloc[0]:,} training images (as many as the targets, or the whole split if "
+             "smaller). A sampler that copies its targets puts many samples nearer than real images come to "
+             "training images 1% of the time (the first column; real images themselves: 1%) and has a median "
+             "distance ratio well below 1; ± over seeds. A student shipped from another distillation set has no "
+             "row here: the experiment that trained it compares it with its own set.")
     md = disp.to_markdown(index=False) + "\n\n" + notes + "\n"
     for d in out_dirs:
         _write_csv_md(Path(d), "memorisation", df, md)

@@ -151,7 +151,7 @@ def train(family: StudentFamily, name: str, params: Params, ctx: dict) -> dict:
     rng.seed_torch("student-init", seed)
     segs = family.segments(nets, cfg, traj, device)
     modules = family.modules(nets)
-    identity = run_identity(modules, segs, traj["x_T"], family.targets(cfg, traj), seed, cfg)
+    identity = run_identity(modules, segs, traj["x_T"], family.targets(cfg, traj), seed, cfg, device)
     for m in modules.values():
         m.to(device)
     jobclock.begin("training")

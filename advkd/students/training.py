@@ -207,9 +207,10 @@ STUDENTS = Path(__file__).resolve().parent
 OUTSIDE_STUDENTS = ("samplers.py", "rng.py", "data.py", "teacher.py")
 
 
-def run_identity(modules: dict, segments: list[Segment], x_T, targets, seed: int, resolved: dict) -> dict:
-    """What a checkpoint must have been made for to be resumed by this run (see the module docstring). Call it
-    before training: the initial weights are part of it."""
+def run_identity(modules: dict, segments: list[Segment], x_T, targets, seed: int, resolved: dict,
+                 device="cpu") -> dict:
+    """What a checkpoint must have been made for to be resumed by this run (see the module docstring), training on
+    `device`. Call it before training: the initial weights are part of it."""
     # Where the teacher lies is no part of it (its weights are, through the initial weights and the distillation
     # set): a results folder moved or mounted elsewhere still resumes.
     identity = {"student": _without_locations(resolved), "segments": [s.identity for s in segments], "seed": seed,
@@ -218,7 +219,7 @@ def run_identity(modules: dict, segments: list[Segment], x_T, targets, seed: int
                 "code_sha256": sources_sha256(STUDENTS, [STUDENTS.parent / f for f in OUTSIDE_STUDENTS]),
                 "torch": torch.__version__,
                 # a run resumed on another kind of device would be part one, part the other
-                "device": next((p.device.type for m in modules.values() for p in m.parameters()), "cpu")}
+                "device": torch.device(device).type}
     return json.loads(json.dumps(identity, sort_keys=True, default=str))   # as it reads back from the file
 
 

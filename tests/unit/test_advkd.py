@@ -356,6 +356,21 @@ def test_a_checkpoint_made_for_another_run_is_not_resumed(tiny_shard, tmp_path, 
     assert _rows(tmp_path / "cut/loss.csv") == _rows(tmp_path / "clean/loss.csv")
 
 
+def test_a_checkpoint_made_on_another_kind_of_device_is_not_resumed(tiny_shard, tmp_path, caplog):
+    """A job killed on a GPU node and rerun on a CPU one would otherwise be half one, half the other."""
+    from advkd.io import read_metadata
+
+    _distill(TINY, tiny_shard, tmp_path, stop_after_epochs=2)
+    ckpt = tmp_path / "checkpoint.safetensors"
+    meta = read_metadata(ckpt)
+    identity = json.loads(meta["identity"])
+    assert identity["device"] == "cpu"
+    save_tensors(ckpt, load_tensors(ckpt), metadata=meta | {"identity": json.dumps(identity | {"device": "cuda"})})
+    with caplog.at_level("WARNING"):
+        r = _distill(TINY, tiny_shard, tmp_path)
+    assert r["resumed_from"] is None and "made for another run" in caplog.text and "device" in caplog.text
+
+
 def test_a_rerun_of_a_finished_student_trains_anew(tiny_shard, tmp_path, caplog):
     """`snakemake -f` on a student: no finished checkpoint is "resumed" in no time; the same bits come from
     training again."""

@@ -137,7 +137,7 @@ def test_the_caption_says_where_the_floor_and_the_speeds_come_from(results):
     # scored on the test half: the floor is the validation half; a tuning experiment's floor is training images
     assert "real = images of the validation half (held out from all training)" in note
     assert "images of the training split" in footnotes(df, df.attrs["scoring"] | {"real_source": "train"})
-    assert "batch 16" in note and "after 1 warm-up round(s)" in note and "2 thread(s), eager" in note
+    assert "batch 16" in note and "after 1 warm-up round(s)" in note and "2 threads), eager" in note
     shown = display_table(df).set_index(df.method)
     # the mark sits on the row: its images/s and ratios are extrapolated too, not only its latency
     assert shown.loc["ddpm-1000", "method"] == "ddpm-1000 ‡" and "‡" not in shown.loc["ddpm-1000", "latency b=1 (ms)"]

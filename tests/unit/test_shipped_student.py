@@ -9,7 +9,13 @@ import os
 import pytest
 import yaml
 
-from advkd.config import distilled_here, load_config, shipped_student_errors, teacher_weights_sha256
+from advkd.config import (
+    distilled_here,
+    load_config,
+    memorised,
+    shipped_student_errors,
+    teacher_weights_sha256,
+)
 from advkd.families import FAMILIES, trained_folder, training_recipe
 from advkd.io import REPO_ROOT, BadInputError, write_json
 from advkd.stages.report import collect, display_table
@@ -57,6 +63,9 @@ def test_a_shipped_student_from_another_distillation_set_is_scored_but_not_compa
     assert shipped_student_errors(cfg) == [] and not distilled_here(cfg, "ds-long")
     assert all(distilled_here(cfg, m) for m, b in cfg["methods"].items()
                if b["family"] == "denoising-student" and not b.get("shipped"))
+    assert "ds-long" not in memorised(cfg) and "denoising-student" in memorised(cfg)
+    cfg["methods"]["denoising-student"]["scored_by"] = "none"   # costed and timed only: no samples to compare
+    assert "denoising-student" not in memorised(cfg)
 
 
 @pytest.mark.parametrize("change,words", [

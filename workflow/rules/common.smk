@@ -51,7 +51,7 @@ SAMPLER_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind =
 STUDENT_METHODS = [m for m, p in METHODS.items() if FAMILIES[p["family"]].kind == "student"]
 # A student method samples from the training run of the first method (by name) of its family with the same recipe
 # (rows that differ only in the family's sampling keys, e.g. a progressive student's 4-, 2- and 1-step rows, train
-# once, in the folder of the 1-step row).
+# once, in the folder of the first of them by name: advkd.families.trainers).
 TRAINER = trainers(METHODS)
 # A shipped student (`shipped:` names its folder under experiments/assets) is sampled from there, never trained.
 TRAINED = [m for m in STUDENT_METHODS if TRAINER[m] == m and not METHODS[m].get(SHIPPED)]

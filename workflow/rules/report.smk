@@ -32,7 +32,7 @@ rule report:
         paper=lambda w, output: os.path.dirname(output.paper_md),
         reference=f"--reference {config['report']['reference']}" if config["report"]["reference"] else "",
         # the experiment's rows: a method removed from the config leaves its results on disk, not in the tables
-        methods=" ".join(METHODS),
+        methods=list(METHODS),
         memorised=as_json(MEMORISED if not COST_ONLY else []),
         phase_runs=as_json(PHASE_RUNS if not COST_ONLY else []),
         cores=run_cores,   # for the DAG profile: what the run's CPU seconds are spread over
@@ -45,6 +45,6 @@ rule report:
     conda:
         ENV
     shell:
-        "advkd report --results {params.results} --out {params.paper} {params.reference} --methods {params.methods}"
+        "advkd report --results {params.results} --out {params.paper} {params.reference} --methods {params.methods:q}"
         " --memorised {params.memorised:q} --phase-runs {params.phase_runs:q} --cores {params.cores}"
         " > {log} 2>&1"
