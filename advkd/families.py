@@ -69,7 +69,7 @@ def report_figures(student_families, scored: bool, fidelity: bool, phases: bool 
     if not scored:
         return list(COST_FIGURES)
     return [*QUALITY_FIGURES, *COST_FIGURES, *sorted({f for fam in student_families for f in FAMILIES[fam].figures}),
-            *(["teacher_fidelity"] if fidelity else []), *(["phase_quality"] if phases else [])]
+            *(["teacher_fidelity"] if fidelity else []), *(["phase_quality", "phase_grids"] if phases else [])]
 
 
 def student(name: str, doc: str, params: type, cls: str, loss_columns: tuple) -> Family:

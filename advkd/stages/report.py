@@ -21,6 +21,7 @@ from ..method import SHIPPED
 from ..metrics.cost import MIN_BLOCK_S
 from ..metrics.quality import aggregate_seeds
 from ..students.advkd.phases import figure as phase_figure
+from ..students.advkd.phases import grids_figure as phase_grids_figure
 from ..students.advkd.phases import load_runs, table
 
 QUALITY = ("fd", "fd_judge2", "fd_infinity", "fd_infinity_judge2", "kid", "kid_std_subsets", "inception_score",
@@ -939,6 +940,8 @@ def report(results, out, reference: str | None = None, cores: int | None = None,
         "training_compute": lambda: fig_training_compute(df, out),
         "teacher_fidelity": lambda: fig_fidelity(df, out),
         "phase_quality": lambda: _save(phase_figure(phase_runs), out, "phase_quality"),
+        "phase_grids": lambda: _save(phase_grids_figure({r: results / "metrics" / "phase_quality" / r
+                                                         for r in phase_runs}), out, "phase_grids"),
     }
     fidelity = "fidelity_relative_mean" in df and df.fidelity_relative_mean.notna().any()
     figs = [p for name in report_figures(set(students.values()), scored=df.fd_mean.notna().any(), fidelity=fidelity,

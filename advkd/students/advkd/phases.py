@@ -170,6 +170,35 @@ def figure(runs: dict):
     return fig
 
 
+def grids_figure(folders: dict):
+    """Head k's images of each run by phase (the grids the phase_quality rule wrote: run name -> its folder) under
+    the teacher's states at each phase's noise level (the targets, from the first run's folder; every run of an
+    experiment learns from the same set): where a run follows its targets and where it falls away. Returns the
+    matplotlib figure."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    folders = {name: Path(f) for name, f in folders.items()}
+    phases = sorted({int(p.stem.split("-")[1]) for f in folders.values() for p in f.glob("phase-*.png")})
+    first = next(iter(folders.values()))
+    rows = [("teacher's states\n(the targets)", lambda k: first / f"target-{k:02d}.png")]
+    rows += [(name, lambda k, f=f: f / f"phase-{k:02d}.png") for name, f in folders.items()]
+    fig, axes = plt.subplots(len(rows), len(phases), figsize=(1.3 * len(phases), 1.3 * len(rows)), squeeze=False)
+    for i, (label, path) in enumerate(rows):
+        for j, k in enumerate(phases):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if path(k).exists():
+                ax.imshow(Image.open(path(k)), cmap="gray")
+            if i == 0:
+                ax.set_title(f"phase {k}", fontsize=7)
+        axes[i, 0].set_ylabel(label, fontsize=7)
+    fig.suptitle("head k at the end of phase k (the first sample seed's x_T, 64 images, upsampled to the data's "
+                 "resolution) under the teacher's states at its noise level", fontsize=8)
+    return fig
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="the experiment YAML the runs were trained in")
