@@ -195,7 +195,7 @@ def grids_figure(folders: dict):
                 ax.set_title(f"phase {k}", fontsize=7)
         axes[i, 0].set_ylabel(label, fontsize=7)
     fig.suptitle("head k at the end of phase k (the first sample seed's x_T, 64 images, upsampled to the data's "
-                 "resolution) under the teacher's states at its noise level", fontsize=8)
+                 "resolution)\nunder the teacher's states at its noise level", fontsize=8)
     return fig
 
 
