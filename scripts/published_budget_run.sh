@@ -50,11 +50,12 @@ for p in $(pgrep -f "snakemake.*published-budget.yaml"); do
   [ "$(readlink "/proc/$p/cwd")" = "$DIR" ] && { cpu_log; echo "already running in $DIR" >&2; exit 1; }
 done
 snakemake --unlock --configfile experiments/published-budget.yaml > /dev/null
-# one thread per distill job, both jobs side by side: on 2 cores a second thread buys <10% per step (docs)
+# one thread per distill job, both jobs side by side: on 2 cores a second thread buys <10% per step (docs);
+# DISTILL_THREADS=2 for a run left alone on the host (the third row once the other two have finished)
 TARGETS=()
 for m in "${METHODS[@]}"; do TARGETS+=("$R/$m/student.safetensors"); done
 setsid nohup nice -n 19 snakemake "${TARGETS[@]}" \
-  --cores 2 --set-threads distill=1 --rerun-incomplete --configfile experiments/published-budget.yaml \
+  --cores 2 --set-threads distill="${DISTILL_THREADS:-1}" --rerun-incomplete --configfile experiments/published-budget.yaml \
   >> "$DIR/run.log" 2>&1 < /dev/null &
 # setsid made a session of its own, and with the kernel's autogroups a process's nice counts only inside its
 # session: the session's autogroup gets the low priority too, or the run takes an equal share of the cores
