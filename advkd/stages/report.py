@@ -296,6 +296,12 @@ def _fidelity(df: pd.DataFrame, col: str, fmt: str) -> list:
             for t, m, s, k in zip(teacher, df[f"{col}_mean"], df[f"{col}_std"], df.n_seeds)]
 
 
+def _batches(df: pd.DataFrame) -> str:
+    """The throughput batch(es) the timing job timed img/s at, for captions."""
+    return "/".join(str(int(b)) for b in sorted(set(df.get("throughput_batch", pd.Series(dtype=float)).dropna()))) \
+        or "?"
+
+
 def _real_images(scoring: dict) -> str:
     """Where the noise floor's images come from (advkd.config.real_source), in words."""
     return {"validation": "images of the validation half (held out from all training)",
@@ -314,9 +320,8 @@ def footnotes(df: pd.DataFrame, scoring: dict | None = None) -> str:
               "counts its last invocation only). ")
     rounds = int(df.timing_rounds.dropna().iloc[0]) if df.timing_rounds.notna().any() else 0
     timing = df.attrs.get("timing") or {}
-    batches = sorted({int(b) for b in df.get("throughput_batch", pd.Series(dtype=float)).dropna()})
     warm = timing.get("timing_warmup_rounds")
-    speed = (f"img/s = images per second at batch {'/'.join(map(str, batches)) or '?'}, latency = seconds per "
+    speed = (f"img/s = images per second at batch {_batches(df)}, latency = seconds per "
              f"image at batch 1: each the median over {rounds} rounds "
              + (f"after {warm} warm-up round(s)" if warm else "(no warm-up)") + " of the time per call (a call "
              f"shorter than {MIN_BLOCK_S} s repeated back to back within its round, the block's mean counting), "
@@ -538,9 +543,7 @@ def _measured(df: pd.DataFrame, speed: bool = False) -> str:
             if len(scored) else "no row scored")
     if speed:
         timing = df.attrs.get("timing") or {}
-        batches = "/".join(str(int(b)) for b in sorted(set(df.get("throughput_batch", pd.Series(dtype=float))
-                                                           .dropna())))
-        line += f"; img/s at batch {batches or '?'}, eager, on {timing.get('device') or '?'}"
+        line += f"; img/s at batch {_batches(df)}, eager, on {timing.get('device') or '?'}"
     return line
 
 

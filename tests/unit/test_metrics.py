@@ -341,8 +341,7 @@ def test_inception_standin_end_to_end(standin_weights, tmp_path, monkeypatch, no
     assert row["n"] == 12 and abs(row["fd"]) < 1e-3 and row["class_coverage"] is None
     assert row["inception_score"] > 0 and "config_hash" in row["provenance"]
     # other weights at the same path afterwards: samples would be embedded by another network than the reference
-    torch.manual_seed(1)
-    torch.jit.script(_StandInInception(16)).save(ev["weights"])
+    Path(ev["weights"]).write_bytes(_save_standin(tmp_path / "other", 32).read_bytes())   # another stand-in
     with pytest.raises(BadInputError, match="not the ones this judge was set up with"):
         quality("x", tmp_path / "samples.npz", 0, tmp_path / "ev" / "evaluator.json", tmp_path / "ref", metrics,
                 tmp_path / "q2.json")
