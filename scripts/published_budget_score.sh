@@ -5,6 +5,9 @@
 # half, memorisation against the 20,000 runs, quality by phase, and the report (paper_figures/published-budget/).
 #   bash scripts/published_budget_score.sh [WORKTREE] [SNAKEMAKE ARGS...]      (default /work/pb-score)
 #   PB_RUN, PB_DS: the training worktrees (defaults /work/pb-run, /work/pb-ds)
+#   PB_METHODS: the students to score (default all three; e.g. "advkd-published advkd-control" while the third row
+#     still trains): the others are left out of an untracked copy of the config in the worktree (the same experiment
+#     name and results folder; the results' provenance names that file); a later run with all three adds theirs
 # The students' folders carry no Snakemake metadata in the new worktree, so Snakemake takes them as they are; the
 # script refuses to start if its plan would train or remake anything the runs made.
 set -euo pipefail
@@ -14,7 +17,9 @@ shift $(( $# > 0 ? 1 : 0 ))
 RUN=${PB_RUN:-/work/pb-run} DS=${PB_DS:-/work/pb-ds}
 R=results/published-budget
 declare -A FROM=([advkd-published]=$RUN [advkd-control]=$RUN [denoising-student]=$DS)
-for m in "${!FROM[@]}"; do
+read -ra SCORE <<< "${PB_METHODS:-${!FROM[*]}}"
+for m in "${SCORE[@]}"; do
+  [ -n "${FROM[$m]:-}" ] || { echo "PB_METHODS: $m is none of ${!FROM[*]}" >&2; exit 1; }
   [ -f "${FROM[$m]}/$R/students/$m/student.safetensors" ] \
     || { echo "$m has not finished training: no ${FROM[$m]}/$R/students/$m/student.safetensors" >&2; exit 1; }
 done
@@ -25,10 +30,24 @@ done
 [ -e "$DIR/.venv" ] || ln -s "$PWD/.venv" "$DIR/.venv"
 mkdir -p "$DIR/$R/students"
 for d in teacher trajectories; do [ -d "$DIR/$R/$d" ] || cp -al "$RUN/$R/$d" "$DIR/$R/"; done
-for m in "${!FROM[@]}"; do [ -d "$DIR/$R/students/$m" ] || cp -al "${FROM[$m]}/$R/students/$m" "$DIR/$R/students/"; done
+for m in "${SCORE[@]}"; do [ -d "$DIR/$R/students/$m" ] || cp -al "${FROM[$m]}/$R/students/$m" "$DIR/$R/students/"; done
 cd "$DIR"
 export PYTHONPATH="$DIR" PATH="$DIR/.venv/bin:$PATH" HF_HUB_OFFLINE=1
-CFG=(--configfile experiments/published-budget.yaml "$@")
+CONFIG=experiments/published-budget.yaml
+if [ ${#SCORE[@]} -lt ${#FROM[@]} ]; then
+  CONFIG=published-budget.$(IFS=+; echo "${SCORE[*]}").yaml
+  python - "$CONFIG" "${SCORE[@]}" <<'EOF'
+import sys, yaml
+cfg = yaml.safe_load(open("experiments/published-budget.yaml"))
+out = [m for m in ("advkd-published", "advkd-control", "denoising-student") if m not in sys.argv[2:]]
+for m in out:
+    del cfg["methods"][m]
+with open(sys.argv[1], "w") as f:
+    f.write(f"# experiments/published-budget.yaml without {', '.join(out)} (scripts/published_budget_score.sh)\n")
+    yaml.safe_dump(cfg, f, sort_keys=False)
+EOF
+fi
+CFG=(--configfile "$CONFIG" "$@")
 out=$(snakemake -n "${CFG[@]}" 2>&1) || { echo "$out" >&2; exit 1; }
 plan=$(sed -n '/^Job stats/,/^$/p' <<< "$out")
 if grep -qE '^(train_teacher|teacher|trajectories|distill) ' <<< "$plan"; then
