@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -902,20 +904,45 @@ def report(results, out, reference: str | None = None, cores: int | None = None,
            memorised_runs: list[str] | None = None, phase_runs: list[str] | None = None) -> dict:
     """Write tables (results/<exp>/tables and paper_figures/<exp>) and figures (paper_figures/<exp>); speed-ups
     are against the `reference` method (the config's report.reference); rows: `methods` (the experiment's), the
-    memorisation table's `memorised_runs`, the phase table's `phase_runs` (each None: every result on disk)."""
+    memorisation table's `memorised_runs`, the phase table's `phase_runs` (each None: every result on disk).
+    Everything is drawn into folders beside the two and moved in only once all of it is written: a report that
+    fails (results of an older advkd, a missing file) leaves the committed tables and figures as they were, not
+    half replaced."""
+    results, out = Path(results), Path(out)
+    targets = [results / "tables", out]
+    staged = [d.parent / f".{d.name}.report-tmp" for d in targets]
+    try:
+        for d in staged:
+            shutil.rmtree(d, ignore_errors=True)   # a report killed earlier left it
+            d.mkdir(parents=True)
+        summary = _report(results, *staged, reference, cores, methods, memorised_runs, phase_runs)
+        summary["figures"] = [str(out / Path(f).name) for f in summary["figures"]]
+        write_text(staged[1] / "index.json", json.dumps(summary, indent=2) + "\n")
+        for src, dst in zip(staged, targets):
+            dst.mkdir(parents=True, exist_ok=True)
+            for f in sorted(src.iterdir()):
+                os.replace(f, dst / f.name)
+    finally:
+        for d in staged:
+            shutil.rmtree(d, ignore_errors=True)
+    return summary
+
+
+def _report(results: Path, tables_dir: Path, out: Path, reference, cores, methods, memorised_runs,
+            phase_runs) -> dict:
+    """report()'s work, its tables into `tables_dir` and `out`, its figures into `out`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     plt.rcParams.update(FIG_STYLE)
-    results, out = Path(results), Path(out)
     df = collect(results, reference, methods)
-    write_tables(df, [results / "tables", out])
-    memorised_any = write_memorisation_table(results, [results / "tables", out], memorised_runs)
-    phase_runs = write_phase_quality_table(results, [results / "tables", out], phase_runs)
+    write_tables(df, [tables_dir, out])
+    memorised_any = write_memorisation_table(results, [tables_dir, out], memorised_runs)
+    phase_runs = write_phase_quality_table(results, [tables_dir, out], phase_runs)
     timing = read_json(results / "metrics" / "timing.json")
-    write_speed_tables(sampling_speed(timing), [results / "tables", out], rounds=timing["sampling_speed"]["rounds"],
+    write_speed_tables(sampling_speed(timing), [tables_dir, out], rounds=timing["sampling_speed"]["rounds"],
                        peer=timing.get("peer_timing"))
     students = dict(zip(df.method[df.kind == "student"], df.family[df.kind == "student"]))
     with_figure = lambda name: [m for m, f in students.items() if name in FAMILIES[f].figures]  # noqa: E731
@@ -955,10 +982,8 @@ def report(results, out, reference: str | None = None, cores: int | None = None,
               "sampling_speed.md", "dag_profile.csv", "dag_profile.md"] \
         + (["memorisation.csv", "memorisation.md"] if memorised_any else []) \
         + (["phase_quality.csv", "phase_quality.md"] if phase_runs else [])
-    summary = {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables,
-               "dag_profile": profile}   # and dag_profile.png
-    write_text(out / "index.json", json.dumps(summary, indent=2) + "\n")
-    return summary
+    return {"rows": len(df), "figures": [str(p) for p in figs], "tables": tables,
+            "dag_profile": profile}   # and dag_profile.png
 
 
 def report_job(*, results: str, out: str, reference: str | None = None, config: str | None = None,

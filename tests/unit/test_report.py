@@ -287,3 +287,26 @@ def test_the_report_draws_exactly_the_figures_the_rule_declares(results, tmp_pat
     drawn = {Path(p).stem for p in report(results, out)["figures"]}
     assert drawn <= set(report_figures({"denoising-student"}, scored=True, fidelity=False))
     assert {"fd_vs_flops", "fd_vs_throughput", "fd_vs_nfe", "params_flops", "latency"} <= drawn
+
+
+def test_a_report_that_fails_leaves_the_earlier_tables_and_figures_as_they_were(results, tmp_path):
+    """`make figures` on results an older advkd wrote (no sampling_speed block) stops with an error naming the
+    file; the paper folder keeps every earlier file unchanged, none half replaced, and no staging folder is left."""
+    from advkd.io import BadInputError
+    from advkd.stages.report import report
+
+    out = tmp_path / "paper"
+    (results / "students").mkdir(exist_ok=True)
+    report(results, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    tables = {p.name: p.read_bytes() for p in (results / "tables").iterdir()}
+    _result(results, "new-ddim-5", SAMPLER | {"steps": 5}, 2.7, 30.0, 32.0, [20.0, 21.0, 22.0])   # a row to add
+    timing = json.loads((results / "metrics" / "timing.json").read_text())
+    del timing["sampling_speed"]
+    write_json(results / "metrics" / "timing.json", timing)
+    with pytest.raises(BadInputError, match="timing.json has no sampling_speed block"):
+        report(results, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in (results / "tables").iterdir()} == tables
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert not list(results.glob(".*report-tmp"))
