@@ -61,6 +61,8 @@ STUDENT_FIGURES = ("training_curves", "student_panels", "training_compute")
 # teacher's own sample set is there to compare with (advkd.config.teacher_method).
 COST_FIGURES = ("params_flops", "latency")
 QUALITY_FIGURES = ("fd_vs_flops", "fd_vs_throughput", "fd_vs_nfe", "sample_grids")
+# drawn for the runs report.phase_quality names (advkd.students.advkd.phases)
+PHASE_FIGURES = ("phase_quality", "phase_grids", "phase_losses")
 
 
 def report_figures(student_families, scored: bool, fidelity: bool, phases: bool = False) -> list[str]:
@@ -69,7 +71,7 @@ def report_figures(student_families, scored: bool, fidelity: bool, phases: bool 
     if not scored:
         return list(COST_FIGURES)
     return [*QUALITY_FIGURES, *COST_FIGURES, *sorted({f for fam in student_families for f in FAMILIES[fam].figures}),
-            *(["teacher_fidelity"] if fidelity else []), *(["phase_quality", "phase_grids"] if phases else [])]
+            *(["teacher_fidelity"] if fidelity else []), *(PHASE_FIGURES if phases else [])]
 
 
 def student(name: str, doc: str, params: type, cls: str, loss_columns: tuple) -> Family:

@@ -25,6 +25,7 @@ from ..metrics.quality import aggregate_seeds
 from ..students.advkd.phases import figure as phase_figure
 from ..students.advkd.phases import grids_figure as phase_grids_figure
 from ..students.advkd.phases import load_runs, table
+from ..students.advkd.phases import losses_figure as phase_losses_figure
 
 QUALITY = ("fd", "fd_judge2", "fd_infinity", "fd_infinity_judge2", "kid", "kid_std_subsets", "inception_score",
            "inception_score_std_splits", "precision", "recall", "classes_covered", "largest_share", "fidelity_psnr",
@@ -972,6 +973,8 @@ def _report(results: Path, tables_dir: Path, out: Path, reference, cores, method
         "phase_quality": lambda: _save(phase_figure(phase_runs), out, "phase_quality"),
         "phase_grids": lambda: _save(phase_grids_figure({r: results / "metrics" / "phase_quality" / r
                                                          for r in phase_runs}), out, "phase_grids"),
+        "phase_losses": lambda: _save(phase_losses_figure({r: run_dir(runs.get(r, r)) / "loss.csv"
+                                                           for r in phase_runs}), out, "phase_losses"),
     }
     fidelity = "fidelity_relative_mean" in df and df.fidelity_relative_mean.notna().any()
     figs = [p for name in report_figures(set(students.values()), scored=df.fd_mean.notna().any(), fidelity=fidelity,

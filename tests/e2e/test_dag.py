@@ -117,6 +117,7 @@ def test_ci_experiment_end_to_end(venv_bin, repo_root, tmp_path):
     assert (phases.fd_to_target > 0).all() and phases.flops.is_monotonic_increasing
     assert (tmp_path / "paper_figures" / "ci" / "phase_quality.png").stat().st_size > 0
     assert (tmp_path / "paper_figures" / "ci" / "phase_grids.png").stat().st_size > 0   # the grids by phase
+    assert (tmp_path / "paper_figures" / "ci" / "phase_losses.png").stat().st_size > 0   # the losses through them
     shards = sorted((res / "trajectories").glob("shard-*.safetensors"))
     assert len(shards) == -(-cfg["trajectories"]["count"] // cfg["trajectories"]["shard_size"])
     # Nothing half-written is left behind, and a rerun has nothing to do.

@@ -504,3 +504,27 @@ def test_quality_by_phase_scores_every_phase_of_a_run_at_the_experiments_n_and_s
     table = pd.read_csv(tmp_path / "out" / "phase_quality.csv")
     assert list(table.run) == ["run", "run"] and list(table.fd_to_target) == [r["fd_to_target"] for r in out["rows"]]
     assert (tmp_path / "out" / "phase_quality.png").stat().st_size > 0
+    assert (tmp_path / "out" / "phase_losses.png").stat().st_size > 0   # the critic's losses through the phases
+
+
+def test_the_losses_figure_draws_each_runs_losses_through_its_phases_and_no_critic_where_none_trained(tmp_path):
+    """The report's phase_losses figure (issue 34: what the critic did where a head fell away from its targets):
+    one line per loss a run logged, phase boundaries marked; the control's critic columns, all zero, draw nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from advkd.students.advkd.phases import losses_figure
+
+    cols = ["phase", "epoch", "g_adv", "reg", "critic_real", "critic_fake", "gp"]
+    rows = lambda a: [[k, e, 0.69 * a, 0.01 * (k + 1), -0.01 * a, 0.02 * a, 0.5 * a]   # noqa: E731
+                      for k in range(3) for e in range(2 * (k + 1))]
+    for name, critic in (("published", 1), ("control", 0)):
+        (tmp_path / name).mkdir()
+        pd.DataFrame(rows(critic), columns=cols).to_csv(tmp_path / name / "loss.csv", index=False)
+    fig = losses_figure({n: tmp_path / n / "loss.csv" for n in ("published", "control")})
+    labels = [[line.get_label() for line in ax.lines if not line.get_label().startswith("_")] for ax in fig.axes]
+    assert labels == [["published: g_adv", "published: reg", "control: reg"],
+                      ["published: critic_real", "published: critic_fake"], ["published: gp"]]
+    # phases 1 and 2 begin after 2 and 2 + 4 epochs
+    assert sorted({line.get_xdata()[0] for line in fig.axes[0].lines if line.get_linestyle() == "-"
+                   and len(set(line.get_xdata())) == 1}) == [1.5, 5.5]

@@ -2,7 +2,8 @@
 left at the end of the phase, advkd.students.training.save_snapshot) renders its head from the sample x_T of the
 first sample seed, and the judge scores it beside the teacher's own state at that phase's checkpoint (the target
 the head was trained to match) against the validation half, and against those states directly, so that a reader
-sees where adversarial training follows the teacher and where it collapses. Reads files only; trains nothing.
+sees where adversarial training follows the teacher and where it collapses; the losses through the phases show what
+the critic did meanwhile. Reads files only; trains nothing.
 
 In the DAG: `report.phase_quality: [<method>, ...]` (the phase_quality rule; the report draws the figure and the
 table). Outside it, on runs of any folder:
@@ -199,6 +200,44 @@ def grids_figure(folders: dict):
     return fig
 
 
+# (loss.csv columns, axis label, log scale): the losses figure's rows; the generator's and the critic's as the
+# training loop logs them per epoch (means over the epoch's steps)
+LOSS_PANELS = ((("g_adv", "reg"), "generator: adversarial and\nregression loss (log)", True),
+               (("critic_real", "critic_fake"), "critic's mean logit on the\ntargets and on the generator's", False),
+               (("gp",), "critic's gradient\npenalty term (log)", True))
+
+
+def losses_figure(loss_csvs: dict):
+    """Each run's losses per epoch through its phases (run name -> its loss.csv), the phases' boundaries marked: what
+    the critic did where a head stopped following its targets. ln 2 is the adversarial loss of a generator whose
+    critic cannot tell its images from the targets (the binary cross-entropy at a logit of 0). A loss that is
+    0 in every epoch (a run without a critic) is not drawn. Returns the matplotlib figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(LOSS_PANELS), 1, figsize=(8, 7), sharex=True)
+    bounds = None
+    for name, path in loss_csvs.items():
+        c = pd.read_csv(path)
+        epoch = np.arange(len(c))
+        bounds = bounds if bounds is not None else epoch[np.r_[False, np.diff(c.phase.to_numpy()) != 0]]
+        for ax, (cols, _, _) in zip(axes, LOSS_PANELS):
+            for col in cols:
+                if (c[col] != 0).any():
+                    ax.plot(epoch, c[col], lw=0.8, label=f"{name}: {col}")
+    for ax, (_, label, log) in zip(axes, LOSS_PANELS):
+        for b in bounds if bounds is not None else []:
+            ax.axvline(b - 0.5, color="0.85", lw=0.6, zorder=0)
+        ax.set_ylabel(label, fontsize=8)
+        if log and ax.lines:
+            ax.set_yscale("log")
+        if ax.lines:
+            ax.legend(fontsize=6, loc="best")
+    axes[0].axhline(np.log(2), color="k", ls="--", lw=0.6)
+    axes[-1].set_xlabel("epoch (all phases in order; grey lines: a phase begins)")
+    fig.suptitle("losses per epoch through the phases (dashed: ln 2, a critic that cannot tell)", fontsize=8)
+    return fig
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="the experiment YAML the runs were trained in")
@@ -217,8 +256,11 @@ def main(argv=None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
-    fig = figure(runs)
-    fig.savefig(Path(a.out) / "phase_quality.png", bbox_inches="tight", dpi=120)
+    figure(runs).savefig(Path(a.out) / "phase_quality.png", bbox_inches="tight", dpi=120)
+    # a run still training has its loss.csv only once an epoch of this invocation has ended
+    losses = {Path(r).name: Path(r) / "loss.csv" for r in a.run if (Path(r) / "loss.csv").exists()}
+    if losses:
+        losses_figure(losses).savefig(Path(a.out) / "phase_losses.png", bbox_inches="tight", dpi=120)
     print(Path(a.out) / "phase_quality.png")
 
 
