@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from pathlib import Path
 
@@ -922,7 +921,7 @@ def report(results, out, reference: str | None = None, cores: int | None = None,
         for src, dst in zip(staged, targets):
             dst.mkdir(parents=True, exist_ok=True)
             for f in sorted(src.iterdir()):
-                os.replace(f, dst / f.name)
+                shutil.move(f, dst / f.name)   # a rename where both lie on one file system (a copy where not)
     finally:
         for d in staged:
             shutil.rmtree(d, ignore_errors=True)
