@@ -225,13 +225,12 @@ def losses_figure(loss_csvs: dict):
                 if (c[col] != 0).any():
                     ax.plot(epoch, c[col], lw=0.8, label=f"{name}: {col}")
     for ax, (_, label, log) in zip(axes, LOSS_PANELS):
+        ax.set_ylabel(label, fontsize=8)
+        if ax.lines:   # the losses drawn, before the phase lines
+            ax.set_yscale("log" if log else "linear")
+            ax.legend(fontsize=6, loc="best")
         for b in bounds if bounds is not None else []:
             ax.axvline(b - 0.5, color="0.85", lw=0.6, zorder=0)
-        ax.set_ylabel(label, fontsize=8)
-        if log and ax.lines:
-            ax.set_yscale("log")
-        if ax.lines:
-            ax.legend(fontsize=6, loc="best")
     axes[0].axhline(np.log(2), color="k", ls="--", lw=0.6)
     axes[-1].set_xlabel("epoch (all phases in order; grey lines: a phase begins)")
     fig.suptitle("losses per epoch through the phases (dashed: ln 2, a critic that cannot tell)", fontsize=8)
