@@ -1,28 +1,23 @@
 #!/usr/bin/env bash
-# Train experiments/published-budget.yaml's two students (issue 34) from a fixed commit in a git worktree, at low
+# Train experiments/published-budget.yaml's three students (issue 34) from a fixed commit in a git worktree, at low
 # priority in the background, so that code changes on main meanwhile cannot invalidate the resume (a run's identity
 # includes the students' code). Rerun after any stop: the distill jobs resume from their per-epoch checkpoints.
-#   bash scripts/published_budget_run.sh [COMMIT] [WORKTREE]     (defaults: the run's commit, /work/pb-run)
-#   bash scripts/published_budget_run.sh dd05c94 /work/pb-ds denoising-student
-#     the third row (its method block is newer than the first commit), in its own worktree, trained on the first
-#     run's 20,000 teacher runs (hard links: the same bytes; a shard remade at dd05c94 is bit-identical to them)
+#   bash scripts/published_budget_run.sh [COMMIT] [WORKTREE] [METHOD...]
+#     defaults: the run's commit, /work/pb-run, advkd-published advkd-control denoising-student
+# The run lives in the worktree's results/, which is not in git: on another host (a session may not get its machine
+# back) it starts again from the teacher runs, which are host-dependent at the bit level (the run identity holds
+# their digest), so a checkpoint carried over would not be resumed anyway.
 # Progress: WORKTREE/run.log and WORKTREE/results/published-budget/students/*/loss.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-COMMIT=${1:-73e9bb7}
+COMMIT=${1:-cc2db07}
 DIR=$(realpath -m "${2:-/work/pb-run}")   # as /proc/PID/cwd reads it, for the checks below
 METHODS=("${@:3}")
-[ ${#METHODS[@]} -gt 0 ] || METHODS=(advkd-published advkd-control)
-FIRST=/work/pb-run   # the worktree whose run drew the teacher runs
+[ ${#METHODS[@]} -gt 0 ] || METHODS=(advkd-published advkd-control denoising-student)
 [ -x .venv/bin/python ] || bash scripts/setup.sh
 [ -d "$DIR" ] || git worktree add --detach "$DIR" "$COMMIT"
 [ "$(git -C "$DIR" rev-parse --short=7 HEAD)" = "${COMMIT:0:7}" ] || { echo "$DIR is not at $COMMIT" >&2; exit 1; }
 [ -e "$DIR/.venv" ] || ln -s "$PWD/.venv" "$DIR/.venv"
-if [ "$DIR" != "$FIRST" ] && [ ! -d "$DIR/results/published-budget/trajectories" ]; then
-  mkdir -p "$DIR/results/published-budget"
-  cp -al "$FIRST/results/published-budget/teacher" "$FIRST/results/published-budget/trajectories" \
-    "$DIR/results/published-budget/"
-fi
 cd "$DIR"
 # the venv's editable install points at main: the worktree's own package comes first on the path
 export PYTHONPATH="$DIR" PATH="$DIR/.venv/bin:$PATH" HF_HUB_OFFLINE=1
@@ -51,10 +46,14 @@ for p in $(pgrep -f "snakemake.*published-budget.yaml"); do
 done
 snakemake --unlock --configfile experiments/published-budget.yaml > /dev/null
 # one thread per distill job, both jobs side by side: on 2 cores a second thread buys <10% per step (docs);
-# DISTILL_THREADS=2 for a run left alone on the host (the third row once the other two have finished)
+# DISTILL_THREADS=2 for a run left alone on the host (the last one once the others have finished)
 TARGETS=()
 for m in "${METHODS[@]}"; do TARGETS+=("$R/$m/student.safetensors"); done
-setsid nohup nice -n 19 snakemake "${TARGETS[@]}" \
+# the first two methods named are the runs the issue requires: with three distill jobs and two cores, they go first
+# and the third starts on the core the first one to finish frees
+PRIORITY=()
+[ ${#TARGETS[@]} -le 2 ] || PRIORITY=(--prioritize "${TARGETS[@]:0:2}")
+setsid nohup nice -n 19 snakemake "${TARGETS[@]}" "${PRIORITY[@]}" \
   --cores 2 --set-threads distill="${DISTILL_THREADS:-1}" --rerun-incomplete --configfile experiments/published-budget.yaml \
   >> "$DIR/run.log" 2>&1 < /dev/null &
 # setsid made a session of its own, and with the kernel's autogroups a process's nice counts only inside its

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Score experiments/published-budget.yaml's finished students (issue 34) at this checkout's code, retraining nothing:
 # a git worktree of HEAD gets the teacher, the 20,000 teacher runs and the three students' folders as hard links
-# from the worktrees that trained them, then `snakemake --cores 2` samples and scores every row on the validation
+# from the worktree that trained them, then `snakemake --cores 2` samples and scores every row on the validation
 # half, memorisation against the 20,000 runs, quality by phase, and the report (paper_figures/published-budget/).
 #   bash scripts/published_budget_score.sh [WORKTREE] [SNAKEMAKE ARGS...]      (default /work/pb-score)
-#   PB_RUN, PB_DS: the training worktrees (defaults /work/pb-run, /work/pb-ds)
+#   PB_RUN: the training worktree (default /work/pb-run)
 #   PB_METHODS: the students to score (default all three; e.g. "advkd-published advkd-control" while the third row
 #     still trains): the others are left out of an untracked copy of the config in the worktree (the same experiment
 #     name and results folder; the results' provenance names that file); a later run with all three adds theirs
@@ -14,9 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=$(realpath -m "${1:-/work/pb-score}")
 shift $(( $# > 0 ? 1 : 0 ))
-RUN=${PB_RUN:-/work/pb-run} DS=${PB_DS:-/work/pb-ds}
+RUN=${PB_RUN:-/work/pb-run}
 R=results/published-budget
-declare -A FROM=([advkd-published]=$RUN [advkd-control]=$RUN [denoising-student]=$DS)
+declare -A FROM=([advkd-published]=$RUN [advkd-control]=$RUN [denoising-student]=$RUN)
 read -ra SCORE <<< "${PB_METHODS:-${!FROM[*]}}"
 for m in "${SCORE[@]}"; do
   [ -n "${FROM[$m]:-}" ] || { echo "PB_METHODS: $m is none of ${!FROM[*]}" >&2; exit 1; }
