@@ -25,27 +25,25 @@ R=results/published-budget/students
 # The epochs' seconds in loss.csv are wall time, and a resumed job's benchmark counts its last invocation only: the
 # CPU seconds of every distill process are logged every 30 s (method, pid, utime + stime), so that the run's CPU
 # seconds add up across stops (each process's last line is its invocation's total, to within 30 s; a process is its
-# pid and start time, field 22 of /proc/PID/stat). The logger ends when no distill job of the worktree is left.
-cpu_log() {
+# pid and start time, field 22 of /proc/PID/stat). The logger ends with the Snakemake run (its pid: the argument).
+cpu_log() {   # $1: the Snakemake run's pid
   pgrep -f "published-budget-cpu-log $DIR" > /dev/null && return
-  setsid nohup bash -c 'while sleep 30; do
-    found=0
+  setsid nohup bash -c 'while sleep 30 && kill -0 "$2" 2> /dev/null; do
     for p in $(pgrep -f "advkd distill --method"); do
       [ "$(cat /proc/$p/comm)" != bash ] || continue   # the python process, not the job shell nor this loop
       [ "$(readlink /proc/$p/cwd)" = "$1" ] || continue
-      found=1
       m=$(tr "\0" " " < /proc/$p/cmdline | sed -n "s/.*--method \([^ ]*\).*/\1/p")
       echo "$(date -u +%FT%TZ) $m $p $(awk -v t="$(getconf CLK_TCK)" "{print (\$14 + \$15) / t, \$22}" /proc/$p/stat)"
     done
-    [ $found = 1 ] || break
-  done' published-budget-cpu-log "$DIR" >> "$DIR/cpu_seconds.log" 2>/dev/null < /dev/null &
+  done' published-budget-cpu-log "$DIR" "$1" >> "$DIR/cpu_seconds.log" 2>/dev/null < /dev/null &
 }
 # a session's end kills the run and leaves Snakemake's lock behind: clear it, unless a run of it is still going
 for p in $(pgrep -f "snakemake.*published-budget.yaml"); do
-  [ "$(readlink "/proc/$p/cwd")" = "$DIR" ] && { cpu_log; echo "already running in $DIR" >&2; exit 1; }
+  [ "$(readlink "/proc/$p/cwd")" = "$DIR" ] && { cpu_log "$p"; echo "already running in $DIR" >&2; exit 1; }
 done
 snakemake --unlock --configfile experiments/published-budget.yaml > /dev/null
-# one thread per distill job, both jobs side by side: on 2 cores a second thread buys <10% per step (docs);
+# one thread per distill job, two jobs side by side: a second thread buys a job 10-49% per step (docs), less than
+# the second job's core does;
 # DISTILL_THREADS=2 for a run left alone on the host (the last one once the others have finished)
 TARGETS=()
 for m in "${METHODS[@]}"; do TARGETS+=("$R/$m/student.safetensors"); done
@@ -65,4 +63,4 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do
 done
 [ -w "/proc/$!/autogroup" ] && echo 19 > "/proc/$!/autogroup" && cat "/proc/$!/autogroup"
 echo "started (pid $!): $DIR/run.log"
-cpu_log
+cpu_log "$!"
