@@ -207,5 +207,7 @@ def test_the_cost_job_costs_each_method_in_a_process_of_its_own(tmp_path):
     first, again = (json.loads((tmp_path / "cost" / f"{m}.json").read_text()) for m in blocks)
     assert first["flops_per_image"] == again["flops_per_image"] > 0
     assert first["peak_memory_above_start_mb"] > 5
-    assert again["peak_memory_above_start_mb"] == pytest.approx(first["peak_memory_above_start_mb"], rel=0.3)
+    # a peak of its own, not ~0; identical methods' growth differs by a few 2 MB pages from child to child (19.0
+    # against 26.4 MB seen on a host with transparent huge pages always on), so no tighter than half
+    assert again["peak_memory_above_start_mb"] > 0.5 * first["peak_memory_above_start_mb"]
     assert first["provenance"]["config_hash"] == again["provenance"]["config_hash"]   # same block, same slice
