@@ -16,12 +16,12 @@ DIR=$(realpath -m "${1:-/work/pb-score}")
 shift $(( $# > 0 ? 1 : 0 ))
 RUN=${PB_RUN:-/work/pb-run}
 R=results/published-budget
-declare -A FROM=([advkd-published]=$RUN [advkd-control]=$RUN [denoising-student]=$RUN)
-read -ra SCORE <<< "${PB_METHODS:-${!FROM[*]}}"
+ALL=(advkd-published advkd-control denoising-student)
+read -ra SCORE <<< "${PB_METHODS:-${ALL[*]}}"
 for m in "${SCORE[@]}"; do
-  [ -n "${FROM[$m]:-}" ] || { echo "PB_METHODS: $m is none of ${!FROM[*]}" >&2; exit 1; }
-  [ -f "${FROM[$m]}/$R/students/$m/student.safetensors" ] \
-    || { echo "$m has not finished training: no ${FROM[$m]}/$R/students/$m/student.safetensors" >&2; exit 1; }
+  [[ " ${ALL[*]} " == *" $m "* ]] || { echo "PB_METHODS: $m is none of ${ALL[*]}" >&2; exit 1; }
+  [ -f "$RUN/$R/students/$m/student.safetensors" ] \
+    || { echo "$m has not finished training: no $RUN/$R/students/$m/student.safetensors" >&2; exit 1; }
 done
 [ -x .venv/bin/python ] || bash scripts/setup.sh
 [ -d "$DIR" ] || git worktree add --detach "$DIR" HEAD
@@ -30,11 +30,11 @@ done
 [ -e "$DIR/.venv" ] || ln -s "$PWD/.venv" "$DIR/.venv"
 mkdir -p "$DIR/$R/students"
 for d in teacher trajectories; do [ -d "$DIR/$R/$d" ] || cp -al "$RUN/$R/$d" "$DIR/$R/"; done
-for m in "${SCORE[@]}"; do [ -d "$DIR/$R/students/$m" ] || cp -al "${FROM[$m]}/$R/students/$m" "$DIR/$R/students/"; done
+for m in "${SCORE[@]}"; do [ -d "$DIR/$R/students/$m" ] || cp -al "$RUN/$R/students/$m" "$DIR/$R/students/"; done
 cd "$DIR"
 export PYTHONPATH="$DIR" PATH="$DIR/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 CONFIG=experiments/published-budget.yaml
-if [ ${#SCORE[@]} -lt ${#FROM[@]} ]; then
+if [ ${#SCORE[@]} -lt ${#ALL[@]} ]; then
   CONFIG=published-budget.$(IFS=+; echo "${SCORE[*]}").yaml
   python - "$CONFIG" "${SCORE[@]}" <<'EOF'
 import sys, yaml
@@ -42,6 +42,9 @@ cfg = yaml.safe_load(open("experiments/published-budget.yaml"))
 out = [m for m in ("advkd-published", "advkd-control", "denoising-student") if m not in sys.argv[2:]]
 for m in out:
     del cfg["methods"][m]
+report = cfg.get("report", {})
+if "phase_quality" in report:   # scored by phase only where the run is scored at all
+    report["phase_quality"] = [m for m in report["phase_quality"] if m not in out]
 with open(sys.argv[1], "w") as f:
     f.write(f"# experiments/published-budget.yaml without {', '.join(out)} (scripts/published_budget_score.sh)\n")
     yaml.safe_dump(cfg, f, sort_keys=False)
