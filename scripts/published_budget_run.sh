@@ -43,8 +43,7 @@ for p in $(pgrep -f "snakemake.*published-budget.yaml"); do
 done
 snakemake --unlock --configfile experiments/published-budget.yaml > /dev/null
 # one thread per distill job, two jobs side by side: a second thread buys a job 10-49% per step (docs), less than
-# the second job's core does;
-# DISTILL_THREADS=2 for a run left alone on the host (the last one once the others have finished)
+# a second job gets from that core; DISTILL_THREADS=2 for a run left alone on the host (the last one to finish)
 TARGETS=()
 for m in "${METHODS[@]}"; do TARGETS+=("$R/$m/student.safetensors"); done
 # the first two methods named are the runs the issue requires: with three distill jobs and two cores, they go first
