@@ -36,10 +36,10 @@ export PYTHONPATH="$DIR" PATH="$DIR/.venv/bin:$PATH" HF_HUB_OFFLINE=1
 CONFIG=experiments/published-budget.yaml
 if [ ${#SCORE[@]} -lt ${#ALL[@]} ]; then
   CONFIG=published-budget.$(IFS=+; echo "${SCORE[*]}").yaml
-  python - "$CONFIG" "${SCORE[@]}" <<'EOF'
+  python - "$CONFIG" "${ALL[*]}" "${SCORE[@]}" <<'EOF'
 import sys, yaml
 cfg = yaml.safe_load(open("experiments/published-budget.yaml"))
-out = [m for m in ("advkd-published", "advkd-control", "denoising-student") if m not in sys.argv[2:]]
+out = [m for m in sys.argv[2].split() if m not in sys.argv[3:]]
 for m in out:
     del cfg["methods"][m]
 report = cfg.get("report", {})
