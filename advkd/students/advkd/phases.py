@@ -184,7 +184,9 @@ def grids_figure(folders: dict):
     first = next(iter(folders.values()))
     rows = [("teacher's states\n(the targets)", lambda k: first / f"target-{k:02d}.png")]
     rows += [(name, lambda k, f=f: f / f"phase-{k:02d}.png") for name, f in folders.items()]
-    fig, axes = plt.subplots(len(rows), len(phases), figsize=(1.3 * len(phases), 1.3 * len(rows)), squeeze=False)
+    # constrained: the two-line title takes its own room above the phases' titles instead of covering them
+    fig, axes = plt.subplots(len(rows), len(phases), figsize=(1.3 * len(phases), 1.3 * len(rows)), squeeze=False,
+                             layout="constrained")
     for i, (label, path) in enumerate(rows):
         for j, k in enumerate(phases):
             ax = axes[i, j]
